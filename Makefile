@@ -1,0 +1,50 @@
+# oasis-ops: `make run` and `make test` are all a new user needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8501
+
+.PHONY: venv dev browser run test check lint typecheck bench clean
+
+# The venv is rebuilt only when a requirements file or pyproject changes (stamp files).
+$(VENV)/.stamp-runtime: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-runtime requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.stamp-runtime
+
+dev: $(VENV)/.stamp-dev
+
+# Browser tests drive Debian's chromium; Playwright cannot download its own browser here.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+
+run: venv
+	$(BIN)/oasis-ops demo --host $(HOST) --port $(PORT)
+
+test: dev browser
+	$(BIN)/python -m pytest -q
+
+lint: dev
+	$(BIN)/ruff check oasis_ops tests bench app.py pages
+
+typecheck: dev
+	$(BIN)/mypy oasis_ops
+
+check: lint typecheck test
+
+bench: dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

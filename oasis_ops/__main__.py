@@ -1,0 +1,3 @@
+from oasis_ops.cli import main
+
+raise SystemExit(main())

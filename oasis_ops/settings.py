@@ -1,0 +1,214 @@
+"""Settings: one declared list, resolved in layers.
+
+Order (later wins): the defaults below, then a TOML file (`--config`, else `OASIS_OPS_CONFIG`,
+else `./oasis-ops.toml` when it exists), then environment variables (`OASIS_OPS_<NAME>`, plus
+`OLLAMA_HOST` / `OLLAMA_MODELS` the way Ollama itself reads them), then command-line flags.
+
+Every setting is documented in the README; `tests/test_settings.py` fails when one is not.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oasis_ops.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type  # str, int, float, bool or list (of str)
+    default: Any
+    help: str
+    env_aliases: tuple[str, ...] = ()  # extra variables read before OASIS_OPS_<NAME>
+
+    @property
+    def env(self) -> str:
+        return "OASIS_OPS_" + self.name.upper()
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # --- where the data is
+    S("db", str, "", "Trial database (DuckDB). Empty: the built-in demo."),
+    S("sidecar", str, "", "Telemetry sidecar. Empty: `<db stem>.ops.duckdb` next to the trial DB."),
+    S("control_dir", str, "", "Control directory. Empty: `<db stem>.control/` next to the trial DB."),
+    S("snapshot_dir", str, "", "Where lock-free snapshots of the trial DB are kept. Empty: `~/.cache/oasis-ops/snapshots`."),
+    S("max_staleness_s", float, 10.0, "Longest the shown data may lag the live trial DB, seconds."),
+    S("snapshot_min_interval_s", float, 1.0, "Shortest time between two snapshot copies of a live DB, seconds."),
+    # --- the trial table mapping (Contract 1)
+    S("table", str, "trials", "Trial table name."),
+    S("trial_id_column", str, "trial_id", "Trial id column (optional)."),
+    S("run_id_column", str, "run_id", "Run id column (optional)."),
+    S("model_column", str, "model", "Model column (optional)."),
+    S("time_column", str, "started_at", "When the trial started (TIMESTAMP = UTC, or TIMESTAMPTZ)."),
+    S("finished_column", str, "finished_at", "When the trial ended (optional; with time_column gives latency when latency_column is absent)."),
+    S("latency_column", str, "latency_ms", "Latency in milliseconds (optional if finished_column exists)."),
+    S("status_column", str, "status", "Status column."),
+    S("error_column", str, "error", "Error text column (optional)."),
+    S("ok_words", list, ["ok"], "Status values that mean success."),
+    S("timeout_words", list, ["timeout"], "Status values that mean a timeout."),
+    S("error_words", list, ["error"], "Status values that mean an error (any other value also counts as an error)."),
+    # --- DuckDB resource limits for every connection we open
+    S("duckdb_memory_limit", str, "256MB", "memory_limit of every DuckDB connection we open."),
+    S("duckdb_threads", int, 2, "threads of every DuckDB connection we open."),
+    # --- rollups and pages
+    S("bucket", str, "1m", "Default rollup bucket (e.g. 1m, 5m, 1h)."),
+    S("live_refresh_s", float, 5.0, "Live page header refresh period, seconds (0 turns it off)."),
+    S("live_window_min", int, 30, "Live page chart window, minutes."),
+    # --- dashboard server
+    S("host", str, "127.0.0.1", "Address the dashboard binds to."),
+    S("port", int, 8501, "Port the dashboard listens on."),
+    # --- Ollama
+    S("ollama_host", str, "http://127.0.0.1:11434", "Ollama base URL (also read from OLLAMA_HOST).", ("OLLAMA_HOST",)),
+    S("ollama_models", str, "", "Ollama's model store, for manifests (also OLLAMA_MODELS). Empty: `~/.ollama/models`.", ("OLLAMA_MODELS",)),
+    S("ollama_timeout_s", float, 2.0, "Timeout of each Ollama API poll, seconds."),
+    S("server_log", str, "", "Ollama server.log to tail and ingest. Empty: `~/.ollama/logs/server.log` when it exists."),
+    S("log_utc_offset", str, "", "UTC offset of the Gin access-log lines (local time), e.g. +01:00. Empty: this machine's."),
+    # --- sampler
+    S("sample_interval_s", float, 1.0, "Host memory and /api/ps sampling period, seconds."),
+    S("process_interval_s", float, 2.0, "Runner-process sampling period, seconds."),
+    S("sampler", bool, True, "Start the telemetry sampler with the dashboard server."),
+    # --- recovery and the watchdog
+    S("evict_grace_s", float, 10.0, "How long a soft evict may stay Stopping before it counts as stuck."),
+    S("control_ack_timeout_s", float, 10.0, "How long to wait for the runner to acknowledge a control change."),
+    S("watchdog", bool, False, "Enable the watchdog (automatic recovery)."),
+    S("watchdog_dry_run", bool, False, "Watchdog only logs what it would do."),
+    S("watchdog_stopping_s", float, 30.0, "Hard-kill when a model is Stopping longer than this while trials are not completing."),
+    S("watchdog_min_free_gb", float, 2.0, "Memory guard: act when free+reclaimable memory drops below this, GB."),
+    S("watchdog_max_pressure", float, 60.0, "Memory guard: act when pressure (0-100) reaches this."),
+    S("watchdog_guard_action", str, "concurrency", "Memory guard action: `concurrency` (lower to 1) or `pause`."),
+    S("watchdog_restore_min", float, 5.0, "Restore concurrency after this many minutes of recovery."),
+    # --- diagnosis
+    S("incident_threshold_sigma", float, 6.0, "Incident windows: robust z-score (MAD) of p95 that counts as a departure."),
+    S("incident_min_failure_rate", float, 0.2, "Incident windows: a minute with this failure rate or more is a departure."),
+)
+del S
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]
+
+
+def _coerce(s: Setting, value: Any, origin: str) -> Any:
+    try:
+        if s.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if s.type is list:
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            return [part.strip() for part in str(value).split(",") if part.strip()]
+        if s.type in (int, float) and isinstance(value, bool):
+            raise ValueError("a boolean is not a number")
+        return s.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {s.name} from {origin}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; attribute access by name, plus where each value came from."""
+
+    values: Mapping[str, Any]
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **overrides: Any) -> Settings:
+        values = dict(self.values)
+        origins = dict(self.origins)
+        for key, value in overrides.items():
+            if key not in _BY_NAME:
+                raise ConfigError(f"unknown setting {key!r}")
+            values[key] = _coerce(_BY_NAME[key], value, "override")
+            origins[key] = "override"
+        return Settings(values, origins)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _config_path(config: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if config:
+        path = Path(config).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    if env.get("OASIS_OPS_CONFIG"):
+        path = Path(env["OASIS_OPS_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"OASIS_OPS_CONFIG points at a missing file: {path}")
+        return path
+    local = Path("oasis-ops.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then TOML, then environment, then flags (None values in flags are ignored)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    origins: dict[str, str] = {s.name: "default" for s in SETTINGS}
+
+    path = _config_path(config, env)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        # Accept a flat file or one with an [oasis-ops] table.
+        data = data.get("oasis-ops", data)
+        for key, value in data.items():
+            if key not in _BY_NAME:
+                raise ConfigError(f"unknown setting {key!r} in {path}", hint="see the README's settings table")
+            values[key] = _coerce(_BY_NAME[key], value, str(path))
+            origins[key] = str(path)
+
+    for s in SETTINGS:
+        for var in (*s.env_aliases, s.env):
+            if var in env and env[var] != "":
+                values[s.name] = _coerce(s, env[var], var)
+                origins[s.name] = var
+
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key not in _BY_NAME:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(_BY_NAME[key], value, "command line")
+        origins[key] = "command line"
+    return Settings(values, origins)
+
+
+def settings_markdown() -> str:
+    """The README's settings table (kept in sync by a test)."""
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        envs = ", ".join(f"`{v}`" for v in (s.env, *s.env_aliases))
+        default = ",".join(s.default) if isinstance(s.default, list) else s.default
+        rows.append(f"| `{s.name}` | {envs} | `{default}` | {s.help} |")
+    return "\n".join(rows)

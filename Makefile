@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: venv dev browser run test check lint typecheck bench clean
+.PHONY: venv dev browser run test check lint typecheck bench clean docs
 
 # The venv is rebuilt only when a requirements file or pyproject changes (stamp files).
 $(VENV)/.stamp-runtime: requirements.txt pyproject.toml
@@ -48,3 +48,6 @@ bench: dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+docs: venv
+	$(BIN)/python -m oasis_ops.docs

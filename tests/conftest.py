@@ -1,0 +1,22 @@
+"""Shared test fixtures. Area-specific helpers live in tests/helpers_<area>.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own config, Ollama or snapshot cache by accident."""
+    for var in ("OASIS_OPS_CONFIG", "OLLAMA_HOST", "OLLAMA_MODELS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OASIS_OPS_SNAPSHOT_DIR", str(tmp_path / "snapshots"))

@@ -70,6 +70,10 @@ class OllamaBadResponse(OllamaError):
     """Ollama answered, but not in a shape we understand."""
 
 
+class ProbeError(OasisOpsError):
+    """A host-memory source (/proc files, vm_stat, sysctl) could not be read or parsed."""
+
+
 class ProcessError(OasisOpsError):
     """A process could not be found, verified or signalled."""
 
@@ -80,6 +84,10 @@ class ProcessRefused(ProcessError):
 
 class ProcessVanished(ProcessError):
     """The process went away between looking and acting."""
+
+
+class ServerError(OasisOpsError):
+    """The dashboard server (or another child service) could not be started or did not stay up."""
 
 
 # --- actions ----------------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""Probes: host memory, Ollama's API and its runner processes. No UI, no storage.
+
+Each probe takes its sources as arguments (a /proc root, a command runner, an OllamaClient with
+an optional httpx transport, a process-list callable, a clock), so tests feed fixtures, real
+loopback servers and real child processes.
+
+The facade the sampler and `oasis-ops status` call:
+
+    client = OllamaClient(settings.ollama_host, timeout_s=settings.ollama_timeout_s)
+    probe = ModelProbe(client, PsutilProcesses(), models_dir=settings.ollama_models)
+    snapshots = probe.snapshot()          # list[ModelSnapshot], one per /api/ps entry
+    host = sample_host()                  # HostSample
+    flash = probe.flash_attention(server_log_path=...)
+
+Keep one ModelProbe per sampler: it caches blob paths per (model, digest) and psutil Process
+objects per (pid, create_time) (CPU % needs two looks: the first snapshot of a runner has
+runner_cpu_percent None). `probe_models()` is the one-shot form.
+
+"gone" never comes from /api/ps: `diff_models(previous, current)` turns two polls into
+transitions (newly seen, loaded <-> stopping, gone) for the events table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from oasis_ops.errors import OllamaError
+from oasis_ops.probes.flash import FlashAttentionSetting, flash_attention
+from oasis_ops.probes.host import Clock, HostSample, human_bytes, sample_host
+from oasis_ops.probes.ollama import (
+    ModelStatus,
+    ModelTransition,
+    OllamaClient,
+    diff_models,
+    parse_rfc3339,
+    processor_split,
+    resolve_ollama_host,
+)
+from oasis_ops.probes.processes import (
+    OllamaTree,
+    ProcessList,
+    ProcessRecord,
+    PsutilProcesses,
+    RunnerProcess,
+    blob_from_manifest,
+    default_models_dir,
+    find_ollama_tree,
+    match_runner,
+    parse_runner_cmdline,
+    verify_runner,
+)
+
+__all__ = [
+    "FlashAttentionSetting",
+    "HostSample",
+    "ModelProbe",
+    "ModelSnapshot",
+    "ModelStatus",
+    "ModelTransition",
+    "OllamaClient",
+    "OllamaTree",
+    "ProcessRecord",
+    "PsutilProcesses",
+    "RunnerProcess",
+    "diff_models",
+    "find_ollama_tree",
+    "flash_attention",
+    "human_bytes",
+    "parse_rfc3339",
+    "parse_runner_cmdline",
+    "probe_models",
+    "processor_split",
+    "resolve_ollama_host",
+    "sample_host",
+    "verify_runner",
+]
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """A /api/ps entry joined with the runner process serving it (runner_* None when no
+    runner was matched: remote Ollama, unknown blob, or the runner is gone)."""
+
+    ts: datetime
+    status: ModelStatus
+    blob_path: str | None
+    runner_pid: int | None
+    runner_create_time: float | None
+    runner_rss_bytes: int | None
+    runner_cpu_percent: float | None
+    runner_threads: int | None
+    runner_cmdline: tuple[str, ...] | None
+    runner_variant: str | None
+    runner_port: int | None
+    note: str | None
+
+    # convenience pass-throughs used by the sidecar's model_samples row
+    @property
+    def model(self) -> str:
+        return self.status.name
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    def as_row(self) -> dict[str, Any]:
+        """The sidecar's model_samples columns."""
+        return {
+            "ts": self.ts,
+            "model": self.status.name,
+            "state": self.status.state,
+            "expires_at": self.status.expires_at,
+            "size_bytes": self.status.size_bytes,
+            "size_vram_bytes": self.status.size_vram_bytes,
+            "context_length": self.status.context_length,
+            "runner_pid": self.runner_pid,
+            "runner_rss_bytes": self.runner_rss_bytes,
+            "runner_cpu_percent": self.runner_cpu_percent,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        data = self.status.as_dict()
+        data.update(
+            ts=self.ts.isoformat(),
+            blob_path=self.blob_path,
+            runner_pid=self.runner_pid,
+            runner_create_time=self.runner_create_time,
+            runner_rss_bytes=self.runner_rss_bytes,
+            runner_cpu_percent=self.runner_cpu_percent,
+            runner_threads=self.runner_threads,
+            runner_cmdline=list(self.runner_cmdline) if self.runner_cmdline else None,
+            runner_variant=self.runner_variant,
+            runner_port=self.runner_port,
+            note=self.note,
+        )
+        return data
+
+
+class ModelProbe:
+    """Stateful facade: /api/ps + blob paths + runner processes. Raises OllamaUnreachable /
+    OllamaBadResponse when /api/ps fails; a failing /api/show only blanks that model's runner."""
+
+    MAX_BLOB_CACHE = 256
+
+    def __init__(
+        self,
+        client: OllamaClient,
+        processes: ProcessList | None = None,
+        models_dir: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        *,
+        serve_pid: int | None = None,
+    ) -> None:
+        self.client = client
+        self.processes: ProcessList = processes or PsutilProcesses()
+        self.models_dir = default_models_dir(str(models_dir) if models_dir else None)
+        self.clock: Clock = clock or client.clock
+        self.serve_pid = serve_pid
+        self._blobs: dict[tuple[str, str], str | None] = {}
+        self.last_tree: OllamaTree | None = None
+
+    def blob_path(self, status: ModelStatus) -> str | None:
+        """Weights blob of a model: the manifest under OLLAMA_MODELS (a local read), else
+        /api/show's FROM line. Cached per (name, digest): a re-pull changes the digest."""
+        key = (status.name, status.digest)
+        if key in self._blobs:
+            return self._blobs[key]
+        path = blob_from_manifest(self.models_dir, status.name)
+        if path is None:
+            try:
+                paths = self.client.show(status.name).get("blob_paths") or []
+            except OllamaError:
+                return None  # not cached: try again next time
+            path = paths[0] if paths else None
+        if len(self._blobs) >= self.MAX_BLOB_CACHE:
+            self._blobs.clear()
+        self._blobs[key] = path
+        return path
+
+    def snapshot(
+        self, statuses: Iterable[ModelStatus] | None = None, *, refresh_processes: bool = True
+    ) -> list[ModelSnapshot]:
+        """One ModelSnapshot per /api/ps entry (or per given status). With
+        refresh_processes=False the last process scan is reused (the sampler polls /api/ps
+        every second and rescans processes every process_interval_s)."""
+        models = list(statuses) if statuses is not None else self.client.ps()
+        now = self.clock()
+        if not models:
+            return []
+        if refresh_processes or self.last_tree is None:
+            self.last_tree = find_ollama_tree(self.processes(), serve_pid=self.serve_pid)
+        tree = self.last_tree
+        snapshots = []
+        for status in models:
+            blob = self.blob_path(status)
+            match = match_runner(tree, [blob] if blob else [], [status.name, status.model])
+            notes = [n for n in (match.note, *tree.notes) if n]
+            if tree.serve is None:
+                notes.append("no `ollama serve` process visible on this machine")
+            runner = match.runner
+            rec = runner.record if runner else None
+            snapshots.append(
+                ModelSnapshot(
+                    ts=now,
+                    status=status,
+                    blob_path=blob,
+                    runner_pid=rec.pid if rec else None,
+                    runner_create_time=rec.create_time if rec else None,
+                    runner_rss_bytes=rec.rss_bytes if rec else None,
+                    runner_cpu_percent=rec.cpu_percent if rec else None,
+                    runner_threads=rec.num_threads if rec else None,
+                    runner_cmdline=rec.cmdline if rec else None,
+                    runner_variant=runner.command.variant if runner else None,
+                    runner_port=runner.command.port if runner else None,
+                    note="; ".join(notes) or None,
+                )
+            )
+        return snapshots
+
+    def flash_attention(self, server_log_path: str | os.PathLike[str] | None = None) -> FlashAttentionSetting:
+        """Flash attention from the current serve's environment, its log, or its runners."""
+        tree = self.last_tree or find_ollama_tree(self.processes(), serve_pid=self.serve_pid)
+        environ = tree.serve.environ if tree.serve else None
+        cmdlines = [rp.record.cmdline for rp in tree.runners]
+        return flash_attention(serve_environ=environ, server_log_path=server_log_path, runner_cmdlines=cmdlines)
+
+
+def probe_models(
+    client: OllamaClient,
+    processes: ProcessList | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
+    clock: Clock | None = None,
+    *,
+    serve_pid: int | None = None,
+) -> list[ModelSnapshot]:
+    """One-shot ModelProbe(...).snapshot() (no caches kept: CPU % is None)."""
+    return ModelProbe(client, processes, models_dir, clock, serve_pid=serve_pid).snapshot()

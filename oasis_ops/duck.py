@@ -32,11 +32,17 @@ def connect(
     target = ":memory:" if path is None else str(path)
     if path is not None and must_exist and not Path(path).exists():
         raise DatabaseMissing(f"database not found: {path}")
-    config = {"memory_limit": memory_limit, "threads": str(int(threads)), "TimeZone": "UTC"}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": memory_limit,
+        "threads": str(int(threads)),
+    }
     try:
-        return duckdb.connect(target, read_only=read_only, config=config)
+        con = duckdb.connect(target, read_only=read_only, config=config)
     except duckdb.Error as exc:
         raise translate(exc, target) from None
+    # TimeZone cannot go in the connect config (ICU is applied after it); naive = UTC.
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def translate(exc: BaseException, where: str) -> DataError:

@@ -1,0 +1,3 @@
+-- Appends parsed log rows to log_events in bulk (oasis_ops.logs.ingest); logs_batch_events is an Arrow
+-- table registered on the connection, columns named like the table's (missing ones stay NULL).
+INSERT INTO log_events BY NAME SELECT * FROM logs_batch_events;

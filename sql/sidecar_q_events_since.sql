@@ -1,0 +1,4 @@
+-- Rows of events with $since <= ts < $until, oldest first; at most $max_rows (the newest ones).
+SELECT * FROM (
+    SELECT * FROM events WHERE ts >= $since AND ts < $until ORDER BY ts DESC LIMIT $max_rows
+) ORDER BY ts;

@@ -1,0 +1,486 @@
+"""TrialSource: the one way the library reads a trial database (Contract 1).
+
+It reads lock-free snapshots (see snapshot.py), maps the user's columns from settings (see
+mapping.py) and answers rollups from an incrementally refreshed cache (see rollup.py). All
+public methods are thread-safe (one lock; DuckDB work happens on the snapshot connection).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from oasis_ops import duck
+from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError
+from oasis_ops.settings import Settings, load_settings
+from oasis_ops.sqlfiles import sql
+from oasis_ops.trials.mapping import TrialMapping
+from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid
+from oasis_ops.trials.snapshot import (
+    LIVE_WINDOW_S,
+    Freshness,
+    Snapshotter,
+    connect_read_only,
+    snapshot_dir_for,
+)
+from oasis_ops.trials.timeparse import as_utc, bucket_seconds, ceil_to_bucket, floor_to_bucket
+
+# More appended rows than this in one refresh: drop the rollup cache instead of folding them in.
+MAX_DELTA_ROWS = 200_000
+# Rollups over more (estimated) rows than this run in time chunks: a quantile's state cannot
+# spill to disk, so one query over 10M trials would need far more than the memory_limit.
+CHUNK_ROWS = 1_000_000
+PERCENTILES = (0.5, 0.95, 0.99)
+
+_EMPTY_RUNS = pd.DataFrame(
+    {
+        "run_id": pd.Series(dtype="object"),
+        "models": pd.Series(dtype="object"),
+        "first_at": pd.Series(dtype="datetime64[us, UTC]"),
+        "last_at": pd.Series(dtype="datetime64[us, UTC]"),
+        "trials": pd.Series(dtype="int64"),
+        "failures": pd.Series(dtype="int64"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    """What validating one snapshot found."""
+
+    mapping: TrialMapping
+    trials: int
+    last_row: tuple[Any, ...] | None  # fingerprint of the row at position trials - 1
+
+
+def _us(value: datetime) -> int:
+    return int((as_utc(value) - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+
+
+def _from_us(value: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))
+
+
+class TrialSource:
+    """Read-only, lock-free view of a (possibly live) trial database."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.path = Path(path).expanduser()
+        self._clock = clock
+        self._lock = threading.RLock()
+        if not self.path.exists():
+            raise DatabaseMissing(f"trial database not found: {self.path}")
+        if not self.path.is_file():
+            raise DatabaseCorrupt(f"{self.path} is not a file")
+        self._snapshots: Snapshotter[SnapshotState] = Snapshotter(
+            self.path,
+            snapshot_dir_for(self.path, self.settings.snapshot_dir),
+            open_snapshot=self._open,
+            validate=self._validate,
+            min_interval_s=float(self.settings.snapshot_min_interval_s),
+            max_interval_s=max(float(self.settings.max_staleness_s) / 2.0, 0.5),
+            clock=clock,
+        )
+        self._cache = RollupCache(self._compute)
+        self._groups = pd.DataFrame()
+        self._summaries: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._closed = False
+        with self._lock:
+            self._snapshots.refresh(force=True)
+            self._rebuild_groups(skip_rows=0)
+
+    # --- snapshot lifecycle -------------------------------------------------------------------
+    def _open(self, copy: Path) -> duckdb.DuckDBPyConnection:
+        return connect_read_only(copy, memory_limit=self.settings.duckdb_memory_limit, threads=int(self.settings.duckdb_threads))
+
+    def _validate(self, con: duckdb.DuckDBPyConnection) -> SnapshotState:
+        mapping = TrialMapping.resolve(con, self.settings, where=str(self.path))
+        (trials,) = _one(con, "trials_count", {"table": mapping.table})
+        last_row = self._row_at(con, mapping, int(trials) - 1) if trials else None
+        return SnapshotState(mapping, int(trials), last_row)
+
+    @staticmethod
+    def _row_at(con: duckdb.DuckDBPyConnection, mapping: TrialMapping, position: int) -> tuple[Any, ...] | None:
+        params = {"table": mapping.table, "time_col": mapping.time_column, "status_col": mapping.status_column, "position": position}
+        rows = execute(con, "trials_row_at", params).fetchall()  # fetch all: DuckDB 2 refuses work on a half-read result
+        return tuple(rows[0]) if rows else None
+
+    def refresh(self) -> Freshness:
+        """Take a new snapshot if the source changed (and the copy interval passed); fold new rows in."""
+        with self._lock:
+            self._check_open()
+            previous = self._snapshots.current
+            assert previous is not None
+            if self._snapshots.refresh():
+                self._after_new_snapshot(previous.state)
+            return self._freshness()
+
+    def _after_new_snapshot(self, old: SnapshotState) -> None:
+        new = self._state
+        self._summaries.clear()
+        grew = (
+            new.mapping == old.mapping
+            and new.trials >= old.trials
+            and (old.trials == 0 or self._row_at(self._con, new.mapping, old.trials - 1) == old.last_row)
+        )
+        if not grew:
+            self._cache.clear()
+            self._rebuild_groups(skip_rows=0)
+            return
+        appended = new.trials - old.trials
+        if appended == 0:
+            return
+        if appended > MAX_DELTA_ROWS:
+            self._cache.clear()
+        elif len(self._cache):
+            params = {**self._base_params(), "skip_rows": old.trials, "max_rows": appended}
+            rows = execute(self._con, "trials_new_rows", params).fetchnumpy()
+            self._cache.apply_new_rows(
+                np.asarray(rows["started_us"], dtype="int64"),
+                np.asarray(rows["run_id"], dtype=object),
+                np.asarray(rows["model"], dtype=object),
+            )
+        self._merge_groups(self._group_rows(skip_rows=old.trials))
+
+    def freshness(self) -> Freshness:
+        with self._lock:
+            self._check_open()
+            return self._freshness()
+
+    def _freshness(self) -> Freshness:
+        snap = self._snapshots.current
+        assert snap is not None
+        now = self._clock()
+        source_mtime = snap.sig.mtime
+        try:
+            source_mtime = self._snapshots.source_sig().mtime
+        except DatabaseMissing:
+            pass
+        note = self._snapshots.note
+        newest = self._newest_trial_at()
+        return Freshness(
+            source_path=str(self.path),
+            snapshot_taken_at=datetime.fromtimestamp(self._snapshots.verified_at, UTC),
+            source_mtime=datetime.fromtimestamp(source_mtime, UTC),
+            newest_trial_at=newest,
+            stale_s=max(0.0, now - self._snapshots.verified_at),
+            live=now - source_mtime < LIVE_WINDOW_S,
+            note=note,
+            trials=self._state.trials,
+            copy_ms=snap.copy_ms,
+        )
+
+    @property
+    def _state(self) -> SnapshotState:
+        snap = self._snapshots.current
+        assert snap is not None
+        return snap.state
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        snap = self._snapshots.current
+        assert snap is not None
+        return snap.con
+
+    @property
+    def mapping(self) -> TrialMapping:
+        with self._lock:
+            self._check_open()
+            return self._state.mapping
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._snapshots.close()
+                self._closed = True
+
+    def __enter__(self) -> TrialSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DataError(f"trial source {self.path} is closed")
+
+    # --- runs, models, bounds (a small per-(run, model) table, merged incrementally) -----------
+    def _group_rows(self, skip_rows: int) -> pd.DataFrame:
+        params = {**self._base_params(), "skip_rows": skip_rows}
+        return self._query_df("trials_groups", params)
+
+    def _rebuild_groups(self, skip_rows: int) -> None:
+        self._groups = self._group_rows(skip_rows)
+
+    def _merge_groups(self, fresh: pd.DataFrame) -> None:
+        if fresh.empty:
+            return
+        both = pd.concat([self._groups, fresh], ignore_index=True)
+        keys = ["run_id", "model"]
+        merged = both.groupby(keys, dropna=False, sort=False).agg(
+            first_us=("first_us", "min"), last_us=("last_us", "max"), trials=("trials", "sum"), ok=("ok", "sum")
+        )
+        self._groups = merged.reset_index()
+
+    def _newest_trial_at(self) -> datetime | None:
+        if self._groups.empty:
+            return None
+        return _from_us(int(self._groups["last_us"].max()))
+
+    def runs(self) -> pd.DataFrame:
+        """run_id, models (comma-separated), first_at, last_at, trials, failures; newest first."""
+        with self._lock:
+            self._check_open()
+            groups = self._groups
+            if groups.empty:
+                return _EMPTY_RUNS.copy()
+            rows = []
+            for run_id, part in groups.groupby("run_id", dropna=False, sort=False):
+                models = sorted({str(m) for m in part["model"] if isinstance(m, str)})
+                rows.append(
+                    {
+                        "run_id": None if (run_id is None or (isinstance(run_id, float) and np.isnan(run_id))) else str(run_id),
+                        "models": ", ".join(models),
+                        "first_at": pd.Timestamp(int(part["first_us"].min()), unit="us", tz="UTC"),
+                        "last_at": pd.Timestamp(int(part["last_us"].max()), unit="us", tz="UTC"),
+                        "trials": int(part["trials"].sum()),
+                        "failures": int(part["trials"].sum() - part["ok"].sum()),
+                    }
+                )
+            frame = pd.DataFrame(rows).sort_values("last_at", ascending=False, kind="stable")
+            return frame.reset_index(drop=True)
+
+    def models(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            if self._groups.empty:
+                return []
+            return sorted({str(m) for m in self._groups["model"] if isinstance(m, str)})
+
+    def time_bounds(self, run_id: str | None = None, model: str | None = None) -> tuple[datetime, datetime] | None:
+        """First and last trial start time (UTC) matching the filters; None when there is none."""
+        with self._lock:
+            self._check_open()
+            groups = self._groups
+            if groups.empty:
+                return None
+            mask = np.ones(len(groups), dtype=bool)
+            if run_id is not None:
+                mask &= (groups["run_id"] == run_id).to_numpy(dtype=bool, na_value=False)
+            if model is not None:
+                mask &= (groups["model"] == model).to_numpy(dtype=bool, na_value=False)
+            part = groups[mask]
+            if part.empty:
+                return None
+            return _from_us(int(part["first_us"].min())), _from_us(int(part["last_us"].max()))
+
+    def latest_run(self) -> str | None:
+        """run_id of the run with the newest trial (None when the table has no run_id column)."""
+        runs = self.runs()
+        return None if runs.empty else runs.iloc[0]["run_id"]
+
+    # --- rollups ------------------------------------------------------------------------------
+    def _base_params(self) -> dict[str, Any]:
+        return self._state.mapping.params()
+
+    def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
+        chunk_us = to_us - from_us
+        if not only_buckets and not self._groups.empty:
+            span_us = max(int(self._groups["last_us"].max()) - int(self._groups["first_us"].min()), 1)
+            rows_per_us = max(self._state.trials, 1) / span_us
+            chunk_us = max(width_us, int(CHUNK_ROWS / rows_per_us) // width_us * width_us)
+        parts = [
+            self._compute_one(lo, min(lo + chunk_us, to_us), width_us, run_id, model, only_buckets)
+            for lo in range(from_us, to_us, max(chunk_us, width_us))
+        ]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return empty_aggregates()
+        return pd.concat(parts) if len(parts) > 1 else parts[0]
+
+    def _compute_one(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
+        mapping = self._state.mapping
+        params = {
+            **self._base_params(),
+            "from": mapping.time_value(_from_us(from_us)),
+            "to": mapping.time_value(_from_us(to_us)),
+            "width_us": width_us,
+            "run_id": run_id,
+            "model": model,
+            "only_buckets": list(only_buckets),
+        }
+        frame = self._query_df("trials_rollup", params)
+        if frame.empty:
+            return empty_aggregates()
+        frame = frame.set_index("bucket_us")
+        frame.index = frame.index.astype("int64")
+        frame = frame[list(AGG_COLUMNS)]
+        for column in ("trials", "ok", "timeouts", "errors"):
+            frame[column] = frame[column].astype("int64")
+        for column in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+            frame[column] = frame[column].astype("float64")
+        return frame
+
+    def _exact_percentiles(self, params: dict[str, Any]) -> list[float | None]:
+        """Exact quantile_cont percentiles over a range with bounded memory: a per-millisecond
+        histogram locates each rank's bin, then only that bin's values are read."""
+        hist = execute(self._con, "trials_latency_histogram", params).fetchnumpy()
+        bins = np.asarray(hist["bin_ms"], dtype="int64")
+        counts = np.asarray(hist["n"], dtype="int64")
+        total = int(counts.sum())
+        if total == 0:
+            return [None for _ in PERCENTILES]
+        cumulative = np.cumsum(counts)
+        values_by_bin: dict[int, np.ndarray] = {}
+
+        def value_at(rank: int) -> float:
+            i = int(np.searchsorted(cumulative, rank, side="right"))
+            if i not in values_by_bin:
+                lo = int(bins[i])
+                rows = execute(self._con, "trials_latency_values", {**params, "bin_lo": float(lo), "bin_hi": float(lo + 1)}).fetchnumpy()
+                values_by_bin[i] = np.asarray(rows["latency_ms"], dtype="float64")
+            before = int(cumulative[i] - counts[i])
+            return float(values_by_bin[i][rank - before])
+
+        result: list[float | None] = []
+        for q in PERCENTILES:
+            position = (total - 1) * q  # linear interpolation, as quantile_cont and numpy
+            lower = int(np.floor(position))
+            upper = min(lower + 1, total - 1)
+            low_value = value_at(lower)
+            result.append(low_value + (value_at(upper) - low_value) * (position - lower))
+        return result
+
+    def rollup(
+        self,
+        start: datetime,
+        end: datetime,
+        bucket: str = "1m",
+        run_id: str | None = None,
+        model: str | None = None,
+    ) -> pd.DataFrame:
+        """One row per bucket in [start, end), empty buckets included (see OUTPUT_COLUMNS)."""
+        width_s = bucket_seconds(bucket)
+        start_us = _us(floor_to_bucket(start, width_s))
+        end_us = _us(ceil_to_bucket(end, width_s))
+        width_us = width_s * 1_000_000
+        if end_us <= start_us:
+            end_us = start_us + width_us if as_utc(end) > as_utc(start) else start_us
+        with self._lock:
+            self._check_open()
+            aggregates = self._cache.get(start_us, end_us, width_us, run_id, model) if end_us > start_us else empty_aggregates()
+        return to_grid(aggregates, start_us, end_us, width_us)
+
+    def summary(self, start: datetime, end: datetime, run_id: str | None = None, model: str | None = None) -> dict[str, Any]:
+        """trials, ok, timeouts, errors, failures, failure_rate, p50_ms, p95_ms, p99_ms, max_ms over [start, end)."""
+        key = (_us(start), _us(end), run_id, model)
+        with self._lock:
+            self._check_open()
+            cached = self._summaries.get(key)
+            if cached is not None:
+                self._summaries.move_to_end(key)
+                return dict(cached)
+            mapping = self._state.mapping
+            params = {
+                **self._base_params(),
+                "from": mapping.time_value(start),
+                "to": mapping.time_value(end),
+                "run_id": run_id,
+                "model": model,
+            }
+            (row,) = execute(self._con, "trials_summary", params).fetchall()
+            trials, ok, timeouts, errors, with_latency, max_ms = row
+            p50, p95, p99 = self._exact_percentiles(params) if with_latency else (None, None, None)
+            failures = int(timeouts) + int(errors)
+            result: dict[str, Any] = {
+                "trials": int(trials),
+                "ok": int(ok),
+                "timeouts": int(timeouts),
+                "errors": int(errors),
+                "failures": failures,
+                "failure_rate": failures / trials if trials else None,
+                "p50_ms": _float(p50),
+                "p95_ms": _float(p95),
+                "p99_ms": _float(p99),
+                "max_ms": _float(max_ms),
+            }
+            self._summaries[key] = result
+            while len(self._summaries) > 16:
+                self._summaries.popitem(last=False)
+            return dict(result)
+
+    def completed_since(self, ts: datetime, run_id: str | None = None) -> int:
+        """Ok trials that started at or after `ts` (the watchdog's 'are trials completing')."""
+        with self._lock:
+            self._check_open()
+            mapping = self._state.mapping
+            params = {
+                **mapping.params(),
+                "from": mapping.time_value(ts),
+                "run_id": run_id,
+            }
+            (count,) = _one(self._con, "trials_completed_since", params)
+            return int(count)
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        return dict(self._cache.stats)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _query_df(self, name: str, params: dict[str, Any]) -> pd.DataFrame:
+        try:
+            return execute(self._con, name, params).df()
+        except duckdb.Error as exc:
+            raise duck.translate(exc, str(self.path)) from None
+
+
+_PARAM_RE = re.compile(r"\$([A-Za-z_]\w*)")
+_COMMENT_RE = re.compile(r"--[^\n]*")
+
+
+@functools.cache
+def _param_names(name: str) -> frozenset[str]:
+    return frozenset(_PARAM_RE.findall(_COMMENT_RE.sub("", sql(name))))
+
+
+def execute(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """Run sql/<name>.sql with the parameters it names (DuckDB rejects extra ones)."""
+    wanted = _param_names(name)
+    return con.execute(sql(name), {k: v for k, v in params.items() if k in wanted})
+
+
+def _one(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        (row,) = execute(con, name, params).fetchall()
+    except duckdb.Error as exc:
+        raise duck.translate(exc, name) from None
+    return tuple(row)
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    result = float(value)
+    return None if np.isnan(result) else result
+
+
+__all__ = ["Freshness", "SnapshotState", "TrialSource"]

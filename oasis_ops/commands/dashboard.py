@@ -1,0 +1,82 @@
+"""`oasis-ops dashboard [--db PATH] [--host H] [--port P]`: serve the Streamlit console."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from oasis_ops.commands import settings_from
+from oasis_ops.server import DashboardServer, Service, cache_dir, run_services
+from oasis_ops.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve the dashboard (127.0.0.1 unless --host says otherwise)")
+    add_server_arguments(p)
+    p.add_argument("--db", help="trial database (DuckDB); default: the `db` setting")
+    p.set_defaults(func=run)
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to your network)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8501)")
+    p.add_argument("--log", help="where the server's own output goes (default: ~/.cache/oasis-ops/logs/)")
+
+
+def server_log_path(args: argparse.Namespace, settings: Settings) -> Path:
+    if getattr(args, "log", None):
+        return Path(args.log).expanduser()
+    return cache_dir() / "logs" / f"dashboard-{settings.port}.log"
+
+
+def serve(services: Sequence[Service], lines: Sequence[str]) -> int:
+    """Run `services` until Ctrl-C or SIGTERM; print `lines` once they are all up."""
+    stop = threading.Event()
+
+    def _on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
+
+    def _ready() -> None:
+        for line in lines:
+            print(line, flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+
+    try:
+        return run_services(services, on_ready=_ready, stop_event=stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def background_services(settings: Settings) -> list[Service]:
+    """Services that run beside the dashboard server, started before it (the sampler)."""
+    if not (settings.sampler and settings.db):
+        return []
+    # Imported here: the sampler pulls in the probes, which the rest of the CLI does not need.
+    from oasis_ops.sampler.core import SamplerService
+
+    return [SamplerService(settings, announce=lambda line: print(line, file=sys.stderr, flush=True))]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args, db=args.db, host=args.host, port=args.port)
+    log_path = server_log_path(args, settings)
+    server = DashboardServer(settings, log_path=log_path)
+    lines = [f"oasis-ops dashboard: {server.url}"]
+    if settings.db:
+        db = Path(settings.db).expanduser().resolve()
+        note = "" if db.exists() else "  (not there yet: the page will say so until the runner creates it)"
+        lines.append(f"  trial database: {db}{note}")
+    else:
+        lines.append("  no trial database configured: pass --db path/to/trials.duckdb, or try `oasis-ops demo`")
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {settings.host}: anyone who can reach this address can use the console", file=sys.stderr)
+    lines.append(f"  server log: {log_path}")
+    return serve([*background_services(settings), server], lines)

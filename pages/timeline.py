@@ -1,0 +1,269 @@
+"""Timeline: the post-mortem view of a run, per bucket (p50/p95 latency, failure rate, counts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from oasis_ops import charts
+from oasis_ops.errors import UsageError
+from oasis_ops.settings import Settings
+from oasis_ops.trials import auto_bucket, parse_time
+from pages import _common as ui
+
+BUCKETS = ["auto", "1m", "5m", "15m", "1h"]
+RANGE_MODES = ["Run", "Last hours", "Custom"]
+ALL_MODELS = "All models"
+# A live run's range extends to now (so a stall shows as empty buckets) if its newest trial is this recent.
+LIVE_TAIL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Range:
+    start: datetime
+    end: datetime
+    run_id: str | None
+    label: str
+
+
+def _ts(value: Any) -> datetime:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def _span(start: datetime, end: datetime) -> str:
+    return ui.fmt_age((end - start).total_seconds())
+
+
+def _run_label(row: pd.Series) -> str:
+    run = row["run_id"] if row["run_id"] is not None and not pd.isna(row["run_id"]) else "(no run id)"
+    first, last = _ts(row["first_at"]), _ts(row["last_at"])
+    day = first.strftime("%Y-%m-%d")
+    return f"{run} · {day} {first:%H:%M}–{last:%H:%M} UTC · {int(row['trials']):,} trials"
+
+
+def choose_range(handle: ui.SourceHandle, version: str, live: bool, newest: datetime | None) -> Range | None:
+    """The range controls; default: the latest run. None when the database has no trials yet."""
+    runs = ui.cached_runs(handle, handle.key, version)
+    if runs.empty:
+        return None
+    mode_col, pick_col = st.columns([4, 9], vertical_alignment="bottom")
+    with mode_col:
+        mode = st.segmented_control("Range", RANGE_MODES, default="Run", key="tl_mode") or "Run"
+    now = datetime.now(UTC)
+    latest_end = max(now, newest) if (live and newest) else (newest or now)
+    with pick_col:
+        if mode == "Run":
+            choice = st.selectbox(
+                "Run",
+                range(len(runs)),
+                format_func=lambda i: _run_label(runs.iloc[i]),
+                key="tl_run",
+                help="Runs newest first.",
+            )
+            row = runs.iloc[choice or 0]
+            run_id = None if row["run_id"] is None or pd.isna(row["run_id"]) else str(row["run_id"])
+            start, end = _ts(row["first_at"]), _ts(row["last_at"])
+            if live and choice == 0 and now - end < LIVE_TAIL:
+                end = now  # a live run: show the minutes with no trials up to now (a stall)
+            return Range(start, end + timedelta(microseconds=1), run_id, f"run `{run_id or '(all)'}`")
+        if mode == "Last hours":
+            hours = st.number_input("Hours", min_value=0.25, max_value=24.0 * 30, value=6.0, step=1.0, key="tl_hours")
+            end = latest_end
+            anchor = "now" if live else "the newest trial"
+            return Range(end - timedelta(hours=float(hours)), end + timedelta(microseconds=1), None, f"last {hours:g} h before {anchor}")
+        first_row = runs.iloc[0]
+        left, right = st.columns(2)
+        with left:
+            start_text = st.text_input("From (UTC)", value=_ts(first_row["first_at"]).strftime("%Y-%m-%dT%H:%M:%SZ"), key="tl_from",
+                                       help="ISO 8601 (naive = UTC), or a duration ago such as 6h.")  # fmt: skip
+        with right:
+            end_text = st.text_input("To (UTC)", value=_ts(first_row["last_at"]).strftime("%Y-%m-%dT%H:%M:%SZ"), key="tl_to",
+                                     help="ISO 8601 (naive = UTC), `now`, or a duration ago.")  # fmt: skip
+        start, end = parse_time(start_text), parse_time(end_text)
+        if end <= start:
+            raise UsageError(f"the range ends ({end:%Y-%m-%d %H:%M:%S}) before it starts ({start:%Y-%m-%d %H:%M:%S})")
+        return Range(start, end, None, "custom range")
+
+
+def show_metrics(summary: dict[str, Any]) -> None:
+    cols = st.columns(5)
+    cols[0].metric("Trials", ui.fmt_count(summary.get("trials")), border=True)
+    failures = summary.get("failures")
+    cols[1].metric(
+        "Failures",
+        ui.fmt_count(failures),
+        border=True,
+        help=f"{ui.fmt_count(summary.get('timeouts'))} timeouts, {ui.fmt_count(summary.get('errors'))} errors",
+    )
+    cols[2].metric("Failure rate", ui.fmt_rate(summary.get("failure_rate")), border=True, help="(timeouts + errors) / trials")
+    cols[3].metric("p50 latency", ui.fmt_ms(summary.get("p50_ms")), border=True, help="Median over trials with a latency")
+    cols[4].metric("p95 latency", ui.fmt_ms(summary.get("p95_ms")), border=True, help="95th percentile, linear interpolation")
+
+
+def failing_buckets(rollup: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Buckets whose failure rate reaches `threshold`, for the "where did it fail" table."""
+    bad = rollup[rollup["failure_rate"].fillna(0) >= threshold]
+    return pd.DataFrame(
+        {
+            "bucket (UTC)": pd.to_datetime(bad["minute"], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
+            "trials": bad["trials"].map(ui.fmt_count),
+            "timeouts": bad["timeouts"].map(ui.fmt_count),
+            "errors": bad["errors"].map(ui.fmt_count),
+            "failure rate": bad["failure_rate"].map(ui.fmt_rate),
+            "p95": bad["p95_ms"].map(ui.fmt_ms),
+        }
+    )
+
+
+def failure_windows(rollup: pd.DataFrame, threshold: float) -> list[str]:
+    """Consecutive failing buckets merged into windows, as one readable line each."""
+    if rollup.empty:
+        return []
+    minutes = pd.to_datetime(rollup["minute"], utc=True)
+    width = minutes.diff().dropna().min() if len(minutes) > 1 else pd.Timedelta(minutes=1)
+    failing = (rollup["failure_rate"].fillna(0) >= threshold).to_numpy()
+    lines: list[str] = []
+    start = None
+    for i, bad in enumerate([*failing, False]):
+        if bad and start is None:
+            start = i
+        elif not bad and start is not None:
+            part = rollup.iloc[start:i]
+            trials = int(part["trials"].sum())
+            failed = int(part["timeouts"].sum() + part["errors"].sum())
+            begin, end = minutes.iloc[start], minutes.iloc[i - 1] + width
+            lines.append(
+                f"**{begin:%H:%M}–{end:%H:%M} UTC** ({ui.fmt_age((end - begin).total_seconds())}): "
+                f"{failed:,} of {trials:,} trials failed ({ui.fmt_rate(failed / trials if trials else None)}), "
+                f"{int(part['timeouts'].sum()):,} timeouts"
+            )
+            start = None
+    return lines
+
+
+def bucket_table(rollup: pd.DataFrame) -> None:
+    view = pd.DataFrame(
+        {
+            "bucket": pd.to_datetime(rollup["minute"], utc=True),
+            "trials": rollup["trials"],
+            "ok": rollup["ok"],
+            "timeouts": rollup["timeouts"],
+            "errors": rollup["errors"],
+            "failure_rate": rollup["failure_rate"] * 100,
+            "p50_s": rollup["p50_ms"] / 1000,
+            "p95_s": rollup["p95_ms"] / 1000,
+            "p99_s": rollup["p99_ms"] / 1000,
+            "max_s": rollup["max_ms"] / 1000,
+        }
+    )
+
+    def seconds(title: str) -> Any:
+        return st.column_config.NumberColumn(title, format="%.2f s", width="small")
+
+    st.dataframe(
+        view,
+        hide_index=True,
+        height=360,
+        column_config={
+            "bucket": st.column_config.DatetimeColumn("bucket (UTC)", format="YYYY-MM-DD HH:mm"),
+            "trials": st.column_config.NumberColumn("trials", format="%d"),
+            "ok": st.column_config.NumberColumn("ok", format="%d"),
+            "timeouts": st.column_config.NumberColumn("timeouts", format="%d"),
+            "errors": st.column_config.NumberColumn("errors", format="%d"),
+            "failure_rate": st.column_config.ProgressColumn("failure rate", format="%.1f%%", min_value=0, max_value=100, color="red"),
+            "p50_s": seconds("p50"),
+            "p95_s": seconds("p95"),
+            "p99_s": seconds("p99"),
+            "max_s": seconds("max"),
+        },
+    )
+
+
+def rollup_csv(rollup: pd.DataFrame) -> bytes:
+    """The rollup with the CLI's JSON keys; `minute` in ISO 8601 UTC."""
+    out = rollup.copy()
+    out["minute"] = pd.to_datetime(out["minute"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out.to_csv(index=False).encode("utf-8")
+
+
+def render(settings: Settings) -> None:
+    st.title("Timeline")
+    st.caption("Per-bucket latency and failures over a run: the post-mortem view.")
+
+    path = ui.current_db(settings)
+    if not path:
+        ui.no_database_message()
+        return
+    handle = ui.source_handle(path, settings)
+    fresh = ui.refresh(handle)
+    version = ui.data_version(fresh)
+    head_left, head_right = st.columns([6, 1], vertical_alignment="center")
+    head_left.markdown(ui.freshness_line(fresh))
+    if head_right.button("Refresh", icon=":material/refresh:", width="stretch"):
+        st.cache_data.clear()
+        st.rerun()
+
+    newest = _ts(fresh.newest_trial_at) if fresh.newest_trial_at is not None else None
+    with st.container(border=True):
+        rng = choose_range(handle, version, fresh.live, newest)
+        if rng is None:
+            st.info("This database has no trials yet. They appear here as the runner writes them.", icon=":material/hourglass_empty:")
+            return
+        models = ui.cached_models(handle, handle.key, version)
+        model_col, bucket_col, scale_col = st.columns([3, 1, 1], vertical_alignment="bottom")
+        model_pick = model_col.selectbox("Model", [ALL_MODELS, *models], key="tl_model")
+        model = None if model_pick == ALL_MODELS else model_pick
+        bucket_pick = bucket_col.selectbox("Bucket", BUCKETS, key="tl_bucket", help="auto: 1 minute up to a day, wider beyond")
+        log_latency = scale_col.toggle("Log latency axis", key="tl_log", help="Keeps normal latencies readable next to 60 s timeouts")
+    bucket = auto_bucket(rng.start, rng.end) if bucket_pick == "auto" else str(bucket_pick)
+
+    summary = ui.cached_summary(handle, handle.key, version, rng.start, rng.end, rng.run_id, model)
+    rollup = ui.cached_rollup(handle, handle.key, version, rng.start, rng.end, bucket, rng.run_id, model)
+
+    st.subheader("Summary")
+    st.caption(
+        f"{rng.label} · {ui.fmt_utc(rng.start)} → {ui.fmt_utc(rng.end)} ({_span(rng.start, rng.end)})"
+        f" · {model or 'all models'} · {bucket} buckets"
+    )
+    show_metrics(summary)
+
+    st.subheader("Latency and failures")
+    if rollup.empty or int(rollup["trials"].sum()) == 0:
+        st.info("No trials in this range.", icon=":material/search_off:")
+        return
+    st.caption("Drag on the bottom strip to zoom every panel; double-click it to reset. Hover for the numbers of a bucket.")
+    st.altair_chart(charts.timeline_chart(rollup, log_latency=log_latency), width="stretch")
+
+    threshold = float(settings.incident_min_failure_rate)
+    failing = failing_buckets(rollup, threshold)
+    st.subheader("Failing buckets")
+    if failing.empty:
+        st.success(f"No bucket reached a {ui.fmt_rate(threshold)} failure rate.", icon=":material/check_circle:")
+    else:
+        windows = failure_windows(rollup, threshold)
+        st.markdown("\n".join(f"- :red[:material/error:] {line}" for line in windows[:10]))
+        st.caption(f"Buckets with a failure rate of {ui.fmt_rate(threshold)} or more ({len(failing)} of {len(rollup)}).")
+        st.table(failing.head(60).set_index("bucket (UTC)"))
+
+    st.subheader("All buckets")
+    bucket_table(rollup)
+    stem = (rng.run_id or "range").replace("/", "_")
+    st.download_button(
+        "Download CSV",
+        data=rollup_csv(rollup),
+        file_name=f"oasis-ops-timeline-{stem}-{bucket}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+
+
+settings = ui.page_setup("pages/timeline.py")
+with ui.page_errors():
+    render(settings)

@@ -1,0 +1,190 @@
+"""The Timeline page, headless (streamlit.testing.v1.AppTest) on real DuckDB files.
+
+Numbers on the page are checked against an independent computation (numpy over the rows we
+wrote); broken inputs must give a short st.error and never an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
+DAY = datetime(2025, 11, 20, tzinfo=UTC)
+
+
+def write_trials(path: Path) -> dict[str, float]:
+    """Two runs; returns the expected summary of the newest one (the page's default range)."""
+    rng = np.random.default_rng(7)
+    rows: list[tuple[Any, ...]] = []
+    trial_id = 0
+    # An older run that must NOT count in the default range.
+    for i in range(40):
+        trial_id += 1
+        t = DAY + timedelta(hours=8, seconds=20 * i)
+        rows.append((trial_id, "run-old", "gemma4:e4b", t, t + timedelta(seconds=9), 9000.0, "ok", None))
+    latencies: list[float] = []
+    statuses: list[str] = []
+    for i in range(300):
+        trial_id += 1
+        t = DAY + timedelta(hours=17, minutes=30, seconds=12 * i)  # 17:30 -> 18:29:48
+        in_window = DAY + timedelta(hours=17, minutes=58) <= t < DAY + timedelta(hours=18, minutes=4)
+        if in_window and i % 10 != 0:
+            status, latency, error = "timeout", None, "timed out after 1m0s (litellm.Timeout)"
+        elif i % 97 == 5:
+            status, latency, error = "error", 1200.0, "connection reset"
+        else:
+            status, latency, error = "ok", float(rng.lognormal(np.log(4100), 0.24)), None
+        statuses.append(status)
+        if latency is not None:
+            latencies.append(latency)
+        finished = t + timedelta(milliseconds=latency or 60000)
+        rows.append((trial_id, "run-new", "gemma4:e4b", t, finished, latency, status, error))
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE trials (trial_id BIGINT, run_id VARCHAR, model VARCHAR, started_at TIMESTAMP,"
+        " finished_at TIMESTAMP, latency_ms DOUBLE, status VARCHAR, error VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(a, b, c, d.replace(tzinfo=None), e.replace(tzinfo=None), f, g, h) for a, b, c, d, e, f, g, h in rows],
+    )
+    con.close()
+    old = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(path, (old, old))  # a finished run: the file has not changed for a while
+    failures = sum(s != "ok" for s in statuses)
+    return {
+        "trials": len(statuses),
+        "failures": failures,
+        "failure_rate": failures / len(statuses),
+        "p50_ms": float(np.percentile(latencies, 50)),  # numpy's default is linear interpolation
+        "p95_ms": float(np.percentile(latencies, 95)),
+        "timeouts": sum(s == "timeout" for s in statuses),
+    }
+
+
+def run_timeline(monkeypatch: pytest.MonkeyPatch, db: Path | str) -> AppTest:
+    monkeypatch.setenv("OASIS_OPS_DB", str(db))
+    monkeypatch.setenv("OASIS_OPS_LIVE_REFRESH_S", "0")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/timeline.py").run()
+    return at
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+) (ms|s)", text)
+    assert match, text
+    return float(match.group(1)) * (1 if match.group(2) == "ms" else 1000)
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_timeline_shows_the_latest_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    expected = write_trials(db)
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+    metrics = _metrics(at)
+    assert int(metrics["Trials"].replace(",", "")) == expected["trials"]  # only run-new
+    assert int(metrics["Failures"].replace(",", "")) == expected["failures"]
+    assert metrics["Failure rate"].endswith("%")
+    assert float(metrics["Failure rate"].rstrip("%")) == pytest.approx(expected["failure_rate"] * 100, abs=0.051)
+    assert _ms(metrics["p50 latency"]) == pytest.approx(expected["p50_ms"], abs=5.1)
+    assert _ms(metrics["p95 latency"]) == pytest.approx(expected["p95_ms"], abs=5.1)
+
+    # Where the data comes from, and the failure window in the failing-buckets table.
+    text = " ".join(m.value for m in at.markdown)
+    assert str(db) in text and "Finished" in text
+    assert "17:58–18:04 UTC" in text
+    failing = list(at.table[0].value.index)
+    assert [f"2025-11-20 {m}" for m in ("17:58", "17:59", "18:00", "18:01", "18:02", "18:03")] == [
+        b for b in failing if "17:58" <= b[-5:] <= "18:03"
+    ]
+    # The whole-bucket table and its CSV download are there.
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 60  # 17:30..18:29, 1-minute buckets
+    assert any(el.type == "download_button" for el in at.main)
+
+
+def test_timeline_range_modes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    expected = write_trials(db)
+    at = run_timeline(monkeypatch, db)
+    at.selectbox(key="tl_run").set_value(1).run()  # the older run
+    assert _metrics(at)["Trials"] == "40" and _metrics(at)["Failures"] == "0"
+
+    mode = at.button_group(key="tl_mode")
+    mode.set_value("Custom").run()
+    at.text_input(key="tl_from").input("2025-11-20T17:58:00Z").run()
+    at.text_input(key="tl_to").input("2025-11-20T18:04:00Z").run()
+    assert not at.exception
+    metrics = _metrics(at)
+    assert int(metrics["Trials"]) == 30 and int(metrics["Failures"]) == expected["timeouts"] == 27
+
+    at.text_input(key="tl_to").input("not a time").run()
+    assert not at.exception
+    assert at.error and "Invalid input" in at.error[0].value and "not a time" in at.error[0].value
+
+    at.button_group(key="tl_mode").set_value("Last hours").run()
+    at.number_input(key="tl_hours").set_value(1.0).run()
+    assert not at.exception and not at.error
+    # The last hour before the newest trial (18:29:48): 17:29:48 onwards = all of run-new.
+    assert int(_metrics(at)["Trials"]) == expected["trials"]
+
+
+def _not_a_trial_table(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE invoices (id INTEGER, amount DOUBLE)")
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "headline"),
+    [
+        (None, "Trial database not found"),
+        (lambda p: p.write_bytes(b"definitely not a database\n" * 400), "Not a readable DuckDB database"),
+        (lambda p: p.write_text("trial_id,status\n1,ok\n"), "Not a readable DuckDB database"),
+        (_not_a_trial_table, "Not a trial table"),
+    ],
+    ids=["missing", "garbage", "csv", "not-a-trial-table"],
+)
+def test_bad_files_give_a_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make, headline: str) -> None:
+    db = tmp_path / "trials.duckdb"
+    if make is not None:
+        make(db)
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert headline in message
+    assert "Traceback" not in message and len(message) < 600
+
+
+def test_no_database_configured_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./oasis-ops.toml
+    at = run_timeline(monkeypatch, "")
+    assert not at.exception and not at.error
+    assert any("No trial database chosen" in i.value for i in at.info)
+
+
+def test_switching_database_in_the_sidebar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    write_trials(db)
+    at = run_timeline(monkeypatch, db)
+    assert _metrics(at)["Trials"] == "300"
+    at.text_input(key="db_path_input").input(str(tmp_path / "other.duckdb")).run()
+    assert not at.exception
+    assert at.error and "Trial database not found" in at.error[0].value

@@ -20,3 +20,10 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("OASIS_OPS_CONFIG", "OLLAMA_HOST", "OLLAMA_MODELS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OASIS_OPS_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main
+    thread for the whole session, which would break later tests that call asyncio.run()."""
+    browser_dir = Path(__file__).resolve().parent / "browser"
+    items.sort(key=lambda item: browser_dir in Path(str(item.fspath)).resolve().parents)

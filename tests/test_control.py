@@ -393,7 +393,21 @@ def test_async_limiter_semantics() -> None:
         assert limiter.in_flight == 1
         limiter.release()
 
-    asyncio.run(scenario())
+    # A fresh thread has no running loop, whatever other tests left in the main thread.
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below in the test thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive()
+    if errors:
+        raise errors[0]
 
 
 def test_runner_counters_without_a_limiter(tmp_path: Path) -> None:

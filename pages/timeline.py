@@ -10,10 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from oasis_ops import charts
-from oasis_ops.errors import UsageError
+from oasis_ops.actions import actions_markers
+from oasis_ops.errors import OasisOpsError, UsageError
 from oasis_ops.settings import Settings
+from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials import auto_bucket, parse_time
 from pages import _common as ui
+from pages._report import report_button
 
 BUCKETS = ["auto", "1m", "5m", "15m", "1h"]
 RANGE_MODES = ["Run", "Last hours", "Custom"]
@@ -192,6 +195,33 @@ def rollup_csv(rollup: pd.DataFrame) -> bytes:
     return out.to_csv(index=False).encode("utf-8")
 
 
+# Event kinds worth a marker on a post-mortem chart (samples-level noise stays off).
+MARKER_EVENT_KINDS = {"stopping", "gone", "loaded", "runner_pid_changed", "ollama_unreachable", "ollama_back", "pressure"}
+MAX_MARKERS = 200
+
+
+@st.cache_data(ttl=15, max_entries=32, show_spinner=False)
+def timeline_markers(sidecar_path: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """State changes and audited actions from the telemetry sidecar, as chart markers."""
+    columns = ["ts", "kind", "label"]
+    sidecar = Sidecar(sidecar_path)
+    try:
+        actions = actions_markers(sidecar, start, end, max_rows=MAX_MARKERS)
+        events = sidecar.events_since(start, end, max_rows=MAX_MARKERS * 5)
+    except OasisOpsError:
+        return pd.DataFrame(columns=columns)  # no or unreadable sidecar: the chart goes without
+    frames = [actions] if not actions.empty else []
+    if not events.empty:
+        kinds = events["kind"].astype(str)
+        keep = events[kinds.apply(lambda k: any(k.startswith(p) for p in MARKER_EVENT_KINDS))]
+        if not keep.empty:
+            labels = [f"{k} {m}" if isinstance(m, str) and m else str(k) for k, m in zip(keep["kind"], keep["model"], strict=True)]
+            frames.append(pd.DataFrame({"ts": pd.to_datetime(keep["ts"], utc=True), "kind": keep["kind"].astype(str), "label": labels}))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).sort_values("ts").tail(MAX_MARKERS)
+
+
 def render(settings: Settings) -> None:
     st.title("Timeline")
     st.caption("Per-bucket latency and failures over a run: the post-mortem view.")
@@ -238,7 +268,10 @@ def render(settings: Settings) -> None:
         st.info("No trials in this range.", icon=":material/search_off:")
         return
     st.caption("Drag on the bottom strip to zoom every panel; double-click it to reset. Hover for the numbers of a bucket.")
-    st.altair_chart(charts.timeline_chart(rollup, log_latency=log_latency), width="stretch")
+    markers = timeline_markers(str(sidecar_path_for(path, settings)), rng.start, rng.end)
+    st.altair_chart(charts.timeline_chart(rollup, markers=markers, log_latency=log_latency), width="stretch")
+    if not markers.empty:
+        st.caption(f"Dashed lines: {len(markers)} state changes and actions from the telemetry sidecar.")
 
     threshold = float(settings.incident_min_failure_rate)
     failing = failing_buckets(rollup, threshold)
@@ -262,6 +295,7 @@ def render(settings: Settings) -> None:
         icon=":material/download:",
         on_click="ignore",
     )
+    report_button(path, settings, start=rng.start, end=rng.end, run_id=rng.run_id, model=model, key="tl_report")
 
 
 settings = ui.page_setup("pages/timeline.py")

@@ -1,0 +1,42 @@
+"""The Timeline page draws the sidecar's state changes and audited actions as chart markers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from test_app_timeline import run_timeline, write_trials
+
+from oasis_ops.sidecar import Sidecar
+
+
+def _captions(at) -> str:  # type: ignore[no-untyped-def]
+    return " ".join(c.value for c in at.caption)
+
+
+def test_markers_come_from_the_sidecar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    write_trials(db)
+
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception
+    assert "Dashed lines" not in _captions(at)  # no sidecar yet: no markers, no error
+
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    sidecar.migrate()
+    inside = datetime(2025, 11, 20, 18, 4, 13, tzinfo=UTC)
+    sidecar.record_event("stopping", model="gemma4:e4b", detail={"expires_at": inside.isoformat()}, ts=inside)
+    sidecar.record_action(
+        "hard_kill", target="gemma4:e4b", params={"pid": 4242}, requested_by="ui", outcome="done",
+        detail={"message": "killed"}, duration_ms=120.0, ts=datetime(2025, 11, 20, 18, 10, tzinfo=UTC),
+    )
+    sidecar.record_event("sampler_started", ts=inside)  # noise: not a marker
+    sidecar.record_action("evict", target="gemma4:e4b", outcome="stuck", requested_by="cli",
+                          ts=datetime(2025, 11, 19, 9, 0, tzinfo=UTC))  # outside the range
+
+    st.cache_data.clear()  # the page caches markers for 15 s; this is a new look
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Dashed lines: 2 state changes and actions" in _captions(at)

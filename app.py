@@ -23,6 +23,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("timeline.py", "Timeline", ":material/timeline:"),
     ("recovery.py", "Recovery", ":material/healing:"),
     ("diagnostics.py", "Diagnostics", ":material/troubleshoot:"),
+    ("demo.py", "Demo", ":material/science:"),
 ]
 
 st.set_page_config(page_title=_common.PAGE_TITLE, page_icon=":material/monitor_heart:", layout="wide")

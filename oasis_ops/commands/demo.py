@@ -15,6 +15,7 @@ SUBCOMMANDS = (
     ("ollama", "emulator_cli", "run the Ollama emulator alone in the foreground"),
     ("replay", "replay", "write the incident replay (trial DB, sidecar, server.log)"),
     ("fault", "faults_cli", "switch a fault on or off in a running emulator"),
+    ("harness", "harness", "run the simulated OASIS harness against an Ollama (or the emulator)"),
 )
 
 

@@ -1,8 +1,20 @@
 """`oasis-ops demo`: the built-in demo world that `make run` starts.
 
-For now the world is a generated trial database (a realistic day with the incident's failure
-window) and the dashboard on it. The full world (Ollama emulator, harness-shaped runner)
-slots into `world_services()`: every child there is started in order and stopped together.
+In a fresh directory (`~/.cache/oasis-ops/demo-<UTC time>`, or `--dir`):
+1. the incident replay is written to DIR/replay/ (once; `oasis_ops.demo.replay`);
+2. the Ollama emulator starts (`DIR/ollama/bin/ollama serve` with real runner children, fast
+   generations of ~1-3 s so trials flow visibly; faults switchable from the Demo page or
+   `oasis-ops demo fault`);
+3. the simulated harness starts (`python -m oasis_ops.demo.harness`, max_concurrency 2),
+   writing DIR/trials.duckdb, DIR/runner.log and acknowledging DIR/trials.control/;
+4. the sampler (the launcher's SamplerService thread, as for `oasis-ops dashboard`) records
+   the emulator's /api/ps, its runners, its simulated host memory and its server.log into
+   DIR/trials.ops.duckdb;
+5. the dashboard serves DIR/trials.duckdb; the replay's trial DB is offered as a second
+   database (OASIS_OPS_DEMO_REPLAY_DB; the Demo page opens it in the Timeline).
+Every child points at the emulator (settings ollama_host, ollama_models, server_log). All of
+them stop together on Ctrl-C or SIGTERM (run_services stops them in reverse order; the
+emulator takes its runners with it).
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from oasis_ops.commands import settings_from
@@ -20,72 +32,148 @@ from oasis_ops.commands.dashboard import (
     serve,
     server_log_path,
 )
-from oasis_ops.server import DEMO_DIR_ENV, DashboardServer, Service, cache_dir
+from oasis_ops.control import control_dir_for, read_json
+from oasis_ops.demo import replay
+from oasis_ops.demo.emulator import emulator_env
+from oasis_ops.demo.ollama_home import OllamaHome
+from oasis_ops.server import (
+    DEMO_DIR_ENV,
+    ChildService,
+    DashboardServer,
+    Service,
+    cache_dir,
+    free_port,
+    settings_env,
+)
 from oasis_ops.settings import Settings
 
 TRIALS_FILE = "trials.duckdb"
-# The incident's day: 09:00-18:15 UTC, ~12.8k trials, ~98% timeouts 17:58-18:04.
-DAY_START = (9, 0)
-DAY_MINUTES = 9 * 60 + 15
-N_TRIALS = 12_830
-FAILURE_WINDOW = ((17, 58), (18, 4))  # the generator times out ~98% of trials inside a window
-SEED = 20251120
+REPLAY_DIR = "replay"
+OLLAMA_DIR = "ollama"
+# Read by the app (pages/demo.py, and the database picker when it offers the replay).
+REPLAY_DB_ENV = "OASIS_OPS_DEMO_REPLAY_DB"
+# The demo's live world: generations of ~1-3 s (p50 2 s), a short load, 2 trials in flight.
+EMULATOR_LATENCY_MS = 1200.0  # with 2 in flight on OLLAMA_NUM_PARALLEL=1: ~1-3 s per trial
+EMULATOR_LOAD_MS = 800.0
+HARNESS_CONCURRENCY = 2
+HARNESS_TIMEOUT_S = 20.0  # short enough that a stall fault shows as timeouts within a minute
+HARNESS_EVICT_THRESHOLD = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", help="demo directory (default: ~/.cache/oasis-ops/demo); reused when it has data")
+    parser.add_argument("--dir", help="demo directory (default: a new ~/.cache/oasis-ops/demo-<time>); reused when given")
     add_server_arguments(parser)
 
 
-def default_demo_dir() -> Path:
-    return cache_dir() / "demo"
-
-
-def demo_day(now: datetime | None = None) -> datetime:
-    """Midnight UTC of the demo run's day: yesterday, so the whole run lies in the past."""
-    today = (now or datetime.now(UTC)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=1)
-
-
-def ensure_trials(demo_dir: Path, *, now: datetime | None = None) -> Path:
-    """The demo trial DB in `demo_dir`, generated when absent (written aside, then renamed)."""
-    from oasis_ops.trials.generate import generate_trials  # heavy-ish; only when generating
-
-    demo_dir.mkdir(parents=True, exist_ok=True)
-    path = demo_dir / TRIALS_FILE
-    if path.exists():
-        return path
-    day = demo_day(now)
-    start = day.replace(hour=DAY_START[0], minute=DAY_START[1])
-    window = (day.replace(hour=FAILURE_WINDOW[0][0], minute=FAILURE_WINDOW[0][1]), day.replace(hour=FAILURE_WINDOW[1][0], minute=FAILURE_WINDOW[1][1]))
-    partial = demo_dir / f".{TRIALS_FILE}.partial-{os.getpid()}"
-    for leftover in (partial, partial.with_name(partial.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-    try:
-        generate_trials(
-            partial,
-            n_trials=N_TRIALS,
-            start=start,
-            minutes=DAY_MINUTES,
-            failure_windows=[window],
-            seed=SEED,
-            run_id=f"oasis-{day:%Y%m%d}",
-        )
-        # The file of a run that ended at 18:15 was last written then: the console shows it as
-        # finished, not as a live run that was written a moment ago.
-        ended = start + timedelta(minutes=DAY_MINUTES)
-        os.utime(partial, (ended.timestamp(), ended.timestamp()))
-        os.replace(partial, path)
-    finally:
-        for leftover in (partial, partial.with_name(partial.name + ".wal")):
-            leftover.unlink(missing_ok=True)
+def default_demo_dir(now: datetime | None = None) -> Path:
+    """A new directory per start: the live run begins from nothing every time."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    base = cache_dir() / f"demo-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
     return path
 
 
-def world_services(settings: Settings, demo_dir: Path, log_path: Path) -> list[Service]:
-    """Everything the demo runs, in start order (later: the Ollama emulator and the runner first)."""
-    dashboard = DashboardServer(settings, extra_env={DEMO_DIR_ENV: str(demo_dir)}, log_path=log_path)
-    return [*background_services(settings), dashboard]
+def ensure_replay(demo_dir: Path) -> Path:
+    """DIR/replay/trials.duckdb, written when absent (a few seconds); returns its path."""
+    out = demo_dir / REPLAY_DIR
+    db = out / replay.TRIALS_FILE
+    if not db.exists():
+        replay.write_replay(out, force=True)
+    return db
+
+
+class EmulatorService(ChildService):
+    """The Ollama emulator (`<home>/bin/ollama serve`) as a child in its own session.
+
+    Its own session (unlike EmulatorProcess, made for tests): a Ctrl-C in the terminal must not
+    reach it before the harness is stopped, or the harness's last calls fail as connection
+    errors. Stopped with SIGTERM (it stops its runners, which also exit when it is gone).
+    """
+
+    def __init__(self, home: Path, port: int, *, latency_ms: float = EMULATOR_LATENCY_MS, load_ms: float = EMULATOR_LOAD_MS) -> None:
+        self.home = OllamaHome(home)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = emulator_env(self.home, port=port, latency_ms=latency_ms, load_ms=load_ms)
+        super().__init__(
+            "ollama emulator",
+            [str(self.home.bin_ollama), "serve"],
+            env=env,
+            cwd=self.home.root,
+            ready=self._ready,
+            startup_timeout_s=30.0,
+            log_path=self.home.root / "emulator.out",
+        )
+
+    @property
+    def server_log(self) -> Path:
+        return self.home.server_log
+
+    def _ready(self) -> bool:
+        data, _ = read_json(self.home.ready_file)
+        return data is not None and data.get("pid") == self.pid
+
+    def start(self) -> None:
+        self.home.prepare()
+        self.home.ready_file.unlink(missing_ok=True)
+        self.cwd = self.home.launch_dir
+        super().start()
+
+
+def harness_service(settings: Settings, demo_dir: Path, ollama_url: str) -> ChildService:
+    """`python -m oasis_ops.demo.harness` on DIR/trials.duckdb; ready once its first trial is written."""
+    db = demo_dir / TRIALS_FILE
+    control_dir = control_dir_for(db, settings)
+    argv = [
+        sys.executable, "-m", "oasis_ops.demo.harness",
+        "--db", str(db), "--ollama", ollama_url, "--model", "gemma4:e4b",
+        "--max-concurrency", str(HARNESS_CONCURRENCY), "--request-timeout-s", f"{HARNESS_TIMEOUT_S:g}",
+        "--evict-threshold", str(HARNESS_EVICT_THRESHOLD), "--control-dir", str(control_dir),
+        "--runner-log", str(demo_dir / replay.RUNNER_LOG),
+    ]  # fmt: skip
+    service: ChildService
+
+    def ready() -> bool:
+        state, _ = read_json(control_dir / "state.json")
+        return state is not None and state.get("pid") == service.pid and db.exists()
+
+    service = ChildService(
+        "harness",
+        argv,
+        env={**os.environ, **settings_env(settings)},
+        cwd=demo_dir,
+        ready=ready,
+        startup_timeout_s=60.0,
+        log_path=demo_dir / "harness.out",
+    )
+    return service
+
+
+def world_settings(settings: Settings, demo_dir: Path, port: int) -> Settings:
+    """Settings every child gets: the live trial DB, the emulator's URL, models and server.log."""
+    home = OllamaHome(demo_dir / OLLAMA_DIR)
+    return settings.replace(
+        db=str(demo_dir / TRIALS_FILE),
+        ollama_host=f"http://127.0.0.1:{port}",
+        ollama_models=str(home.models_dir),
+        server_log=str(home.server_log),
+    )
+
+
+def world_services(settings: Settings, demo_dir: Path, log_path: Path, *, replay_db: Path | None = None) -> list[Service]:
+    """Everything the demo runs, in start order: emulator, harness, sampler, dashboard.
+
+    `settings` must come from world_settings() (they carry the emulator's port)."""
+    port = int(str(settings.ollama_host).rsplit(":", 1)[1])
+    emulator = EmulatorService(demo_dir / OLLAMA_DIR, port)
+    extra_env = {DEMO_DIR_ENV: str(demo_dir)}
+    if replay_db is not None:
+        extra_env[REPLAY_DB_ENV] = str(replay_db)
+    dashboard = DashboardServer(settings, extra_env=extra_env, log_path=log_path)
+    return [emulator, harness_service(settings, demo_dir, emulator.url), *background_services(settings), dashboard]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -99,16 +187,17 @@ def main(args: argparse.Namespace) -> int:
         return serve([*background_services(settings), server], [f"oasis-ops dashboard: {server.url}", f"  trial database: {settings.db}"])
 
     demo_dir = (Path(args.dir).expanduser() if getattr(args, "dir", None) else default_demo_dir()).resolve()
-    fresh = not (demo_dir / TRIALS_FILE).exists()
-    if fresh:
-        print(f"Generating the demo run in {demo_dir} ...", flush=True)
-    db = ensure_trials(demo_dir)
-    settings = settings.replace(db=str(db))
-    services = world_services(settings, demo_dir, log_path)
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    print(f"Preparing the demo world in {demo_dir} ...", flush=True)
+    replay_db = ensure_replay(demo_dir)
+    settings = world_settings(settings, demo_dir, free_port())
+    services = world_services(settings, demo_dir, log_path, replay_db=replay_db)
     url = next((s.url for s in services if isinstance(s, DashboardServer)), "")
     lines = [
         f"oasis-ops demo: {url}",
-        f"  demo data: {db}",
+        f"  live run (simulated harness -> Ollama emulator at {settings.ollama_host}): {settings.db}",
+        f"  replayed incident (2025-11-20, the write-up's day): {replay_db}",
+        f"  switch faults: oasis-ops demo fault stall on --url {settings.ollama_host}   (or the Demo page)",
         "  this is a demo; to watch a real run: oasis-ops dashboard --db path/to/trials.duckdb",
         f"  server log: {log_path}",
     ]

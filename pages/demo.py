@@ -1,0 +1,140 @@
+"""Demo: the switches of the demo world (`oasis-ops demo`).
+
+Fault switches of the running Ollama emulator (the same endpoint `oasis-ops demo fault` uses),
+the simulated harness as the control channel reports it, its simulated host memory, and the
+replayed incident: one click opens it in the Timeline (it becomes the sidebar's database).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import streamlit as st
+
+from oasis_ops.control import ControlChannel, control_dir_for
+from oasis_ops.demo.faults import FAULTS
+from oasis_ops.demo.faults_cli import describe, request_faults
+from oasis_ops.errors import OasisOpsError
+from oasis_ops.probes import human_bytes
+from oasis_ops.server import DEMO_DIR_ENV
+from oasis_ops.settings import Settings
+from pages import _common as ui
+
+REPLAY_DB_ENV = "OASIS_OPS_DEMO_REPLAY_DB"  # set by oasis_ops.demo.world
+NOTE_KEY = "demo_note"
+
+
+def _open_database(path: str) -> None:
+    """Button callback (runs before the rerun, so the sidebar's widget may still be set)."""
+    st.session_state[ui.DB_KEY] = path
+    st.session_state[ui.DB_WIDGET_KEY] = path
+    st.session_state[ui.GOTO_KEY] = "pages/timeline.py"
+
+
+def _switch_fault(url: str, name: str, key: str) -> None:
+    on = bool(st.session_state.get(key))
+    try:
+        request_faults(url, {"name": name, "on": on, "params": {}})
+        st.session_state[NOTE_KEY] = ("success", f"{name} switched {'on' if on else 'off'}")
+    except OasisOpsError as exc:
+        st.session_state[NOTE_KEY] = ("error", f"{name}: {exc}")
+
+
+def _clear_faults(url: str) -> None:
+    try:
+        request_faults(url, {"clear": True})
+        st.session_state[NOTE_KEY] = ("success", "every fault is off")
+    except OasisOpsError as exc:
+        st.session_state[NOTE_KEY] = ("error", str(exc))
+
+
+def replay_panel(settings: Settings, replay_db: str) -> None:
+    st.subheader("The replayed incident")
+    if not replay_db:
+        st.info("No replay in this demo. Write one with `oasis-ops demo replay --out DIR`.")
+        return
+    st.markdown(
+        f"The write-up's day (2025-11-20, local time +01:00), rebuilt: `{replay_db}` with its sidecar, "
+        "server.log and runner.log. The failure window 17:58–18:04 local is **16:58–17:04 UTC** on the "
+        "console's UTC axes; the model stays Stopping from the eviction at 18:04:13 to the end of the day."
+    )
+    live = str(Path(replay_db).parent.parent / "trials.duckdb")
+    left, right = st.columns(2)
+    left.button("Open the replayed incident in the Timeline", icon=":material/history:", on_click=_open_database,
+                args=(replay_db,), width="stretch", key="demo_open_replay")  # fmt: skip
+    right.button("Back to the live run", icon=":material/play_circle:", on_click=_open_database,
+                 args=(settings.db or live,), width="stretch", key="demo_open_live")  # fmt: skip
+
+
+def harness_panel(settings: Settings) -> None:
+    st.subheader("Simulated harness")
+    if not settings.db:
+        st.info("No live trial database.")
+        return
+    channel = ControlChannel(control_dir_for(settings.db, settings))
+    state = channel.runner_state()
+    if state is None:
+        st.warning(f"The harness has not written its state yet ({channel.state_path}).")
+        return
+    cols = st.columns(5)
+    cols[0].metric("Max concurrency", str(state.max_concurrency), border=True)
+    cols[1].metric("Paused", "yes" if state.paused else "no", border=True)
+    cols[2].metric("In flight", str(state.in_flight), border=True)
+    cols[3].metric("Completed", f"{state.completed or 0:,}", border=True)
+    timeout = state.request_timeout_s
+    cols[4].metric("Request timeout", f"{timeout:g} s" if timeout else "–", border=True)
+    st.caption(f"{state.describe()} · change concurrency or pause it on the Recovery page · its log: "
+               f"`{Path(settings.db).with_name('runner.log')}`")  # fmt: skip
+
+
+def faults_panel(settings: Settings) -> None:
+    st.subheader("Emulator faults")
+    url = str(settings.ollama_host)
+    try:
+        faults: dict[str, Any] = request_faults(url)["faults"]
+    except OasisOpsError as exc:
+        st.warning(f"The emulator at `{url}` does not answer: {exc}")
+        return
+    st.caption(f"The Ollama emulator at `{url}`. The same switches from a shell: `oasis-ops demo fault NAME on --url {url}`.")
+    for name, entry in faults.items():
+        if name not in FAULTS:
+            continue
+        on = bool(entry.get("on"))
+        key = f"demo_fault_{name}_{'on' if on else 'off'}"  # a new widget whenever the emulator's state changes
+        left, right = st.columns([2, 5], vertical_alignment="center")
+        left.toggle(name, value=on, key=key, on_change=_switch_fault, args=(url, name, key))
+        right.caption(f"{FAULTS[name].help} · `{describe(name, entry)}`")
+    st.button("All faults off", icon=":material/restart_alt:", on_click=_clear_faults, args=(url,), key="demo_clear")
+    try:
+        host = httpx.get(url.rstrip("/") + "/_demo/host", timeout=2.0, trust_env=False).json()
+    except (httpx.HTTPError, ValueError):
+        return
+    cols = st.columns(3)
+    cols[0].metric("Free memory (simulated)", human_bytes(host.get("mem_free_bytes")), border=True)
+    cols[1].metric("Swap-outs (simulated)", f"{host.get('swapouts', 0):,}", border=True)
+    cols[2].metric("Pressure (simulated)", f"{host.get('pressure', 0):g}", border=True)
+
+
+def render(settings: Settings) -> None:
+    st.title("Demo")
+    demo_dir = os.environ.get(DEMO_DIR_ENV, "")
+    if not demo_dir:
+        st.info("This page belongs to the demo world: start it with `oasis-ops demo` (or `make run`).", icon=":material/science:")
+        return
+    st.caption(f"A live run against the Ollama emulator, and the write-up's incident replayed. Files in `{demo_dir}`.")
+    if st.button("Refresh", icon=":material/refresh:", key="demo_refresh"):
+        st.rerun()
+    note = st.session_state.pop(NOTE_KEY, None)
+    if note:
+        (st.success if note[0] == "success" else st.error)(note[1])
+    replay_panel(settings, os.environ.get(REPLAY_DB_ENV, ""))
+    harness_panel(settings)
+    faults_panel(settings)
+
+
+settings = ui.page_setup("pages/demo.py")
+with ui.page_errors():
+    render(settings)

@@ -1,0 +1,581 @@
+"""The telemetry sampler: host memory, /api/ps and runner processes into the sidecar.
+
+One sampler per sidecar, machine-wide (`SamplerLock`: a second one fails with SidecarBusy), and
+one sampler thread per process (`get_sampler()` is a lock-guarded, module-level registry). The
+dashboard launcher (`oasis-ops dashboard` / `oasis-ops demo`, the process that starts Streamlit)
+runs it as a thread through `SamplerService`, so telemetry is kept from start-up on, with or
+without a browser; `oasis-ops sample` runs the same loop headless.
+
+Every tick (settings.sample_interval_s, 1 s): one host sample and one /api/ps poll; the runner
+processes are rescanned every settings.process_interval_s (2 s). Rows go through a BatchWriter
+flushed every FLUSH_INTERVAL_S; a tick that produced an event flushes at once, so a state change
+reaches the dashboard within one tick. Events (the `events` table, `kind` values):
+
+    loaded / stopping / gone      a model appeared, changed state, or left /api/ps
+    runner_pid_changed            the runner serving a model is another process now
+    ollama_unreachable / ollama_back
+    pressure                      host memory pressure level changed (normal / warn / critical)
+    sampler_started / sampler_stopped
+
+A `sampler_status` heartbeat row is upserted with every flush (last_tick_at, ticks, errors), so
+the dashboard can say "the sampler is down (last tick 2 min ago)". An error inside a tick is
+counted, logged (rate-limited) and never ends the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable, SidecarBusy
+from oasis_ops.probes import (
+    ModelProbe,
+    ModelSnapshot,
+    ModelStatus,
+    OllamaClient,
+    diff_models,
+)
+from oasis_ops.probes.host import HostSample, utc_now
+from oasis_ops.probes.processes import ProcessList
+from oasis_ops.sampler.hostsource import HostSource
+from oasis_ops.sampler.procwatch import RunnerWatch, serve_pid_for
+from oasis_ops.settings import Settings
+from oasis_ops.sidecar import BatchWriter, SamplerLock, Sidecar, heartbeat_row, sidecar_path_for
+
+log = logging.getLogger(__name__)
+
+# Every sidecar write opens and closes the file (other processes write it too): ~20 ms of CPU
+# each here, so writes are what the 1%-of-a-core budget is spent on (see bench/bench_sampler.py).
+FLUSH_INTERVAL_S = 10.0  # batched writes: one short sidecar transaction every 10 s (events: at once)
+LOG_INTERVAL_S = 30.0  # server.log tailing (post-mortem data): a sidecar write when the log grew, at most this often
+HEARTBEAT_STALE_S = 30.0  # a last tick older than this (3 flushes) means the sampler is down
+DEMO_REDETECT_S = 30.0  # look for the demo's simulated host again this often while not found
+TICK_HISTORY = 600  # tick durations kept for stats (bounded)
+ERROR_LOG_EVERY_S = 60.0  # the same kind of tick error is logged at most this often
+
+
+@dataclass
+class TickReport:
+    """What one tick did (for `sample --once`, tests and the bench)."""
+
+    ts: datetime
+    duration_ms: float = 0.0
+    host: HostSample | None = None
+    models: list[ModelSnapshot] = field(default_factory=list)
+    ollama_reachable: bool | None = None
+    processes_scanned: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
+    """The sidecar's model_samples row for one snapshot (every column the table has)."""
+    row = snapshot.as_row()
+    status = snapshot.status
+    row.update(
+        stopping_since=status.stopping_since,
+        processor=status.processor,
+        runner_create_time=snapshot.runner_create_time,
+        runner_threads=snapshot.runner_threads,
+    )
+    return row
+
+
+def host_row(sample: HostSample) -> dict[str, Any]:
+    row = sample.as_row()
+    row["swap_total_bytes"] = sample.swap_total_bytes
+    return row
+
+
+class Sampler:
+    """Samples into one sidecar. `open()` takes the lock; `tick()` samples once; `start()` runs
+    ticks on a daemon thread until `stop()`; `run()` runs them in the calling thread."""
+
+    def __init__(
+        self,
+        sidecar_path: str | os.PathLike[str],
+        settings: Settings,
+        *,
+        client: OllamaClient | None = None,
+        processes: ProcessList | None = None,
+        host_source: HostSource | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        interval_s: float | None = None,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        log_interval_s: float = LOG_INTERVAL_S,
+        follow_logs: bool = True,
+    ) -> None:
+        self.sidecar_path = Path(sidecar_path).expanduser()
+        self.settings = settings
+        self.interval_s = float(interval_s or settings.sample_interval_s)
+        if self.interval_s <= 0:
+            raise OasisOpsError(f"the sample interval must be positive, got {self.interval_s:g} s")
+        self.process_interval_s = float(settings.process_interval_s)
+        self.flush_interval_s = flush_interval_s
+        self.log_interval_s = log_interval_s
+        self.follow_logs = follow_logs
+        self.clock = clock
+        self.monotonic = monotonic
+        self.client = client or OllamaClient(settings.ollama_host, timeout_s=float(settings.ollama_timeout_s), clock=clock)
+        self.processes = processes if processes is not None else RunnerWatch(monotonic=monotonic, on_full_scan=self._find_serve)
+        self.probe = ModelProbe(self.client, self.processes, settings.ollama_models or None, clock)
+        self.host_source = host_source or HostSource(settings.ollama_host, timeout_s=min(1.0, float(settings.ollama_timeout_s)), clock=clock)
+        self.sidecar = Sidecar(self.sidecar_path, settings, clock=clock)
+        self.lock = SamplerLock(self.sidecar_path)
+        self.writer: BatchWriter | None = None
+        self.follower: Any = None  # oasis_ops.logs.tail.LogFollower when a server.log exists
+
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.started_at: datetime | None = None
+        self.last_tick_at: datetime | None = None
+        self.ticks = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.died: str | None = None  # set when the thread ended on an unexpected exception
+        self.tick_ms: deque[float] = deque(maxlen=TICK_HISTORY)
+
+        self._previous: list[ModelStatus] = []
+        self._runner_of: dict[str, tuple[int, float | None]] = {}
+        self._reachable: bool | None = None
+        self._pressure_level: str | None = None
+        self._last_process_scan = float("-inf")
+        self._last_log_poll = float("-inf")
+        self._last_demo_detect = float("-inf")
+        self._error_logged_at: dict[str, float] = {}
+        self._events_this_tick: list[dict[str, Any]] = []
+        self._last_flush = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opened = False
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def open(self) -> Sampler:
+        """Lock the sidecar (SidecarBusy when another sampler has it), create or migrate it."""
+        if self._opened:
+            return self
+        self.sidecar_path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            self.sidecar.migrate()
+        except BaseException:
+            self.lock.release()
+            raise
+        # We flush on our own schedule (with the heartbeat in each batch); the writer's own
+        # interval is only a backstop.
+        self.writer = BatchWriter(self.sidecar, flush_interval_s=10 * self.flush_interval_s, clock=self.monotonic)
+        self._last_flush = self.monotonic()
+        self.started_at = self.clock()
+        self._opened = True
+        self._last_demo_detect = self.monotonic()
+        simulated = self.host_source.detect()
+        self.follower = self._make_follower() if self.follow_logs else None
+        self._event(
+            None,
+            "sampler_started",
+            None,
+            {
+                "pid": self.pid,
+                "interval_s": self.interval_s,
+                "process_interval_s": self.process_interval_s,
+                "host_source": "simulated" if simulated else "this machine",
+                "ollama": self.client.base_url,
+                "server_log": getattr(self.follower, "path", None),
+            },
+        )
+        return self
+
+    def _make_follower(self) -> Any:
+        """A LogFollower on the configured server.log, or None (no follower module, no file)."""
+        try:
+            from oasis_ops.logs.ingest import LogStore
+            from oasis_ops.logs.parse import LocalClock
+            from oasis_ops.logs.tail import LogFollower
+        except ImportError:  # logs package absent in a partial tree: skip log tailing
+            return None
+        path = Path(self.settings.server_log or "~/.ollama/logs/server.log").expanduser()
+        if not path.is_file():
+            return None
+        try:
+            return LogFollower(
+                LogStore.at(self.sidecar_path, self.settings),
+                path,
+                clock=LocalClock(self.settings.log_utc_offset or None),
+            )
+        except OasisOpsError as exc:
+            self._count_error("log", exc)
+            return None
+
+    def start(self) -> Sampler:
+        """open() and run ticks on a daemon thread."""
+        self.open()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._thread_main, name=f"oasis-sampler:{self.sidecar_path.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _thread_main(self) -> None:
+        try:
+            self.run(self._stop)
+        except BaseException as exc:  # noqa: BLE001 - recorded, the dashboard says "down"
+            self.died = f"{type(exc).__name__}: {exc}"
+            log.exception("the sampler thread died; the dashboard will report the sampler as down")
+            self._close_quietly()
+
+    def run(self, stop: threading.Event | None = None, max_ticks: int | None = None) -> None:
+        """Tick every interval until `stop` is set (or max_ticks ticks); drift-free schedule."""
+        stop = stop or self._stop
+        self.open()
+        next_due = self.monotonic()
+        done = 0
+        while not stop.is_set():
+            self.tick()
+            done += 1
+            if max_ticks is not None and done >= max_ticks:
+                break
+            next_due += self.interval_s
+            now = self.monotonic()
+            if next_due < now:  # fell behind (a slow tick, a suspended machine): skip, don't burst
+                next_due = now + self.interval_s - ((now - next_due) % self.interval_s)
+            stop.wait(max(0.0, next_due - now))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread (if any), write the last rows, a stop event and heartbeat; unlock."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+        self.close()
+
+    def close(self) -> None:
+        if self._closed or not self._opened:
+            return
+        self._closed = True
+        try:
+            if self.follower is not None:
+                try:
+                    self.follower.close()
+                except OasisOpsError as exc:
+                    self._count_error("log", exc)
+            self._event(None, "sampler_stopped", None, {"ticks": self.ticks, "errors": self.errors})
+            assert self.writer is not None
+            self._add_heartbeat(stopped=True)
+            try:
+                self.writer.close()
+            except OasisOpsError as exc:
+                log.error("sampler: %s", exc)
+        finally:
+            self.lock.release()
+            self.client.close()
+            self.host_source.close()
+
+    def _close_quietly(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - already dying; the lock is released by close()
+            log.exception("sampler: error while closing after a crash")
+
+    # --- one tick -------------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        """Sample host and /api/ps (and processes when due) once; errors are counted, not raised."""
+        if not self._opened:
+            self.open()
+        started = time.perf_counter()
+        mono = self.monotonic()
+        report = TickReport(ts=self.clock())
+        self._events_this_tick = []
+        try:
+            self._sample_host(report)
+            self._sample_ollama(report, mono)
+            self._poll_log(report, mono)
+        except Exception as exc:  # noqa: BLE001 - a bug in a tick must not end the sampler
+            self._count_error("tick", exc, report)
+        self.ticks += 1
+        self.last_tick_at = report.ts
+        report.events = list(self._events_this_tick)
+        self._flush(force=bool(report.events))
+        report.duration_ms = (time.perf_counter() - started) * 1000.0
+        self.tick_ms.append(report.duration_ms)
+        return report
+
+    def _sample_host(self, report: TickReport) -> None:
+        try:
+            sample = self.host_source.sample()
+        except OasisOpsError as exc:
+            self._count_error("host", exc, report)
+            return
+        sample = _with_ts(sample, report.ts)
+        report.host = sample
+        self._add("host_samples", host_row(sample))
+        level = sample.pressure_level
+        if level is not None and level != self._pressure_level:
+            if self._pressure_level is not None or level != "normal":
+                self._event(
+                    report.ts,
+                    "pressure",
+                    None,
+                    {"from": self._pressure_level, "to": level, "pressure": sample.pressure, "source": sample.source},
+                )
+            self._pressure_level = level
+
+    def _sample_ollama(self, report: TickReport, mono: float) -> None:
+        try:
+            statuses = self.client.ps()
+        except OllamaUnreachable as exc:
+            report.ollama_reachable = False
+            if self._reachable is not False:
+                self._event(report.ts, "ollama_unreachable", None, {"url": self.client.base_url, "error": str(exc)})
+            self._reachable = False
+            self._maybe_redetect_demo(mono)
+            return
+        except OllamaError as exc:  # answered garbage: count it, keep the last known state
+            self._count_error("ollama", exc, report)
+            return
+        report.ollama_reachable = True
+        if self._reachable is False:
+            detail: dict[str, Any] = {"url": self.client.base_url}
+            try:
+                detail["version"] = self.client.version()
+            except OllamaError:
+                pass
+            self._event(report.ts, "ollama_back", None, detail)
+            self.host_source.detect()  # a restarted server may be the demo emulator (or not) now
+        self._reachable = True
+        scan = mono - self._last_process_scan >= self.process_interval_s - 1e-6
+        if {(m.name, m.digest) for m in statuses} != {(m.name, m.digest) for m in self._previous}:
+            self._rescan_processes()  # a model appeared or left: look at every process, now
+            scan = True
+        if statuses:
+            snapshots = self.probe.snapshot(statuses, refresh_processes=scan)
+            if scan:
+                self._last_process_scan = mono
+                report.processes_scanned = True
+        else:
+            snapshots = []
+        report.models = snapshots
+        for snap in snapshots:
+            self._add("model_samples", model_row(_with_snapshot_ts(snap, report.ts)))
+        self._transitions(report, statuses, snapshots)
+        self._previous = statuses
+
+    def _transitions(self, report: TickReport, statuses: list[ModelStatus], snapshots: list[ModelSnapshot]) -> None:
+        by_name = {s.model: s for s in snapshots}
+        changes = diff_models(self._previous, statuses)
+        if any(s.runner_pid is None for s in snapshots):
+            self._rescan_processes()  # a model without its runner: the next scan looks at every process
+        for change in changes:
+            snap = by_name.get(change.model)
+            detail: dict[str, Any] = {"from": change.old_state}
+            if change.status is not None:
+                detail.update(
+                    expires_at=change.status.expires_at,
+                    stopping_since=change.status.stopping_since,
+                    processor=change.status.processor,
+                )
+            if snap is not None:
+                detail.update(runner_pid=snap.runner_pid, runner_rss_bytes=snap.runner_rss_bytes, runner_cpu_percent=snap.runner_cpu_percent)
+            if change.new_state == "gone":
+                old = self._runner_of.pop(change.model, None)
+                detail["runner_pid"] = old[0] if old else None
+                self._add("model_samples", {"ts": report.ts, "model": change.model, "state": "gone"})
+            self._event(report.ts, change.new_state, change.model, detail)
+        for snap in snapshots:
+            if snap.runner_pid is None:
+                continue
+            identity = (snap.runner_pid, snap.runner_create_time)
+            before = self._runner_of.get(snap.model)
+            if before is not None and before != identity:
+                self._event(
+                    report.ts,
+                    "runner_pid_changed",
+                    snap.model,
+                    {"old_pid": before[0], "new_pid": snap.runner_pid, "state": snap.state},
+                )
+            self._runner_of[snap.model] = identity
+
+    def _find_serve(self, records: list[Any]) -> None:
+        """After each full scan: the `ollama serve` listening on our URL's port (see serve_pid_for)."""
+        self.probe.serve_pid = serve_pid_for(self.client.base_url, records)
+
+    def _rescan_processes(self) -> None:
+        force = getattr(self.processes, "force", None)
+        if callable(force):
+            force()
+
+    def _poll_log(self, report: TickReport, mono: float) -> None:
+        if self.follower is None or mono - self._last_log_poll < self.log_interval_s:
+            return
+        self._last_log_poll = mono
+        try:
+            self.follower.poll()
+        except OasisOpsError as exc:  # ConcurrentIngest included: `ingest-logs` ran meanwhile
+            self._count_error("log", exc, report)
+
+    def _maybe_redetect_demo(self, mono: float) -> None:
+        if not self.host_source.simulated and mono - self._last_demo_detect >= DEMO_REDETECT_S:
+            self._last_demo_detect = mono
+            self.host_source.detect()
+
+    # --- rows, events, heartbeat ----------------------------------------------------------------
+    def _add(self, table: str, row: dict[str, Any]) -> None:
+        assert self.writer is not None
+        self.writer.add(table, row)
+
+    def _event(self, ts: datetime | None, kind: str, model: str | None, detail: dict[str, Any]) -> None:
+        row = {"ts": ts or self.clock(), "kind": kind, "model": model, "detail": detail}
+        self._events_this_tick.append(row)
+        log.info("sampler event %s %s %s", kind, model or "", detail)
+        self._add("events", row)
+
+    def _add_heartbeat(self, *, stopped: bool = False) -> None:
+        assert self.writer is not None and self.started_at is not None
+        self._add(
+            "sampler_status",
+            heartbeat_row(
+                pid=self.pid,
+                host=self.host,
+                started_at=self.started_at,
+                last_tick_at=self.last_tick_at,
+                ticks=self.ticks,
+                errors=self.errors + self.writer.error_count,
+                last_error=self.last_error or self.writer.last_error,
+                interval_s=self.interval_s,
+                stopped_at=self.clock() if stopped else None,
+                now=self.clock(),
+            ),
+        )
+
+    def _flush(self, *, force: bool = False) -> None:
+        """Heartbeat + buffered rows in one batch, when due (or at once after an event)."""
+        writer = self.writer
+        assert writer is not None
+        now = self.monotonic()
+        if force or now - self._last_flush >= self.flush_interval_s:
+            self._last_flush = now
+            self._add_heartbeat()
+            writer.flush()
+
+    def _count_error(self, where: str, exc: BaseException, report: TickReport | None = None) -> None:
+        self.errors += 1
+        text = str(exc) if isinstance(exc, OasisOpsError) else f"{type(exc).__name__}: {exc}"
+        self.last_error = f"{where}: {text}"[:500]
+        if report is not None:
+            report.errors.append(self.last_error)
+        now = self.monotonic()
+        if now - self._error_logged_at.get(where, float("-inf")) >= ERROR_LOG_EVERY_S:
+            self._error_logged_at[where] = now
+            log.warning("sampler %s error (%d so far): %s", where, self.errors, text, exc_info=not isinstance(exc, OasisOpsError))
+
+    # --- numbers --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        ticks = sorted(self.tick_ms)
+        writer = self.writer.stats() if self.writer else {}
+        return {
+            "sidecar": str(self.sidecar_path),
+            "alive": self.alive,
+            "ticks": self.ticks,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "died": self.died,
+            "tick_median_ms": statistics.median(ticks) if ticks else None,
+            "tick_p95_ms": ticks[min(len(ticks) - 1, int(0.95 * len(ticks)))] if ticks else None,
+            "writer": writer,
+        }
+
+
+def _with_ts(sample: HostSample, ts: datetime) -> HostSample:
+    """One timestamp per tick on every row (host, models, events line up in the charts)."""
+    from dataclasses import replace
+
+    return replace(sample, ts=ts)
+
+
+def _with_snapshot_ts(snapshot: ModelSnapshot, ts: datetime) -> ModelSnapshot:
+    from dataclasses import replace
+
+    return replace(snapshot, ts=ts)
+
+
+# --- one sampler thread per process -------------------------------------------------------------
+_REGISTRY: dict[str, Sampler] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_sampler(sidecar_path: str | os.PathLike[str], settings: Settings, **kwargs: Any) -> Sampler:
+    """The running sampler of this sidecar in this process, started on first call.
+
+    Raises SidecarBusy when another process samples that sidecar. A sampler whose thread died is
+    replaced (its lock was released when it died).
+    """
+    key = os.path.realpath(Path(sidecar_path).expanduser())
+    with _REGISTRY_LOCK:
+        existing = _REGISTRY.get(key)
+        if existing is not None and existing.alive:
+            return existing
+        sampler = Sampler(key, settings, **kwargs)
+        sampler.start()
+        _REGISTRY[key] = sampler
+        return sampler
+
+
+def stop_sampler(sidecar_path: str | os.PathLike[str]) -> None:
+    key = os.path.realpath(Path(sidecar_path).expanduser())
+    with _REGISTRY_LOCK:
+        sampler = _REGISTRY.pop(key, None)
+    if sampler is not None:
+        sampler.stop()
+
+
+def running_samplers() -> list[Sampler]:
+    with _REGISTRY_LOCK:
+        return [s for s in _REGISTRY.values() if s.alive]
+
+
+class SamplerService:
+    """The sampler as a `oasis_ops.server.Service` of the dashboard launcher.
+
+    Runs as a thread of the launcher (`oasis-ops dashboard` / `oasis-ops demo`), not of
+    Streamlit: Streamlit runs page scripts only when a browser connects, and a crash of the
+    sampler must not take the dashboard down. `poll()` is always None for the same reason: a
+    dead sampler shows on the Live page ("sampler is down"), it never stops the console.
+    """
+
+    name = "sampler"
+
+    def __init__(self, settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.sidecar_path = sidecar_path_for(settings.db, settings)
+        self.announce = announce or (lambda line: log.warning("%s", line))
+        self.sampler: Sampler | None = None
+
+    def start(self) -> None:
+        try:
+            self.sampler = get_sampler(self.sidecar_path, self.settings)
+        except SidecarBusy as exc:
+            self.announce(f"sampler: not started here: {exc}; the console shows that sampler's data")
+        except OasisOpsError as exc:
+            self.announce(f"sampler: not started: {exc}; the console works without live telemetry")
+
+    def poll(self) -> int | None:
+        return None
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            stop_sampler(self.sidecar_path)
+            self.sampler = None

@@ -1,0 +1,313 @@
+"""`oasis-ops status`: one snapshot of Ollama, its models and runners, host memory and flash
+attention, as a JSON-able dict (keys documented in the README) and as text. No UI here.
+
+Runner CPU % needs two looks at the process, and a swap-out rate needs two counter readings,
+so the snapshot looks twice, STATUS_INTERVAL_S (1 s) apart. The swap-out rate comes from the
+sidecar's recent host samples instead when a sampler is writing them (same source, fresh).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
+from oasis_ops.probes import (
+    HostSample,
+    ModelProbe,
+    ModelSnapshot,
+    OllamaClient,
+    PsutilProcesses,
+    human_bytes,
+)
+from oasis_ops.probes.flash import default_server_log
+from oasis_ops.probes.host import utc_now
+from oasis_ops.probes.processes import ProcessList
+from oasis_ops.sampler.core import HEARTBEAT_STALE_S
+from oasis_ops.sampler.hostsource import HostSource, is_simulated, pressure_level
+from oasis_ops.sampler.procwatch import serve_pid_for
+from oasis_ops.settings import Settings
+from oasis_ops.sidecar import Sidecar, records
+
+STATUS_INTERVAL_S = 1.0
+SIDECAR_RATE_WINDOW_S = 120.0  # swap-out rate over at most the last two minutes of samples
+SIDECAR_MAX_AGE_S = 30.0  # the sidecar's newest host sample must be this fresh to be used
+SIDECAR_MIN_SPAN_S = 5.0  # and its samples must span at least this long
+
+
+def swapouts_per_min(first_ts: datetime, first: int | None, last_ts: datetime, last: int | None) -> float | None:
+    """Rate between two cumulative counter readings; None when unknown or the counter reset."""
+    if first is None or last is None:
+        return None
+    span = (last_ts - first_ts).total_seconds()
+    if span <= 0 or last < first:
+        return None
+    return (last - first) / span * 60.0
+
+
+def sidecar_swap_rate(sidecar: Sidecar, source: str | None, now: datetime) -> tuple[float | None, str | None]:
+    """(swap-outs per minute, note) from the sidecar's recent host samples of `source`."""
+    if not sidecar.path.exists():
+        return None, None
+    rows = records(sidecar.host_samples_since(now - timedelta(seconds=SIDECAR_RATE_WINDOW_S), max_rows=1000))
+    rows = [r for r in rows if r.get("swapouts") is not None and (source is None or r.get("source") == source)]
+    if len(rows) < 2:
+        return None, None
+    first, last = rows[0], rows[-1]
+    if (now - last["ts"]).total_seconds() > SIDECAR_MAX_AGE_S or (last["ts"] - first["ts"]).total_seconds() < SIDECAR_MIN_SPAN_S:
+        return None, None
+    rate = swapouts_per_min(first["ts"], first["swapouts"], last["ts"], last["swapouts"])
+    span = (last["ts"] - first["ts"]).total_seconds()
+    return rate, f"sidecar: {len(rows)} samples over {span:.0f} s"
+
+
+def model_dict(snapshot: ModelSnapshot) -> dict[str, Any]:
+    status = snapshot.status
+    return {
+        "name": status.name,
+        "state": status.state,
+        "stopping_since": status.stopping_since.isoformat() if status.stopping_since else None,
+        "stopping_for_s": round(status.stopping_for_s, 1) if status.stopping_for_s is not None else None,
+        "expires_at": status.expires_at.isoformat() if status.expires_at else None,
+        "keep_alive_forever": status.keep_alive_forever,
+        "processor": status.processor,
+        "processor_cpu_percent": status.cpu_percent,
+        "processor_gpu_percent": status.gpu_percent,
+        "size_bytes": status.size_bytes,
+        "size_vram_bytes": status.size_vram_bytes,
+        "context_length": status.context_length,
+        "runner_pid": snapshot.runner_pid,
+        "runner_create_time": snapshot.runner_create_time,
+        "runner_rss_bytes": snapshot.runner_rss_bytes,
+        "runner_cpu_percent": round(snapshot.runner_cpu_percent, 1) if snapshot.runner_cpu_percent is not None else None,
+        "runner_threads": snapshot.runner_threads,
+        "runner_cmdline": list(snapshot.runner_cmdline) if snapshot.runner_cmdline else None,
+        "note": snapshot.note,
+    }
+
+
+def host_dict(sample: HostSample | None, rate: float | None, rate_source: str | None, error: str | None) -> dict[str, Any]:
+    keys = ("mem_total_bytes", "mem_free_bytes", "mem_available_bytes", "page_size", "pages_free", "swap_total_bytes",
+            "swap_used_bytes", "swapins", "swapouts", "pressure")  # fmt: skip
+    data: dict[str, Any] = {key: getattr(sample, key) if sample else None for key in keys}
+    source = sample.source if sample else None
+    data.update(
+        ts=sample.ts.isoformat() if sample else None,
+        source=source,
+        simulated=is_simulated(source),
+        pressure_level=(sample.pressure_level or pressure_level(sample.pressure, source)) if sample else None,
+        swapouts_per_min=round(rate, 1) if rate is not None else None,
+        swapouts_per_min_from=rate_source,
+        error=error,
+    )
+    return data
+
+
+def take_status(
+    settings: Settings,
+    *,
+    sidecar_path: str | os.PathLike[str] | None = None,
+    client: OllamaClient | None = None,
+    processes: ProcessList | None = None,
+    host_source: HostSource | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+    interval_s: float = STATUS_INTERVAL_S,
+) -> dict[str, Any]:
+    """The snapshot as a dict (see the README's `oasis-ops status --json` keys). `errors` lists
+    what could not be read; Ollama being down is not an error (ollama.reachable is false)."""
+    own_client = client is None
+    client = client or OllamaClient(settings.ollama_host, timeout_s=float(settings.ollama_timeout_s), clock=clock)
+    own_host = host_source is None
+    host_source = host_source or HostSource(settings.ollama_host, timeout_s=min(1.0, float(settings.ollama_timeout_s)), clock=clock)
+    process_list = processes or PsutilProcesses()
+    probe = ModelProbe(client, process_list, settings.ollama_models or None, clock)
+    errors: list[str] = []
+    sidecar = Sidecar(sidecar_path, settings) if sidecar_path else None
+    try:
+        # Ollama first: whether it serves the demo's simulated host decides the host source.
+        ollama: dict[str, Any] = {"url": client.base_url, "reachable": False, "version": None, "error": None}
+        try:
+            ollama["version"] = client.version()
+            ollama["reachable"] = True
+        except OllamaUnreachable as exc:
+            ollama["error"] = str(exc)
+        except OllamaError as exc:
+            ollama.update(reachable=True, error=str(exc))
+        if ollama["reachable"]:
+            host_source.detect()
+            # The serve listening on our URL, not another one on this machine (see serve_pid_for).
+            probe.serve_pid = serve_pid_for(client.base_url, process_list())
+
+        def host_now() -> tuple[HostSample | None, str | None]:
+            try:
+                return host_source.sample(), None
+            except OasisOpsError as exc:
+                return None, str(exc)
+
+        def models_now() -> list[ModelSnapshot]:
+            if not ollama["reachable"] or ollama["error"]:
+                return []
+            try:
+                return probe.snapshot()
+            except OllamaError as exc:
+                ollama["error"] = str(exc)
+                return []
+
+        host1, host_error = host_now()
+        models = models_now()
+        rate: float | None = None
+        rate_from: str | None = None
+        if sidecar is not None and host1 is not None:
+            try:
+                rate, rate_from = sidecar_swap_rate(sidecar, host1.source, clock())
+            except OasisOpsError as exc:
+                errors.append(f"sidecar: {exc}")
+        need_cpu = any(m.runner_pid is not None for m in models)
+        need_rate = rate is None and host1 is not None
+        host = host1
+        if need_cpu or need_rate:
+            sleep(interval_s)  # the second look: runner CPU % and the swap-out counter
+            host2, error2 = host_now()
+            if host2 is not None:
+                host = host2
+                if need_rate and host1 is not None and host1.source == host2.source:
+                    rate = swapouts_per_min(host1.ts, host1.swapouts, host2.ts, host2.swapouts)
+                    rate_from = f"two readings {(host2.ts - host1.ts).total_seconds():.1f} s apart"
+            host_error = host_error or error2
+            if need_cpu:
+                models = models_now() or models
+        if host_error:
+            errors.append(f"host memory: {host_error}")
+
+        server_log = default_server_log(settings.server_log or None)
+        try:
+            flash = probe.flash_attention(server_log_path=server_log).as_dict()
+        except OasisOpsError as exc:
+            flash = {"value": None, "source": "unknown", "detail": str(exc)}
+
+        sampler: dict[str, Any] | None = None
+        if sidecar is not None and sidecar.path.exists():
+            try:
+                beat = sidecar.sampler_heartbeat(now=clock(), stale_after_s=HEARTBEAT_STALE_S)
+            except OasisOpsError as exc:
+                errors.append(f"sidecar: {exc}")
+                beat = None
+            if beat is not None:
+                sampler = {
+                    "running": beat.running,
+                    "pid": beat.pid,
+                    "last_tick_at": beat.last_tick_at.isoformat() if beat.last_tick_at else None,
+                    "age_s": round(beat.age_s, 1) if beat.age_s is not None else None,
+                    "errors": beat.errors,
+                    "last_error": beat.last_error,
+                    "summary": beat.describe(),
+                }
+        return {
+            "taken_at": clock().isoformat(),
+            "ollama": ollama,
+            "models": [model_dict(m) for m in models],
+            "host": host_dict(host, rate, rate_from, host_error),
+            "flash_attention": flash,
+            "sidecar": str(sidecar.path) if sidecar is not None else None,
+            "sampler": sampler,
+            "errors": errors,
+        }
+    finally:
+        if own_client:
+            client.close()
+        if own_host:
+            host_source.close()
+
+
+# --- text ---------------------------------------------------------------------------------------
+def fmt_duration(seconds: float | None) -> str:
+    """3m12s / 1h04m / 42s, like Go's durations the user sees in Ollama's own output."""
+    if seconds is None:
+        return "?"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _num(value: float | int | None, fmt: str = "{:,}") -> str:
+    return "?" if value is None else fmt.format(value)
+
+
+def format_status(snap: dict[str, Any]) -> str:
+    """The snapshot for people (what `oasis-ops status` prints without --json)."""
+    lines: list[str] = []
+    ollama = snap["ollama"]
+    if ollama["reachable"] and not ollama["error"]:
+        lines.append(f"Ollama   {ollama['url']}: reachable, version {ollama['version']}")
+    elif ollama["reachable"]:
+        lines.append(f"Ollama   {ollama['url']}: answering, but not usably: {ollama['error']}")
+    else:
+        lines.append(f"Ollama   {ollama['url']}: NOT REACHABLE ({ollama['error']})")
+    if snap["models"]:
+        lines.append("Models")
+        for m in snap["models"]:
+            state = f"STOPPING for {fmt_duration(m['stopping_for_s'])}" if m["state"] == "stopping" else "loaded"
+            runner = (
+                f"runner pid {m['runner_pid']}, RSS {human_bytes(m['runner_rss_bytes'])}, "
+                f"CPU {_num(m['runner_cpu_percent'], '{:.1f}')}%"
+                if m["runner_pid"] is not None
+                else "runner not found on this machine"
+            )
+            lines.append(f"  {m['name']:<24} {state:<22} {m['processor']:<16} {runner}")
+            if m.get("note"):
+                lines.append(f"  {'':<24} note: {m['note']}")
+    elif ollama["reachable"]:
+        lines.append("Models   none loaded")
+    host = snap["host"]
+    label = "SIMULATED by the demo emulator" if host["simulated"] else (host["source"] or "unavailable")
+    lines.append(f"Host     memory ({label})")
+    if host["error"] and host["mem_free_bytes"] is None:
+        lines.append(f"  unavailable: {host['error']}")
+    else:
+        page = host["page_size"]
+        lines.append(
+            f"  free {human_bytes(host['mem_free_bytes'])} ({_num(host['pages_free'])} pages of {_num(page)} B), "
+            f"available {human_bytes(host['mem_available_bytes'])}, swap used {human_bytes(host['swap_used_bytes'])}"
+        )
+        rate = host["swapouts_per_min"]
+        rate_text = f"{rate:,.0f}/min ({host['swapouts_per_min_from']})" if rate is not None else "unknown"
+        level = host["pressure_level"] or "unknown"
+        lines.append(f"  swap-outs {rate_text}, pressure {_num(host['pressure'], '{:.1f}')} ({level})")
+    flash = snap["flash_attention"]
+    lines.append(f"Flash attention  {flash['value'] or 'unknown'} (from {flash['source']}: {flash['detail']})")
+    sampler = snap.get("sampler")
+    if snap.get("sidecar"):
+        lines.append(f"Sampler  {sampler['summary'] if sampler else 'never ran on'} ({snap['sidecar']})")
+    for error in snap["errors"]:
+        lines.append(f"error: {error}")
+    return "\n".join(lines)
+
+
+def sidecar_for(db: str | None, settings: Settings) -> Path | None:
+    """The sidecar `status` reads: --db's (or the db/sidecar settings'), else none."""
+    from oasis_ops.sidecar import sidecar_path_for
+
+    if not db and not settings.sidecar:
+        return None
+    return sidecar_path_for(db or None, settings)
+
+
+def flash_attention_now(settings: Settings, processes: ProcessList | None = None) -> dict[str, Any]:
+    """Flash attention of the current `ollama serve` (environment, its log, or its runners),
+    without asking Ollama anything: for pages that refresh often."""
+    with OllamaClient(settings.ollama_host, timeout_s=float(settings.ollama_timeout_s)) as client:
+        process_list = processes or PsutilProcesses()
+        probe = ModelProbe(client, process_list, settings.ollama_models or None)
+        try:
+            probe.serve_pid = serve_pid_for(client.base_url, process_list())
+            return probe.flash_attention(server_log_path=default_server_log(settings.server_log or None)).as_dict()
+        except OasisOpsError as exc:
+            return {"value": None, "source": "unknown", "detail": str(exc)}

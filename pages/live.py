@@ -1,0 +1,253 @@
+"""Live: what Ollama, its runner and the host are doing now, next to the trials.
+
+A header refreshed every `live_refresh_s` (a fragment; the switch turns it off): model state
+(Loaded, or Stopping for 3m12s in red), runner PID, RSS and CPU, free memory, pressure, swap-out
+rate, flash attention, and how fresh each source is. Below, four panels on one time axis over
+the last `live_window_min` minutes: latency, failure rate, free memory, swap-outs with pressure;
+state-change events and actions are markers on every panel. The data is what the sampler
+writes to the sidecar (oasis_ops.sampler.views); every query is cached with a TTL and a bound.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from oasis_ops.errors import DatabaseMissing, DataError
+from oasis_ops.probes import human_bytes
+from oasis_ops.sampler import views
+from oasis_ops.sampler.views import LiveHeader, LiveWindow
+from oasis_ops.settings import Settings
+from oasis_ops.sidecar import Sidecar, sidecar_path_for
+from oasis_ops.status import flash_attention_now, fmt_duration
+from pages import _common as ui
+
+CACHE_MAX_ENTRIES = 32
+HEADER_TTL_S = 5
+WINDOW_TTL_S = 30
+FLASH_TTL_S = 60
+CHART_REFRESH_S = 30.0  # the charts refresh more slowly than the header (fewer chart redraws)
+WINDOW_CHOICES = [15, 30, 60, 180, 360]
+AUTO_KEY = "live_auto"
+WINDOW_KEY = "live_window"
+
+
+def _now_key(now: datetime, step_s: int) -> datetime:
+    """`now` floored to `step_s`: tabs refreshing within the same step share one cache entry."""
+    return now.replace(microsecond=0) - timedelta(seconds=now.second % step_s)
+
+
+@st.cache_data(ttl=HEADER_TTL_S, max_entries=CACHE_MAX_ENTRIES, show_spinner=False)
+def cached_header_rows(sidecar_path: str, key: str, now_key: datetime) -> views.HeaderRows:
+    return views.read_header_rows(Sidecar(sidecar_path), now_key - timedelta(hours=1))
+
+
+@st.cache_data(ttl=WINDOW_TTL_S, max_entries=CACHE_MAX_ENTRIES, show_spinner=False)
+def cached_window(sidecar_path: str, key: str, start: datetime, end: datetime) -> LiveWindow:
+    return views.live_window(Sidecar(sidecar_path), start, end)
+
+
+@st.cache_data(ttl=FLASH_TTL_S, max_entries=8, show_spinner=False)
+def cached_flash(key: str, _settings: Settings) -> dict[str, Any]:
+    return flash_attention_now(_settings)
+
+
+def refresh_period(settings: Settings) -> float | None:
+    """Seconds between header refreshes, None when the switch (or the setting) turns it off."""
+    period = float(settings.live_refresh_s) or 5.0
+    return period if st.session_state.get(AUTO_KEY, float(settings.live_refresh_s) > 0) else None
+
+
+# --- header ---------------------------------------------------------------------------------------
+def _model_line(model: views.ModelState, now: datetime) -> str:
+    if model.state == "stopping":
+        # From stopping_since at render time: the cached header may be a few seconds old.
+        since = (now - model.stopping_since).total_seconds() if model.stopping_since else model.stopping_for_s
+        state = f":red[**Stopping for {fmt_duration(since)}**]"
+    elif model.state == "loaded":
+        state = ":green[**Loaded**]"
+    else:
+        state = f":gray[{model.state}]"
+    stale = f" · :orange[sampled {ui.fmt_age(model.age_s)} ago]" if model.age_s > 15 else ""
+    return f"#### `{model.model}` {state}{stale}"
+
+
+def show_models(header: LiveHeader, now: datetime) -> None:
+    active = header.active_models
+    if not active:
+        gone = [m for m in header.models if m.state == "gone"]
+        last = f" (last: `{gone[-1].model}`, gone {ui.fmt_age(gone[-1].age_s)} ago)" if gone else ""
+        st.markdown(f"#### No model loaded{last}")
+        return
+    for model in active[:4]:
+        st.markdown(_model_line(model, now))
+        cols = st.columns(4)
+        cols[0].metric("Runner PID", str(model.runner_pid) if model.runner_pid is not None else "–", border=True,
+                       help="The runner process serving this model (a child of `ollama serve`).")  # fmt: skip
+        cols[1].metric("Runner RSS", human_bytes(model.runner_rss_bytes) if model.runner_rss_bytes is not None else "–", border=True)
+        cpu = model.runner_cpu_percent
+        cols[2].metric("Runner CPU", f"{cpu:.1f}%" if cpu is not None and cpu == cpu else "–", border=True,
+                       help="High CPU while the split says 100% GPU is the signature of a compute graph spilled to the CPU.")  # fmt: skip
+        cols[3].metric("CPU/GPU split", model.processor or "–", border=True, help="As `ollama ps` prints it: memory at load time, not where compute runs.")
+
+
+def show_host(header: LiveHeader, flash: dict[str, Any]) -> None:
+    host = header.host or {}
+    cols = st.columns(5)
+    pages = host.get("pages_free")
+    page_size = host.get("page_size")
+    pages_text = f"{int(pages):,} pages of {int(page_size):,} B" if pages is not None and page_size else "pages unknown"
+    cols[0].metric("Free memory", human_bytes(host.get("mem_free_bytes")) if host else "–", border=True, help=pages_text)
+    cols[0].caption(pages_text)
+    cols[1].metric("Available", human_bytes(host.get("mem_available_bytes")) if host else "–", border=True)
+    pressure = host.get("pressure")
+    level = header.pressure_level or "unknown"
+    cols[2].metric("Pressure", f"{level}" if host else "–", border=True,
+                   help=f"0-100 scale: {pressure:.1f}" if pressure is not None else "not reported by this host")  # fmt: skip
+    if pressure is not None:
+        colour = {"warn": "orange", "critical": "red"}.get(level, "green")
+        cols[2].caption(f":{colour}[{pressure:.1f} / 100]")
+    rate = header.swapouts_per_min
+    cols[3].metric("Swap-outs", f"{rate:,.0f}/min" if rate is not None else "–", border=True, help="Pages swapped out per minute, over the newest minute of samples.")
+    value = flash.get("value") or "unknown"
+    cols[4].metric("Flash attention", value, border=True, help=f"{flash.get('source')}: {flash.get('detail')}")
+    cols[4].caption(f"from {flash.get('source')}")
+
+
+def freshness_parts(header: LiveHeader, trials_stale_s: float | None) -> list[str]:
+    parts = [f"trials snapshot {ui.fmt_age(trials_stale_s)} old" if trials_stale_s is not None else "no trial snapshot"]
+    parts.append(f"last host sample {ui.fmt_age(header.host_age_s)} ago" if header.host_age_s is not None else "no host sample yet")
+    parts.append(f"last /api/ps sample {ui.fmt_age(header.ps_age_s)} ago" if header.ps_age_s is not None else "no /api/ps sample")
+    beat = header.heartbeat
+    if beat is None:
+        parts.append("sampler never ran on this sidecar")
+    elif beat.running:
+        parts.append(f"sampler running (pid {beat.pid}, last tick {ui.fmt_age(beat.age_s)} ago, {beat.errors or 0} errors)")
+    else:
+        parts.append(f":red[sampler is down (last tick {fmt_duration(beat.age_s)} ago)]")
+    return parts
+
+
+def show_sampler_state(header: LiveHeader, db: str) -> None:
+    beat = header.heartbeat
+    start_cmd = f"`oasis-ops sample --db {db}`"
+    if not header.sidecar_exists:
+        st.info(f"**No telemetry yet** for this run (`{header.sidecar_path}` does not exist). Start the sampler with {start_cmd}, "
+                "or the dashboard with the `sampler` setting on (the default).", icon=":material/sensors_off:")  # fmt: skip
+    elif beat is None or not beat.running:
+        age = f"last tick {fmt_duration(beat.age_s)} ago" if beat is not None and beat.age_s is not None else "it never ticked"
+        stopped = " It was stopped." if beat is not None and beat.stopped_at is not None else ""
+        st.warning(f"**The sampler is down** ({age}).{stopped} Memory, model state and runner numbers below are stale. "
+                   f"Start it with {start_cmd}.", icon=":material/sensors_off:")  # fmt: skip
+    if header.ollama_reachable is False:
+        st.error(f"**Ollama is not reachable** ({header.ollama_detail or 'no answer'}).", icon=":material/cloud_off:")
+
+
+def render_action_bar(slot: Any, header: LiveHeader, settings: Settings, db: str) -> None:
+    """Issue 5's action bar (pages/_actions.py), when present: drawn in the slot at the top."""
+    try:
+        from pages._actions import render_action_bar as action_bar  # type: ignore[import-not-found]
+    except ModuleNotFoundError as exc:
+        if exc.name != "pages._actions":
+            raise
+        return
+    with slot:
+        action_bar(header, settings, db)
+
+
+def trials_stale_s(settings: Settings, db: str) -> float | None:
+    """Age of the trial snapshot (refreshing it when due); None when the DB cannot be read."""
+    try:
+        return ui.refresh(ui.source_handle(db, settings)).stale_s
+    except DataError:
+        return None
+
+
+def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
+    now = datetime.now(UTC)
+    key = ui.settings_key(settings)
+    # Rows are cached (shared by tabs); ages are computed now, so they never lag the cache.
+    header = views.live_header_at(cached_header_rows(sidecar_path, key, _now_key(now, HEADER_TTL_S)), now)
+    flash = cached_flash(key, settings)
+    action_slot = st.container()  # the action bar (issue 5) goes first, above the state it acts on
+    with st.container(border=True):
+        show_sampler_state(header, db)
+        show_models(header, now)
+        show_host(header, flash)
+        if header.simulated:
+            st.markdown(":orange-badge[:material/science: SIMULATED host memory: the demo emulator's, not this machine's]")
+        st.caption(" · ".join(freshness_parts(header, trials_stale_s(settings, db))) + f" · as of {ui.fmt_utc(now, with_date=False)}")
+    render_action_bar(action_slot, header, settings, db)
+
+
+# --- charts ---------------------------------------------------------------------------------------
+def charts_section(settings: Settings, db: str, sidecar_path: str, minutes: int) -> None:
+    """The four panels over the window, markers on each."""
+    now = datetime.now(UTC)
+    rollup: pd.DataFrame | None = None
+    newest: datetime | None = None
+    live = True
+    note = ""
+    try:
+        handle = ui.source_handle(db, settings)
+        fresh = ui.refresh(handle)
+        newest, live = fresh.newest_trial_at, fresh.live
+    except DatabaseMissing:
+        handle = None
+        note = f"The trial database `{db}` does not exist yet: latency and failures appear with the first trial."
+    except DataError as exc:
+        handle = None
+        note = f"Trials cannot be read: {exc}"
+    start, end = views.window_bounds(_now_key(now, 10), minutes, newest, live)
+    if handle is not None:
+        version = ui.data_version(fresh)
+        rollup = ui.cached_rollup(handle, handle.key, version, start, end, "1m", None, None)
+    if rollup is None:
+        rollup = views.empty_rollup(start, end)
+    window = cached_window(sidecar_path, ui.settings_key(settings), start, end)
+    anchor = "now" if live or newest is None else "the run's newest trial (the run is not live)"
+    st.caption(f"{ui.fmt_utc(start, with_date=False)} → {ui.fmt_utc(end, with_date=False)}, the last {minutes} min before {anchor}"
+               f" · telemetry in {window.bucket_s} s buckets · drag on the bottom strip to zoom")  # fmt: skip
+    if note:
+        st.warning(note, icon=":material/database:")
+    st.vega_lite_chart(spec=views.live_chart(rollup, window), width="stretch")
+
+
+def render(settings: Settings) -> None:
+    st.title("Live")
+    db = ui.current_db(settings)
+    if not db:
+        ui.no_database_message()
+        return
+    sidecar_path = str(sidecar_path_for(db, settings))
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    with right:
+        st.toggle("Auto-refresh", value=float(settings.live_refresh_s) > 0, key=AUTO_KEY,
+                  help=f"Refresh the header every {float(settings.live_refresh_s) or 5.0:g} s and the charts every {CHART_REFRESH_S:g} s.")  # fmt: skip
+    with left:
+        choices = sorted({int(settings.live_window_min), *WINDOW_CHOICES})
+        minutes = st.selectbox("Window (minutes)", choices, index=choices.index(int(settings.live_window_min)), key=WINDOW_KEY)
+    period = refresh_period(settings)
+
+
+    @st.fragment(run_every=period)
+    def live_header() -> None:
+        with ui.page_errors():
+            header_fragment(settings, db, sidecar_path)
+
+    @st.fragment(run_every=max(period, CHART_REFRESH_S) if period else None)
+    def live_charts() -> None:
+        with ui.page_errors():
+            charts_section(settings, db, sidecar_path, int(minutes))
+
+    live_header()
+    st.subheader("Trials and host memory")
+    live_charts()
+
+
+settings = ui.page_setup("pages/live.py")
+with ui.page_errors():
+    render(settings)

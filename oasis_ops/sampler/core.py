@@ -76,6 +76,7 @@ class TickReport:
     processes_scanned: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    actions: list[Any] = field(default_factory=list)  # ActionResults the watchdog took this tick
 
 
 def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
@@ -115,6 +116,7 @@ class Sampler:
         flush_interval_s: float = FLUSH_INTERVAL_S,
         log_interval_s: float = LOG_INTERVAL_S,
         follow_logs: bool = True,
+        run_watchdog: bool = True,
     ) -> None:
         self.sidecar_path = Path(sidecar_path).expanduser()
         self.settings = settings
@@ -135,6 +137,11 @@ class Sampler:
         self.lock = SamplerLock(self.sidecar_path)
         self.writer: BatchWriter | None = None
         self.follower: Any = None  # oasis_ops.logs.tail.LogFollower when a server.log exists
+        # The opt-in watchdog rides on the sampler's tick (it is off until its switch says on);
+        # built lazily, and rebuilt once the trial DB appears so it can count completions.
+        self.run_watchdog = run_watchdog
+        self.watchdog: Any = None
+        self._watchdog_has_trials = False
 
         self.pid = os.getpid()
         self.host = socket.gethostname()
@@ -273,6 +280,11 @@ class Sampler:
                     self.follower.close()
                 except OasisOpsError as exc:
                     self._count_error("log", exc)
+            if self.watchdog is not None:
+                try:
+                    self.watchdog.close()
+                except OasisOpsError as exc:
+                    self._count_error("watchdog", exc)
             self._event(None, "sampler_stopped", None, {"ticks": self.ticks, "errors": self.errors})
             assert self.writer is not None
             self._add_heartbeat(stopped=True)
@@ -304,6 +316,7 @@ class Sampler:
             self._sample_host(report)
             self._sample_ollama(report, mono)
             self._poll_log(report, mono)
+            self._run_watchdog(report)
         except Exception as exc:  # noqa: BLE001 - a bug in a tick must not end the sampler
             self._count_error("tick", exc, report)
         self.ticks += 1
@@ -313,6 +326,25 @@ class Sampler:
         report.duration_ms = (time.perf_counter() - started) * 1000.0
         self.tick_ms.append(report.duration_ms)
         return report
+
+    def _run_watchdog(self, report: TickReport) -> None:
+        """One watchdog evaluation on this tick's own samples (no second probe)."""
+        if not self.run_watchdog:
+            return
+        db = self.settings.db or None
+        db_exists = bool(db) and Path(str(db)).expanduser().exists()
+        try:
+            if self.watchdog is None or (db_exists and not self._watchdog_has_trials):
+                # Imported late: the watchdog imports the actions, which import the sampler.
+                from oasis_ops.watchdog import Watchdog
+
+                if self.watchdog is not None:
+                    self.watchdog.close()
+                self.watchdog = Watchdog.for_settings(self.settings, db, sidecar_path=self.sidecar_path)
+                self._watchdog_has_trials = db_exists
+            report.actions = self.watchdog.tick(report.ts, models=report.models, host=report.host)
+        except OasisOpsError as exc:
+            self._count_error("watchdog", exc, report)
 
     def _sample_host(self, report: TickReport) -> None:
         try:

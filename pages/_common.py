@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
+from oasis_ops.demo.world import REPLAY_DB_ENV
 from oasis_ops.errors import (
     ConfigError,
     DatabaseCorrupt,
@@ -40,6 +41,10 @@ T = TypeVar("T")
 
 DB_KEY = "db_path"  # session_state key of the chosen trial database (shared by all pages)
 DB_WIDGET_KEY = "db_path_input"  # the sidebar text input that sets it
+DB_PICK_KEY = "db_path_pick"  # the sidebar's quick picks (the configured database, the demo's replay)
+LIVE_DEMO_LABEL = "Live demo run"
+CONFIGURED_LABEL = "Configured database"
+REPLAY_LABEL = "Replayed incident 2025-11-20"
 
 # Bounded caches: the dashboard must not cause the memory pressure it reports.
 QUERY_TTL_S = 60
@@ -175,22 +180,58 @@ def cached_summary(
     return dict(call(_handle, lambda s: s.summary(start, end, run_id=run_id, model=model)))
 
 
+def quick_picks(settings: Settings) -> dict[str, str]:
+    """Label -> path of the databases one click away: the configured one (the live run, in the
+    demo) and, when the demo offers it (OASIS_OPS_DEMO_REPLAY_DB), the replayed incident."""
+    picks: dict[str, str] = {}
+    configured = str(settings.db or "").strip()
+    if configured:
+        picks[LIVE_DEMO_LABEL if os.environ.get(DEMO_DIR_ENV) else CONFIGURED_LABEL] = configured
+    replay = os.environ.get(REPLAY_DB_ENV, "").strip()
+    if replay and replay not in picks.values():
+        picks[REPLAY_LABEL] = replay
+    return picks
+
+
+def _db_typed() -> None:
+    st.session_state[DB_KEY] = str(st.session_state.get(DB_WIDGET_KEY) or "").strip()
+
+
+def _db_picked(picks: dict[str, str]) -> None:
+    label = st.session_state.get(DB_PICK_KEY)
+    if label in picks:  # None: the selected pill was clicked again; keep the database
+        st.session_state[DB_KEY] = picks[label]
+
+
 def database_picker(settings: Settings) -> str:
     """The sidebar's trial-database path (default: the configured one); shared by all pages.
 
-    The choice lives in a plain session key (widget state is dropped when a page switch
-    recreates the widget), so it survives moving between pages.
+    The choice lives in a plain session key, DB_KEY (widget state is dropped when a page switch
+    recreates the widget), so it survives moving between pages. The widgets only show it: their
+    callbacks write it, and each run sets their state from it before drawing them.
     """
     st.subheader("Data source")
-    value = st.text_input(
+    chosen = current_db(settings)
+    picks = quick_picks(settings)
+    if picks:
+        st.session_state[DB_PICK_KEY] = next((label for label, path in picks.items() if path == chosen), None)
+        st.pills(
+            "Quick pick",
+            list(picks),
+            key=DB_PICK_KEY,
+            on_change=_db_picked,
+            args=(picks,),
+            help="\n\n".join(f"**{label}**: `{path}`" for label, path in picks.items()),
+        )
+    st.session_state[DB_WIDGET_KEY] = chosen
+    st.text_input(
         "Trial database",
-        value=current_db(settings),
         key=DB_WIDGET_KEY,
+        on_change=_db_typed,
         placeholder="path/to/trials.duckdb",
-        help="The runner's DuckDB file. The console reads lock-free snapshots of it, so the runner never waits on us.",
+        help="The runner's DuckDB file (any path). The console reads lock-free snapshots of it, so the runner never waits on us.",
     )
-    st.session_state[DB_KEY] = value.strip()
-    return current_db(settings)
+    return chosen
 
 
 def current_db(settings: Settings) -> str:
@@ -201,8 +242,10 @@ def demo_banner() -> None:
     demo_dir = os.environ.get(DEMO_DIR_ENV, "")
     if demo_dir:
         st.info(
-            f"**This is a demo** on generated data in `{demo_dir}`. "
-            "To watch a real run: `oasis-ops dashboard --db path/to/trials.duckdb`.",
+            f"**This is a demo**: a live run of a simulated harness against the Ollama emulator, plus the "
+            f"replayed incident of 2025-11-20 (files in `{demo_dir}`; switch between them in the sidebar). "
+            "To watch a real run: `oasis-ops dashboard --db path/to/trials.duckdb`, with `OLLAMA_HOST` "
+            "pointing at its Ollama server.",
             icon=":material/science:",
         )
 
@@ -211,7 +254,7 @@ def no_database_message() -> None:
     st.info(
         "**No trial database chosen.** Enter the path of the runner's DuckDB file in the sidebar, "
         "or start the console with `oasis-ops dashboard --db path/to/trials.duckdb`. "
-        "To look around first, `oasis-ops demo` serves a generated run.",
+        "To look around first, `oasis-ops demo` runs a live demo and the replayed incident.",
         icon=":material/database:",
     )
 

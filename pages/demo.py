@@ -57,9 +57,9 @@ def replay_panel(settings: Settings, replay_db: str) -> None:
         st.info("No replay in this demo. Write one with `oasis-ops demo replay --out DIR`.")
         return
     st.markdown(
-        f"The write-up's day (2025-11-20, local time +01:00), rebuilt: `{replay_db}` with its sidecar, "
-        "server.log and runner.log. The failure window 17:58–18:04 local is **16:58–17:04 UTC** on the "
-        "console's UTC axes; the model stays Stopping from the eviction at 18:04:13 to the end of the day."
+        f"The write-up's day (2025-11-20, its times taken as UTC), rebuilt: `{replay_db}` with its sidecar, "
+        "server.log and runner.log. The failure window is **17:58–18:04 UTC**, in the logs and on the "
+        "console's axes alike; the model stays Stopping from the eviction at 18:04:13 to the end of the day."
     )
     live = str(Path(replay_db).parent.parent / "trials.duckdb")
     left, right = st.columns(2)

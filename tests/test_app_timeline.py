@@ -188,3 +188,48 @@ def test_switching_database_in_the_sidebar(monkeypatch: pytest.MonkeyPatch, tmp_
     at.text_input(key="db_path_input").input(str(tmp_path / "other.duckdb")).run()
     assert not at.exception
     assert at.error and "Trial database not found" in at.error[0].value
+
+
+def test_quick_picks_switch_between_the_live_run_and_the_replay(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """In the demo the sidebar offers the live run and the replayed incident one click away;
+    the free-text path still works, and picking again goes back."""
+    from oasis_ops.demo.world import REPLAY_DB_ENV
+    from oasis_ops.server import DEMO_DIR_ENV
+
+    live, replayed = tmp_path / "trials.duckdb", tmp_path / "replay" / "trials.duckdb"
+    write_trials(live)
+    replayed.parent.mkdir()
+    write_trials(replayed)
+    con = duckdb.connect(str(replayed))
+    con.execute("DELETE FROM trials WHERE run_id = 'run-new' AND trial_id % 3 = 0")  # 200 of the 300 stay
+    con.close()
+    monkeypatch.setenv(DEMO_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(REPLAY_DB_ENV, str(replayed))
+    at = run_timeline(monkeypatch, live)
+    assert not at.exception and not at.error
+    pick = at.button_group(key="db_path_pick")
+    assert [o.content for o in pick.proto.options] == ["Live demo run", "Replayed incident 2025-11-20"]
+    assert pick.value == "Live demo run" and _metrics(at)["Trials"] == "300"
+    assert any("This is a demo" in i.value and "replayed incident of 2025-11-20" in i.value for i in at.info)
+
+    at.button_group(key="db_path_pick").set_value("Replayed incident 2025-11-20").run()
+    assert not at.exception and not at.error
+    assert _metrics(at)["Trials"] == "200"
+    assert at.text_input(key="db_path_input").value == str(replayed)
+
+    # A typed path is no quick pick: none is selected.
+    at.text_input(key="db_path_input").input(str(tmp_path / "elsewhere.duckdb")).run()
+    assert at.button_group(key="db_path_pick").value is None
+    assert at.error and "Trial database not found" in at.error[0].value
+
+    at.button_group(key="db_path_pick").set_value("Live demo run").run()
+    assert not at.exception and not at.error
+    assert _metrics(at)["Trials"] == "300" and at.text_input(key="db_path_input").value == str(live)
+
+
+def test_no_replay_pick_outside_the_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    write_trials(db)
+    at = run_timeline(monkeypatch, db)
+    assert at.button_group(key="db_path_pick").value == "Configured database"
+    assert not any("This is a demo" in i.value for i in at.info)

@@ -19,12 +19,11 @@ from oasis_ops.sidecar import Sidecar
 from oasis_ops.trials import TrialSource
 
 FIXTURES = Path(__file__).parent / "fixtures" / "macos"
-LOCAL = timedelta(hours=1)  # the write-up's +01:00
 
 
 def utc(hour: int, minute: int, second: int = 0) -> datetime:
-    """A local (+01:00) wall time of the replayed day, as UTC."""
-    return datetime(2025, 11, 20, hour, minute, second, tzinfo=UTC) - LOCAL
+    """A wall-clock time of the replayed day: the write-up's times are UTC in the replay (+00:00)."""
+    return datetime(2025, 11, 20, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def test_the_day_before_the_incident_is_healthy(source: TrialSource) -> None:
     assert before["trials"] == 12_454
 
 
-def test_the_failure_window_is_17_58_to_18_04_local(source: TrialSource) -> None:
+def test_the_failure_window_is_17_58_to_18_04_utc(source: TrialSource) -> None:
     rollup = source.rollup(utc(17, 30), utc(18, 15), "1m")
     rollup["minute"] = pd.to_datetime(rollup["minute"], utc=True)
     failing = rollup[rollup["failure_rate"].fillna(0) >= 0.2]
@@ -135,7 +134,7 @@ def test_model_is_loaded_all_day_then_stopping_from_the_eviction(out: Path) -> N
 
 
 def test_server_log_parses_cleanly_with_the_incident_in_it(out: Path) -> None:
-    parser = ServerLogParser(LocalClock("+01:00"))
+    parser = ServerLogParser(LocalClock(replay.UTC_OFFSET))
     parser.feed_bytes((out / replay.SERVER_LOG).read_bytes(), 1)
     parser.finish()
     counts = parser.counts
@@ -166,7 +165,7 @@ def test_runner_log_has_the_write_ups_lines(out: Path) -> None:
     assert "2025-11-20 17:42:03 trial 12454 ok in 5.22s\n" in text
     assert "2025-11-20 18:04:12 trial " in text and " ok in 248.24s\n" in text
     assert "2025-11-20 18:04:13 evicting gemma4:e4b after 3 consecutive stalls (keep_alive=0)\n" in text
-    parser = HarnessLogParser(LocalClock("+01:00"))
+    parser = HarnessLogParser(LocalClock(replay.UTC_OFFSET))
     parser.feed_bytes(text.encode(), 1)
     assert parser.counts.junk == 0 and parser.counts.unrecognized == 0
     assert parser.counts.harness["timeout"] >= 360 and parser.counts.harness["evict"] == 1
@@ -175,7 +174,8 @@ def test_runner_log_has_the_write_ups_lines(out: Path) -> None:
 def test_replay_is_deterministic_and_refuses_to_overwrite(out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     again = tmp_path / "again"
     assert cli.main(["demo", "replay", "--out", str(again), "--no-ingest"]) == 0
-    assert "366 of 373 timed out" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2025-11-20 17:58–18:04 UTC: 366 of 373 timed out" in printed and " at +" not in printed
     for name in (replay.SERVER_LOG, replay.RUNNER_LOG):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
     before = (again / replay.RUNNER_LOG).stat().st_mtime_ns
@@ -185,3 +185,29 @@ def test_replay_is_deterministic_and_refuses_to_overwrite(out: Path, tmp_path: P
     assert cli.main(["demo", "replay", "--out", str(tmp_path / "x"), "--utc-offset", "noon"]) != 0
     assert "not a UTC offset" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_log_lines_and_database_agree_on_the_time(source: TrialSource, out: Path) -> None:
+    """By default the logs' wall-clock times are the databases' UTC times: runner.log's
+    `17:42:03 trial 12454 ok in 5.22s` is the trial that started at 17:41:57.78 UTC."""
+    assert "2025-11-20 17:42:03 trial 12454 ok in 5.22s\n" in (out / replay.RUNNER_LOG).read_text()
+    started = source.summary(utc(17, 41, 57), utc(17, 41, 58))
+    assert started["trials"] == 1 and started["max_ms"] == pytest.approx(5220.0)
+    server = (out / replay.SERVER_LOG).read_text()
+    assert "time=2025-11-20T09:00:01.920Z level=INFO source=server.go:1301" in server  # slog: UTC is Z
+    assert "[GIN] 2025/11/20 - 18:04:13 | 200 |" in server  # the eviction, as in the sidecar (18:04:13 UTC)
+
+
+def test_another_utc_offset_shifts_the_databases_not_the_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plus1 = tmp_path / "plus1"
+    assert cli.main(["demo", "replay", "--out", str(plus1), "--utc-offset", "+01:00", "--no-ingest"]) == 0
+    assert "16:58–17:04 UTC (17:58–18:04 at +01:00 in the logs)" in capsys.readouterr().out
+    assert "2025-11-20 17:42:03 trial 12454 ok in 5.22s\n" in (plus1 / replay.RUNNER_LOG).read_text()
+    settings = load_settings(env={"OASIS_OPS_SNAPSHOT_DIR": str(tmp_path / "snaps")})
+    src = TrialSource(plus1 / replay.TRIALS_FILE, settings)
+    try:
+        src.refresh()
+        window = src.summary(utc(16, 58), utc(17, 4))
+        assert window["trials"] == 373 and window["timeouts"] == 366
+    finally:
+        src.close()

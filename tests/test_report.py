@@ -25,20 +25,22 @@ def replay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "trials.duckdb"
 
 
-def test_markdown_report_of_the_replay(replay_db: Path, tmp_path: Path) -> None:
+def test_markdown_report_of_the_replay(replay_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OASIS_OPS_LOG_UTC_OFFSET", raising=False)  # UTC only, whatever the developer's shell says
     out = tmp_path / "postmortem.md"
-    assert cli.main(["report", "--db", str(replay_db), "--utc-offset", "+01:00", "--out", str(out)]) == 0
+    assert cli.main(["report", "--db", str(replay_db), "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
-    assert text.startswith("# Post-mortem: gemma4:e4b run oasis-20251120, 2025-11-20 16:58–17:04 UTC")
+    # The replay's times are the write-up's, in UTC (its logs are at +00:00).
+    assert text.startswith("# Post-mortem: gemma4:e4b run oasis-20251120, 2025-11-20 17:58–18:04 UTC")
     positions = [text.index(s) for s in SECTIONS]
     assert positions == sorted(positions), "sections out of order"
-    assert "(17:58 local)" in text and "(18:04 local)" in text
+    assert "between 17:58 UTC and 18:04 UTC;" in text and " local)" not in text
     # healthy period against the window, in one table
     assert re.search(r"\| healthy, before \| .* \| 12,466 \| 6 \| 0.048% \| 4.1 s \| 6.1 s \|", text)
     assert re.search(r"\| incident window \| .* \| 373 \| 366 \| 98% \| .* \| ≥ 60 s \|", text)
     # memory in vm_stat's terms, the runner's state changes, the harness's own evict
-    assert "| 17:00:00 | 58,402 | 16,384 | 913 | 504,282 |" in text
-    assert "| 17:04:14 | stopping | gemma4:e4b | 48213 |" in text
+    assert "| 18:00:00 | 58,402 | 16,384 | 913 | 504,282 |" in text  # tests/fixtures/macos/vm_stat_1800.txt
+    assert "| 18:04:14 | stopping | gemma4:e4b | 48213 |" in text
     assert "evicting gemma4:e4b after 3 consecutive stalls" in text
     assert "The cold start theory is **refuted**" in text
     # charts written beside the file and linked
@@ -82,8 +84,16 @@ def test_report_bad_input(replay_db: Path, tmp_path: Path, capsys: pytest.Captur
 
 def test_report_of_an_explicit_range(replay_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "range.html"
-    args = ["report", "--db", str(replay_db), "--from", "2025-11-20T16:00:00Z", "--to", "2025-11-20T17:10:00Z", "--out", str(out)]
+    args = ["report", "--db", str(replay_db), "--from", "2025-11-20T17:00:00Z", "--to", "2025-11-20T18:10:00Z", "--out", str(out)]
     assert cli.main(args) == 0
     html = out.read_text()
-    assert "2025-11-20 16:00–16:58" in html  # the healthy period starts at --from
-    assert "2025-11-20 16:58–17:04" in html
+    assert "2025-11-20 17:00–17:58" in html  # the healthy period starts at --from
+    assert "2025-11-20 17:58–18:04" in html
+
+
+def test_report_shows_local_times_at_an_offset(replay_db: Path, tmp_path: Path) -> None:
+    """`--utc-offset` adds the local wall-clock time next to each UTC time (e.g. a run in Paris)."""
+    out = tmp_path / "paris.md"
+    assert cli.main(["report", "--db", str(replay_db), "--utc-offset", "+01:00", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "between 17:58 UTC (18:58 local) and 18:04 UTC (19:04 local);" in text

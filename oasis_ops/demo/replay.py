@@ -15,11 +15,13 @@ Writes, in seconds and deterministically (seeded):
 - DIR/runner.log: the harness's lines (`... trial 12453 ok in 6.09s`, `... timed out after
   1m0s (litellm.Timeout)`, `evicting gemma4:e4b after 3 consecutive stalls (keep_alive=0)`).
 
-Time: the write-up's logs are local time at +01:00 (`utc_offset`). Databases hold UTC; log lines
-hold local wall time (slog lines carry the offset). So the failure window 17:58-18:04 local is
-16:58-17:04 UTC in the databases and on the console's UTC axes.
+Time: the write-up gives wall-clock times without a zone; the replay takes them as UTC
+(`utc_offset` "+00:00", the default), so the failure window 17:58-18:04 is 17:58-18:04 everywhere:
+in server.log and runner.log, in the databases and on the console's UTC axes. `--utc-offset`
+replays the same wall-clock day in another zone: log lines then hold local wall time (slog lines
+carry the offset) and the databases hold the same moments in UTC, shifted by the offset.
 
-The day (local time, 2025-11-20): healthy trials 09:00-17:42 (p50 4.1 s, p95 6.1 s, 6 failures:
+The day (wall-clock time, 2025-11-20): healthy trials 09:00-17:42 (p50 4.1 s, p95 6.1 s, 6 failures:
 0.05%); a gap while memory pressure builds, with a dozen slow trials 17:49-17:58; the failure
 window 17:58-18:04 (started_at) with ~98% timeouts at 60 s and the 248,239 ms outlier; the
 eviction at 18:04:13 (keep_alive=0) that deadlocks: Stopping until the day ends at 18:15, no
@@ -56,14 +58,14 @@ RUNNER_LOG = "runner.log"
 OUTPUTS = (TRIALS_FILE, SIDECAR_FILE, SERVER_LOG, RUNNER_LOG)
 
 DAY = date(2025, 11, 20)
-UTC_OFFSET = "+01:00"
+UTC_OFFSET = "+00:00"  # the write-up's times, taken as UTC (see the module docstring)
 SEED = 20251120
 MODEL = "gemma4:e4b"
 RUN_ID = "oasis-20251120"
 TIMEOUT_ERROR = "timed out after 1m0s (litellm.Timeout)"
 CLIENT_ERROR = "litellm.APIConnectionError: OllamaException - unexpected EOF"
 
-# Healthy phase (local time): p50 4.1 s, p95 6.1 s (lognormal sigma = ln(6.1/4.1)/1.645).
+# Healthy phase (wall-clock time): p50 4.1 s, p95 6.1 s (lognormal sigma = ln(6.1/4.1)/1.645).
 HEALTHY_TRIALS = 12_454  # the write-up's trial 12454 is the last one before 17:42
 HEALTHY_FAILURES = (("timeout", 2), ("error", 4))  # 6 of 12,454: 0.05%
 P50_MS = 4100.0
@@ -88,7 +90,7 @@ PAGE_SIZE = 16384
 MEM_TOTAL = 55_297_703_936  # hw.memsize of the M2 Max (51.5 GiB)
 MIB = 1024 * 1024
 HOST_SOURCE = "macos:vm_stat"
-# vm_stat/sysctl anchors (local time). 17:00, 17:45 and 18:00 are tests/fixtures/macos/vm_stat_*.txt
+# vm_stat/sysctl anchors (wall-clock time). 17:00, 17:45 and 18:00 are tests/fixtures/macos/vm_stat_*.txt
 # exactly; 17:30 and 18:15 are the write-up's pages free / swapouts; the other columns there and
 # the 09:00 morning are ours. Values between anchors are interpolated (counters stay monotonic).
 HOST_ANCHORS: tuple[tuple[tuple[int, int], dict[str, int]], ...] = (
@@ -134,7 +136,7 @@ BENT_NUMBERS = (
 @dataclass
 class Trial:
     trial_id: int
-    started: datetime  # local, aware
+    started: datetime  # wall-clock at the replay's offset, aware
     latency_ms: float | None
     status: str  # ok | timeout | error
     error: str | None = None
@@ -182,7 +184,7 @@ class ReplayResult:
 
 
 class Day:
-    """Local wall-clock times of the replayed day."""
+    """Wall-clock times of the replayed day, at the replay's UTC offset."""
 
     def __init__(self, utc_offset: str = UTC_OFFSET, day: date = DAY) -> None:
         tz = parse_utc_offset(utc_offset)
@@ -322,7 +324,7 @@ def _gin_exact(status: int, latency_s: float, when: datetime, path: str) -> str:
 
 
 def server_log_lines(day: Day, trials: list[Trial], seed: int = SEED) -> list[str]:
-    """server.log of the day, in time order (local wall time; slog lines carry the offset)."""
+    """server.log of the day, in time order (wall-clock time at the offset; slog lines carry it)."""
     rng = np.random.default_rng(seed + 1)
     events: list[tuple[datetime, int, list[str]]] = []
     env = {
@@ -393,7 +395,7 @@ def server_log_lines(day: Day, trials: list[Trial], seed: int = SEED) -> list[st
 
 
 def runner_log_lines(day: Day, trials: list[Trial]) -> list[str]:
-    """The harness's runner.log: one line per finished trial, plus the eviction (local time)."""
+    """The harness's runner.log: one line per finished trial, plus the eviction (wall-clock time)."""
     entries: list[tuple[datetime, str]] = []
     for t in trials:
         if t.status == "ok":
@@ -618,7 +620,8 @@ def write_replay(
 # --- CLI: `oasis-ops demo replay` -----------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory to write trials.duckdb, trials.ops.duckdb, server.log, runner.log")
-    parser.add_argument("--utc-offset", default=UTC_OFFSET, help=f"local time of the logs (default {UTC_OFFSET}, the write-up's)")
+    parser.add_argument("--utc-offset", default=UTC_OFFSET,
+                        help=f"zone of the write-up's wall-clock times in the logs (default {UTC_OFFSET}: log and database times agree)")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the random draws (default: the same day every time)")
     parser.add_argument("--no-ingest", action="store_true", help="do not ingest the two logs into the sidecar's log tables")
     parser.add_argument("--force", action="store_true", help="replace a replay already in --out")
@@ -634,8 +637,12 @@ def main(args: argparse.Namespace) -> int:
     w = result.window
     print(f"incident replay written to {result.out_dir} in {result.elapsed_s:.1f} s")
     print(f"  trials: {result.trials:,} ({result.ok:,} ok, {result.failed:,} failed)")
-    print(f"  failure window (started_at) {w['start_local']} .. {w['end_local']}: {w['timeouts']} of {w['trials']} "
-          f"timed out ({w['timeout_rate']:.1%})")
+    start_utc, end_utc = datetime.fromisoformat(w["start_utc"]), datetime.fromisoformat(w["end_utc"])
+    local = ""
+    if start_utc.utcoffset() != datetime.fromisoformat(w["start_local"]).utcoffset():
+        local = f" ({w['start_local'][11:16]}–{w['end_local'][11:16]} at {result.utc_offset} in the logs)"
+    print(f"  failure window (trials started) {start_utc:%Y-%m-%d %H:%M}–{end_utc:%H:%M} UTC{local}: "
+          f"{w['timeouts']} of {w['trials']} timed out ({w['timeout_rate']:.1%})")
     print(f"  sidecar: {result.host_samples:,} host samples, {result.model_samples:,} model samples, {result.events} events")
     print(f"  browse it: oasis-ops dashboard --db {result.files[TRIALS_FILE]}")
     return 0

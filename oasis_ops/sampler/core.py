@@ -51,6 +51,7 @@ from oasis_ops.sampler.hostsource import HostSource
 from oasis_ops.sampler.procwatch import RunnerWatch, serve_pid_for
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import BatchWriter, SamplerLock, Sidecar, heartbeat_row, sidecar_path_for
+from oasis_ops.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -335,9 +336,6 @@ class Sampler:
         db_exists = bool(db) and Path(str(db)).expanduser().exists()
         try:
             if self.watchdog is None or (db_exists and not self._watchdog_has_trials):
-                # Imported late: the watchdog imports the actions, which import the sampler.
-                from oasis_ops.watchdog import Watchdog
-
                 if self.watchdog is not None:
                     self.watchdog.close()
                 self.watchdog = Watchdog.for_settings(self.settings, db, sidecar_path=self.sidecar_path)

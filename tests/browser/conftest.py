@@ -7,12 +7,17 @@ generous timeouts (2 shared cores). Periodic refreshes are off in the consoles s
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers_server import Console, running_console
+from helpers_server import ROOT, Console, console_env, running_console
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 CHROMIUM = os.environ.get("OASIS_OPS_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -62,9 +67,30 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+@dataclass
+class ReplayConsole:
+    """`oasis-ops dashboard` serving the incident replay's trial database."""
+
+    console: Console
+    db: Path
+    replay: dict[str, Any]  # what `oasis-ops demo replay --json` printed (trials, ok, failed, window, ...)
+
+
+def write_replay(out: Path, work: Path) -> dict[str, Any]:
+    """`oasis-ops demo replay --out OUT --json`, run as users run it; returns its JSON."""
+    argv = [sys.executable, "-m", "oasis_ops", "demo", "replay", "--out", str(out), "--json"]
+    done = subprocess.run(argv, cwd=ROOT, env=console_env(work), capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, f"demo replay exited with {done.returncode}:\n{done.stderr}"
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 @pytest.fixture(scope="session")
-def demo_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    """`oasis-ops demo` on a free loopback port, its data and cache in a temporary directory."""
-    work = tmp_path_factory.mktemp("demo-console")
-    with running_console(["demo", "--dir", str(work / "demo")], work) as console:
-        yield console
+def replay_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayConsole]:
+    """The replayed incident of 2025-11-20 in `oasis-ops dashboard` on a free loopback port
+    (started once per session), its data, cache and logs in a temporary directory."""
+    work = tmp_path_factory.mktemp("replay-console")
+    replay = write_replay(work / "replay", work)
+    db = Path(replay["files"]["trials.duckdb"])
+    with running_console(["dashboard", "--db", str(db)], work) as console:
+        yield ReplayConsole(console, db, replay)

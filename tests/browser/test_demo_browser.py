@@ -30,7 +30,10 @@ def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: 
     started = time.monotonic()
     with running_console(["demo", "--dir", str(tmp_path / "demo")], tmp_path, env={"OASIS_OPS_SAMPLER": "true"}) as console:
         open_console(page, console, "Timeline")
-        expect(page.get_by_text("This is a demo")).to_be_visible()
+        banner = page.locator("[data-testid=stAlert]").filter(has_text="This is a demo")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("replayed incident of 2025-11-20")
+        expect(banner).to_contain_text("oasis-ops dashboard --db path/to/trials.duckdb")
         expect(page.get_by_role("textbox", name="Trial database")).to_have_value(str(tmp_path / "demo" / "trials.duckdb"))
 
         # Live trials flowing: the Trials figure of the live run grows.
@@ -55,11 +58,18 @@ def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: 
         expect(page.get_by_role("heading", name="Timeline", exact=True)).to_be_visible()
         expect(page.get_by_role("textbox", name="Trial database")).to_have_value(str(tmp_path / "demo" / "replay" / "trials.duckdb"))
         expect(page.locator("[data-testid=stMetric]").filter(has_text="Trials")).to_contain_text("12,839")
-        # 17:58-18:04 local time (+01:00, the write-up's) is 16:58-17:04 on the console's UTC axes.
-        expect(page.get_by_text(re.compile(r"16:58–17:04 UTC"))).to_be_visible()
+        # The write-up's failure window; the replay's times are UTC, like the console's axes.
+        expect(page.get_by_text(re.compile(r"17:58–18:04 UTC")).first).to_be_visible()
         expect(page.get_by_text(re.compile(r"366 timeouts"))).to_be_visible()
         wait_idle(page)
         page.screenshot(path=str(SCREENSHOTS / "demo_replay.png"), full_page=True)
+
+        # The sidebar's quick pick goes back to the live run in one click.
+        sidebar = page.locator("[data-testid=stSidebar]")
+        sidebar.get_by_role("button", name="Live demo run").click()
+        expect(page.get_by_role("textbox", name="Trial database")).to_have_value(str(tmp_path / "demo" / "trials.duckdb"))
+        expect(page.get_by_text(re.compile(r"366 timeouts"))).to_have_count(0)
+        wait_idle(page)
 
         # Stop it the way a service manager does, and look for anything left behind.
         family = psutil.Process(console.process.pid).children(recursive=True)

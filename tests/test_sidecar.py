@@ -465,7 +465,7 @@ def test_sampler_lock_across_processes(tmp_path: Path) -> None:
 
 # --- child process entry points -----------------------------------------------------------------
 def _writer(path: str, name: str, seconds: float) -> dict[str, Any]:
-    sidecar = Sidecar(path, lock_timeout_s=10.0)
+    sidecar = Sidecar(path, lock_timeout_s=30.0)  # margin for a loaded 2-core machine
     seq = batches = errors = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -484,7 +484,7 @@ def _writer(path: str, name: str, seconds: float) -> dict[str, Any]:
 
 
 def _reader(path: str, seconds: float) -> dict[str, Any]:
-    sidecar = Sidecar(path, lock_timeout_s=10.0)
+    sidecar = Sidecar(path, lock_timeout_s=30.0)  # margin for a loaded 2-core machine
     reads = errors = max_seen = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -519,7 +519,8 @@ class Sidecar:
         self, now: datetime | None = None, stale_after_s: float | None = None
     ) -> SamplerHeartbeat | None:
         """The newest sampler run; `running` is False once its last tick is older than
-        `stale_after_s` (default: 5 intervals, at least 10 s) or it recorded a clean stop."""
+        `stale_after_s` (default: 5 intervals, at least 30 s, since the sampler writes its
+        heartbeat every 10 s) or it recorded a clean stop."""
         rows = records(self.read("sampler_heartbeat"))
         if not rows:
             return None
@@ -528,7 +529,7 @@ class Sidecar:
         last_tick = row.get("last_tick_at")
         age = (now - last_tick).total_seconds() if last_tick else None
         interval = row.get("interval_s")
-        limit = stale_after_s if stale_after_s is not None else max(10.0, 5 * (interval or 1.0))
+        limit = stale_after_s if stale_after_s is not None else max(30.0, 5 * (interval or 1.0))
         running = row.get("stopped_at") is None and age is not None and age <= limit
         return SamplerHeartbeat(
             sampler_id=row["sampler_id"],

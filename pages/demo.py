@@ -17,20 +17,19 @@ import streamlit as st
 from oasis_ops.control import ControlChannel, control_dir_for
 from oasis_ops.demo.faults import FAULTS
 from oasis_ops.demo.faults_cli import describe, request_faults
+from oasis_ops.demo.world import REPLAY_DB_ENV
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.probes import human_bytes
 from oasis_ops.server import DEMO_DIR_ENV
 from oasis_ops.settings import Settings
 from pages import _common as ui
 
-REPLAY_DB_ENV = "OASIS_OPS_DEMO_REPLAY_DB"  # set by oasis_ops.demo.world
 NOTE_KEY = "demo_note"
 
 
 def _open_database(path: str) -> None:
-    """Button callback (runs before the rerun, so the sidebar's widget may still be set)."""
+    """Button callback: the sidebar's picker shows whatever DB_KEY holds on the next run."""
     st.session_state[ui.DB_KEY] = path
-    st.session_state[ui.DB_WIDGET_KEY] = path
     st.session_state[ui.GOTO_KEY] = "pages/timeline.py"
 
 

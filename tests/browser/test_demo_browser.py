@@ -65,8 +65,10 @@ def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: 
         page.screenshot(path=str(SCREENSHOTS / "demo_replay.png"), full_page=True)
 
         # The sidebar's quick pick goes back to the live run in one click.
-        sidebar = page.locator("[data-testid=stSidebar]")
-        sidebar.get_by_role("button", name="Live demo run").click()
+        picks = page.locator("[data-testid=stSidebar]").get_by_role("radiogroup", name="Quick pick")
+        expect(picks.get_by_role("radio", name="Replayed incident 2025-11-20")).to_be_checked()
+        picks.get_by_role("radio", name="Live demo run").click()
+        expect(picks.get_by_role("radio", name="Live demo run")).to_be_checked()
         expect(page.get_by_role("textbox", name="Trial database")).to_have_value(str(tmp_path / "demo" / "trials.duckdb"))
         expect(page.get_by_text(re.compile(r"366 timeouts"))).to_have_count(0)
         wait_idle(page)

@@ -48,7 +48,8 @@ PANEL_WIDTH: int | str = "container"  # concatenated charts need one explicit wi
 def time_x(brush: alt.Parameter | None = None, *, title: str | None = "time (UTC)", labels: bool = True) -> alt.X:
     """The shared x encoding: UTC time; zoomed to `brush` when given (empty brush: everything)."""
     scale = alt.Scale(type="utc", domain=brush) if brush is not None else alt.Scale(type="utc")
-    axis = alt.Axis(format="%H:%M", title=title, labels=labels, labelOverlap=True, grid=True)
+    # tickMinStep: at most one tick a minute, so a zoomed axis never prints a minute twice.
+    axis = alt.Axis(format="%H:%M", title=title, labels=labels, labelOverlap=True, grid=True, tickMinStep=60_000)
     return alt.X(f"{TIME_FIELD}:T", scale=scale, axis=axis)
 
 

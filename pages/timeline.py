@@ -23,6 +23,9 @@ RANGE_MODES = ["Run", "Last hours", "Custom"]
 ALL_MODELS = "All models"
 # A live run's range extends to now (so a stall shows as empty buckets) if its newest trial is this recent.
 LIVE_TAIL = timedelta(hours=1)
+# A finished run's range extends over state changes and actions up to this long after its last
+# trial: an eviction that deadlocked, and the silence after it, belong to the run's story.
+RUN_TAIL = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Range:
     end: datetime
     run_id: str | None
     label: str
+    is_run: bool = False
 
 
 def _ts(value: Any) -> datetime:
@@ -74,7 +78,7 @@ def choose_range(handle: ui.SourceHandle, version: str, live: bool, newest: date
             start, end = _ts(row["first_at"]), _ts(row["last_at"])
             if live and choice == 0 and now - end < LIVE_TAIL:
                 end = now  # a live run: show the minutes with no trials up to now (a stall)
-            return Range(start, end + timedelta(microseconds=1), run_id, f"run `{run_id or '(all)'}`")
+            return Range(start, end + timedelta(microseconds=1), run_id, f"run `{run_id or '(all)'}`", is_run=True)
         if mode == "Last hours":
             hours = st.number_input("Hours", min_value=0.25, max_value=24.0 * 30, value=6.0, step=1.0, key="tl_hours")
             end = latest_end
@@ -251,6 +255,11 @@ def render(settings: Settings) -> None:
         model = None if model_pick == ALL_MODELS else model_pick
         bucket_pick = bucket_col.selectbox("Bucket", BUCKETS, key="tl_bucket", help="auto: 1 minute up to a day, wider beyond")
         log_latency = scale_col.toggle("Log latency axis", key="tl_log", help="Keeps normal latencies readable next to 60 s timeouts")
+    sidecar_path = str(sidecar_path_for(path, settings))
+    if rng.is_run and not fresh.live:
+        after = timeline_markers(sidecar_path, rng.end, rng.end + RUN_TAIL)
+        if not after.empty:
+            rng = Range(rng.start, _ts(after["ts"].max()) + timedelta(minutes=1), rng.run_id, rng.label, is_run=True)
     bucket = auto_bucket(rng.start, rng.end) if bucket_pick == "auto" else str(bucket_pick)
 
     summary = ui.cached_summary(handle, handle.key, version, rng.start, rng.end, rng.run_id, model)
@@ -268,7 +277,7 @@ def render(settings: Settings) -> None:
         st.info("No trials in this range.", icon=":material/search_off:")
         return
     st.caption("Drag on the bottom strip to zoom every panel; double-click it to reset. Hover for the numbers of a bucket.")
-    markers = timeline_markers(str(sidecar_path_for(path, settings)), rng.start, rng.end)
+    markers = timeline_markers(sidecar_path, rng.start, rng.end)
     st.altair_chart(charts.timeline_chart(rollup, markers=markers, log_latency=log_latency), width="stretch")
     if not markers.empty:
         st.caption(f"Dashed lines: {len(markers)} state changes and actions from the telemetry sidecar.")

@@ -40,3 +40,22 @@ def test_markers_come_from_the_sidecar(monkeypatch: pytest.MonkeyPatch, tmp_path
     at = run_timeline(monkeypatch, db)
     assert not at.exception, [e.value for e in at.exception]
     assert "Dashed lines: 2 state changes and actions" in _captions(at)
+
+
+def test_a_finished_run_extends_over_what_happened_after_its_last_trial(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The write-up's eviction came after the last trial; the default run range must show it."""
+    db = tmp_path / "trials.duckdb"
+    write_trials(db)  # run-new's last trial starts at 18:29:48
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    sidecar.migrate()
+    sidecar.record_event("stopping", model="gemma4:e4b", ts=datetime(2025, 11, 20, 18, 40, 5, tzinfo=UTC))
+    sidecar.record_event("stopping", model="gemma4:e4b", ts=datetime(2025, 11, 20, 23, 0, tzinfo=UTC))  # too late
+
+    st.cache_data.clear()
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    captions = _captions(at)
+    assert "→ 2025-11-20 18:41:05 UTC" in captions, captions
+    assert "Dashed lines: 1 state changes and actions" in captions

@@ -26,6 +26,22 @@ def _trials_shown(page: Page) -> int:
 
 
 @pytest.mark.browser
+def _go_to(page: Page, name: str) -> None:
+    """Click a page in the sidebar until its heading shows: a click that lands while the live
+    page reruns can be swallowed, so it is retried (each attempt waits for Streamlit to idle)."""
+    link = page.locator("[data-testid=stSidebarNavLink]", has_text=name).first
+    heading = page.get_by_role("heading", name=name, exact=True)
+    for _ in range(3):
+        wait_idle(page)
+        link.click()
+        try:
+            expect(heading).to_be_visible(timeout=15_000)
+            return
+        except AssertionError:
+            continue
+    expect(heading).to_be_visible()
+
+
 def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: Path) -> None:
     started = time.monotonic()
     with running_console(["demo", "--dir", str(tmp_path / "demo")], tmp_path, env={"OASIS_OPS_SAMPLER": "true"}) as console:
@@ -48,8 +64,7 @@ def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: 
         assert grown > first > 0, f"the live trial count did not grow within {LIVE_WITHIN_S:.0f} s ({first} -> {grown})"
 
         # The replayed incident, opened from the Demo page, in the Timeline.
-        page.locator("[data-testid=stSidebarNavLink]", has_text="Demo").first.click()
-        expect(page.get_by_role("heading", name="Demo", exact=True)).to_be_visible()
+        _go_to(page, "Demo")
         expect(page.get_by_text("stopping_deadlock", exact=True)).to_be_visible()  # the emulator's fault switches
         expect(page.locator("[data-testid=stMetric]").filter(has_text="Max concurrency")).to_contain_text("2")
         wait_idle(page)

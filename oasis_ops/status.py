@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from oasis_ops.actions.episodes import episode_start_from_sidecar
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
 from oasis_ops.probes import (
     HostSample,
@@ -63,6 +64,23 @@ def sidecar_swap_rate(sidecar: Sidecar, source: str | None, now: datetime) -> tu
     rate = swapouts_per_min(first["ts"], first["swapouts"], last["ts"], last["swapouts"])
     span = (last["ts"] - first["ts"]).total_seconds()
     return rate, f"sidecar: {len(rows)} samples over {span:.0f} s"
+
+
+def with_episode(entry: dict[str, Any], sidecar: Sidecar | None, now: datetime) -> dict[str, Any]:
+    """Count Stopping from the start of the runner's Stopping episode in the sampler's samples
+    when that is earlier: a harness that re-sends keep_alive 0 resets Ollama's expires_at, but
+    not how long the runner has been stuck. `stopping_counted_from` says which was used."""
+    entry = dict(entry)
+    entry["stopping_counted_from"] = "ollama" if entry["state"] == "stopping" else None
+    if entry["state"] != "stopping" or sidecar is None:
+        return entry
+    start = episode_start_from_sidecar(sidecar, entry["name"], now, entry.get("runner_pid"))
+    ollama_since = datetime.fromisoformat(entry["stopping_since"]) if entry["stopping_since"] else None
+    if start is not None and (ollama_since is None or start < ollama_since):
+        entry["stopping_since"] = start.isoformat()
+        entry["stopping_for_s"] = round((now - start).total_seconds(), 1)
+        entry["stopping_counted_from"] = "sampler episode"
+    return entry
 
 
 def model_dict(snapshot: ModelSnapshot) -> dict[str, Any]:
@@ -210,7 +228,7 @@ def take_status(
         return {
             "taken_at": clock().isoformat(),
             "ollama": ollama,
-            "models": [model_dict(m) for m in models],
+            "models": [with_episode(model_dict(m), sidecar, clock()) for m in models],
             "host": host_dict(host, rate, rate_from, host_error),
             "flash_attention": flash,
             "sidecar": str(sidecar.path) if sidecar is not None else None,

@@ -28,7 +28,7 @@ MODEL = "gemma4:e4b"
 TOP_KEYS = {"taken_at", "ollama", "models", "host", "flash_attention", "sidecar", "sampler", "errors"}
 OLLAMA_KEYS = {"url", "reachable", "version", "error"}
 MODEL_KEYS = {
-    "name", "state", "stopping_since", "stopping_for_s", "expires_at", "keep_alive_forever", "processor",
+    "name", "state", "stopping_since", "stopping_for_s", "stopping_counted_from", "expires_at", "keep_alive_forever", "processor",
     "processor_cpu_percent", "processor_gpu_percent", "size_bytes", "size_vram_bytes", "context_length",
     "runner_pid", "runner_create_time", "runner_rss_bytes", "runner_cpu_percent", "runner_threads",
     "runner_cmdline", "note",

@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 
 from oasis_ops import charts, duck
+from oasis_ops.actions.episodes import episode_start_from_sidecar
 from oasis_ops.sampler.core import HEARTBEAT_STALE_S
 from oasis_ops.sampler.hostsource import is_simulated, pressure_level
 from oasis_ops.sidecar import SamplerHeartbeat, Sidecar, records
@@ -171,6 +172,9 @@ class HeaderRows:
     beat_rows: list[dict[str, Any]]
     ollama_rows: list[dict[str, Any]]
     rate_row: dict[str, Any] | None
+    # model -> start of its current Stopping episode (see oasis_ops.actions.episodes): a harness
+    # that re-sends keep_alive 0 resets Ollama's expires_at, not how long the runner is stuck.
+    episode_starts: dict[str, datetime] = field(default_factory=dict)
 
 
 def read_header_rows(sidecar: Sidecar, models_since: datetime) -> HeaderRows:
@@ -191,7 +195,18 @@ def read_header_rows(sidecar: Sidecar, models_since: datetime) -> HeaderRows:
             rate_rows = _rows(sidecar, con, "sampler_q_swap_counter_span", since=newest - timedelta(seconds=SWAP_RATE_WINDOW_S),
                               source=host_rows[0].get("source"))  # fmt: skip
             rate_row = rate_rows[0] if rate_rows else None
-    return HeaderRows(str(sidecar.path), sidecar.path.exists(), host_rows, model_rows, beat_rows, ollama_rows, rate_row)
+    episode_starts: dict[str, datetime] = {}
+    for row in model_rows:  # after the read above: episodes open the sidecar themselves
+        sampled = _ts(row.get("ts"))
+        if row.get("state") != "stopping" or sampled is None:
+            continue
+        pid = row.get("runner_pid")
+        runner_pid = int(pid) if isinstance(pid, int | float) and pid == pid else None
+        start = episode_start_from_sidecar(sidecar, str(row["model"]), sampled, runner_pid)
+        if start is not None:
+            episode_starts[str(row["model"])] = start
+    return HeaderRows(str(sidecar.path), sidecar.path.exists(), host_rows, model_rows, beat_rows, ollama_rows, rate_row,
+                      episode_starts)  # fmt: skip
 
 
 def live_header(sidecar: Sidecar, now: datetime | None = None, *, models_since: datetime | None = None) -> LiveHeader:
@@ -220,6 +235,9 @@ def live_header_at(rows: HeaderRows, now: datetime) -> LiveHeader:
         sampled = _ts(row["ts"])
         assert sampled is not None
         since = _ts(row.get("stopping_since"))
+        episode = rows.episode_starts.get(row["model"])
+        if row["state"] == "stopping" and episode is not None and (since is None or episode < since):
+            since = episode
         header.models.append(
             ModelState(
                 model=row["model"],

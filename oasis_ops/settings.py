@@ -84,6 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("watchdog_max_pressure", float, 60.0, "Memory guard: act when pressure (0-100) reaches this."),
     S("watchdog_guard_action", str, "concurrency", "Memory guard action: `concurrency` (lower to 1) or `pause`."),
     S("watchdog_restore_min", float, 5.0, "Restore concurrency after this many minutes of recovery."),
+    S("watchdog_kill_interval_min", float, 10.0, "At most one automatic hard-kill per model within this many minutes."),
     # --- diagnosis
     S("incident_threshold_sigma", float, 6.0, "Incident windows: robust z-score (MAD) of p95 that counts as a departure."),
     S("incident_min_failure_rate", float, 0.2, "Incident windows: a minute with this failure rate or more is a departure."),

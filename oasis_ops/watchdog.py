@@ -145,6 +145,7 @@ class WatchdogPolicy:
             "max_pressure": float(settings.watchdog_max_pressure),
             "guard_action": action,
             "restore_s": float(settings.watchdog_restore_min) * 60.0,
+            "kill_interval_s": float(settings.watchdog_kill_interval_min) * 60.0,
         }
         values.update(overrides)
         return cls(**values)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.actions.episodes import episode_start_from_sidecar
+from oasis_ops.actions.kill import fmt_duration
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
 from oasis_ops.probes import (
     HostSample,
@@ -243,18 +244,6 @@ def take_status(
 
 
 # --- text ---------------------------------------------------------------------------------------
-def fmt_duration(seconds: float | None) -> str:
-    """3m12s / 1h04m / 42s, like Go's durations the user sees in Ollama's own output."""
-    if seconds is None:
-        return "?"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def _num(value: float | int | None, fmt: str = "{:,}") -> str:
     return "?" if value is None else fmt.format(value)
 

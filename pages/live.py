@@ -16,13 +16,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from oasis_ops.actions.kill import fmt_duration
 from oasis_ops.errors import DatabaseMissing, DataError
 from oasis_ops.probes import human_bytes
 from oasis_ops.sampler import views
 from oasis_ops.sampler.views import LiveHeader, LiveWindow
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
-from oasis_ops.status import flash_attention_now, fmt_duration
+from oasis_ops.status import flash_attention_now
 from pages import _common as ui
 
 CACHE_MAX_ENTRIES = 32

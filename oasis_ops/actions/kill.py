@@ -69,6 +69,7 @@ def our_username() -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """3m12s / 1h04m / 42s, like the Go durations users see in Ollama's own output."""
     if seconds is None:
         return "unknown"
     s = max(0, int(seconds))

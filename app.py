@@ -33,9 +33,14 @@ pages = [
     st.Page(f"pages/{file}", title=title, icon=icon, url_path=Path(file).stem, default=(n == 0))
     for n, (file, title, icon) in enumerate(available)
 ]
-current = st.navigation(pages)
+settings = _common.app_settings()
+# DNS rebinding: a foreign Host name gets a refusal and nothing else, not even the page list.
+allowed = _common.host_ok(settings)
+current = st.navigation(pages, position="sidebar" if allowed else "hidden")
+if not allowed:
+    _common.refuse_host()
 _common.follow_goto()
 
-_common.shell_frame(_common.app_settings())
+_common.shell_frame(settings)
 _common.mark_shell()
 current.run()

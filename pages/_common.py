@@ -32,7 +32,7 @@ from oasis_ops.errors import (
     SchemaError,
     UsageError,
 )
-from oasis_ops.server import DEMO_DIR_ENV
+from oasis_ops.server import DEMO_DIR_ENV, host_header_allowed
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.trials import Freshness, TrialSource
 
@@ -92,6 +92,7 @@ def page_setup(page_path: str) -> Settings:
     widget change that caused the run) draw the frame here so the page works all the same.
     """
     settings = app_settings()
+    guard_host(settings)
     first_run = SEEN_KEY not in st.session_state
     st.session_state[SEEN_KEY] = True
     if getattr(_this_run, "shell", False):
@@ -103,6 +104,22 @@ def page_setup(page_path: str) -> Settings:
     st.set_page_config(page_title=PAGE_TITLE, layout="wide")
     shell_frame(settings)
     return settings
+
+
+def host_ok(settings: Settings) -> bool:
+    """False for a session whose Host header is not a loopback name while we are bound to
+    loopback (DNS rebinding; see oasis_ops.server.host_header_allowed)."""
+    return host_header_allowed(st.context.headers.get("Host"), str(settings.host))
+
+
+def refuse_host() -> None:
+    st.error("This console only answers on its loopback address (127.0.0.1 or localhost).")
+    st.stop()
+
+
+def guard_host(settings: Settings) -> None:
+    if not host_ok(settings):
+        refuse_host()
 
 
 # --- settings and the data source -------------------------------------------------------------

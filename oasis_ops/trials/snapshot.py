@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -33,12 +34,28 @@ from typing import Generic, TypeVar
 import duckdb
 
 from oasis_ops import duck
-from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, SchemaError
+from oasis_ops.errors import ConfigError, DatabaseCorrupt, DatabaseMissing, DataError, SchemaError
 
 T = TypeVar("T")
 
 LIVE_WINDOW_S = 60.0
 
+
+
+def private_dir(directory: Path) -> None:
+    """Snapshots are copies of the user's trial data: the directory must be ours and private.
+    In a shared location another user could otherwise pre-create it and read every copy."""
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        raise ConfigError(f"cannot inspect snapshot directory {directory}: {exc.strerror or exc}") from None
+    if info.st_uid != os.getuid():
+        raise ConfigError(
+            f"snapshot directory {directory} is owned by uid {info.st_uid}, not by us (uid {os.getuid()}); refusing it",
+            hint="set snapshot_dir to a directory of your own",
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(directory, 0o700)  # ours but open to others (umask, or made by hand): close it
 
 @dataclass(frozen=True)
 class Freshness:
@@ -147,6 +164,7 @@ class Snapshotter(Generic[T]):
         self.note = ""
         self._last_attempt_at = 0.0
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
         self._remove_orphans()
 
     # --- public -------------------------------------------------------------------------------

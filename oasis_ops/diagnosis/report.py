@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from html import escape
@@ -659,12 +660,19 @@ def write_report(pm: PostMortem, out: str | os.PathLike[str]) -> WrittenReport:
 
 
 def _atomic_write(path: Path, content: str) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    """Temp file made exclusively (mkstemp: unpredictable name, never follows a planted link),
+    then renamed over `path`: a reader never sees half a report."""
+    partial: Path | None = None
     try:
-        partial.write_text(content, encoding="utf-8")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        partial = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        os.chmod(partial, 0o644)  # mkstemp makes 0600; a report is meant to be shared
         os.replace(partial, path)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -25,10 +25,12 @@ with what it just probed; headless (`oasis-ops watchdog`), tick() probes by itse
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +48,13 @@ from oasis_ops.actions import (
     set_concurrency,
 )
 from oasis_ops.actions.episodes import StoppingEpisodes
-from oasis_ops.control.files import atomic_write_json, ensure_control_dir, parse_time, read_json
+from oasis_ops.control.files import (
+    atomic_write_json,
+    check_control_dir,
+    ensure_control_dir,
+    parse_time,
+    read_json,
+)
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.probes import ModelProbe, ModelSnapshot
 from oasis_ops.probes.host import HostSample, sample_host
@@ -73,10 +81,11 @@ class WatchdogSwitch:
     source: str  # "switch file" | "settings"
     updated_at: datetime | None = None
     updated_by: str | None = None
+    note: str | None = None  # e.g. why the switch file was not trusted
 
     def describe(self) -> str:
         state = ("on (dry run: only logs)" if self.dry_run else "on") if self.enabled else "off"
-        return f"watchdog {state} (from the {self.source})"
+        return f"watchdog {state} (from the {self.source})" + (f"; {self.note}" if self.note else "")
 
 
 def switch_path(control_dir: str | os.PathLike[str]) -> Path:
@@ -84,8 +93,15 @@ def switch_path(control_dir: str | os.PathLike[str]) -> Path:
 
 
 def read_switch(control_dir: str | os.PathLike[str] | None, settings: Settings) -> WatchdogSwitch:
-    """The switch file when present and valid, else the `watchdog` / `watchdog_dry_run` settings."""
+    """The switch file when present and valid (in a control directory that is safely ours:
+    check_control_dir), else the `watchdog` / `watchdog_dry_run` settings."""
     if control_dir is not None:
+        try:
+            check_control_dir(Path(control_dir).expanduser())
+        except OasisOpsError as exc:
+            log.warning("ignoring the watchdog switch file: %s", exc.message)
+            return WatchdogSwitch(bool(settings.watchdog), bool(settings.watchdog_dry_run), "settings",
+                                  note=f"switch file ignored: {exc.message}")  # fmt: skip
         data, _note = read_json(switch_path(control_dir))
         if data is not None and isinstance(data.get("enabled"), bool):
             return WatchdogSwitch(
@@ -119,6 +135,32 @@ def write_switch(ctx: ActionContext, enabled: bool, dry_run: bool) -> ActionResu
     result = ActionResult("watchdog", target, "done", f"watchdog switched {target}{mode}",
                           {"switch_file": str(switch_path(ctx.control.dir))}, 0.0, params, ctx.requested_by)  # fmt: skip
     return audit(ctx.sidecar, result)
+
+
+def open_lock_file(path: Path, notes: list[str]) -> int | None:
+    """Open (creating, mode 0600) a lock file without following a symlink, and only if it is a
+    regular file owned by us: a file planted by someone else is never truncated or written.
+    None (with the reason in `notes`) when it cannot be used."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        why = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        notes.append(f"cannot open the watchdog lock {path}: {why}")
+        return None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file"
+    elif info.st_uid != os.getuid():
+        problem = f"owned by uid {info.st_uid}, not by us (uid {os.getuid()})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"writable by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem is not None:
+        os.close(fd)
+        notes.append(f"refusing the watchdog lock {path}: {problem}")
+        return None
+    return fd
 
 
 # --- the policy -------------------------------------------------------------------------------
@@ -235,10 +277,8 @@ class Watchdog:
             path = Path(str(self.ctx.sidecar.path) + "." + LOCK_FILE)
         else:
             return True
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            self.notes.append(f"cannot open {path}: {exc}")
+        fd = open_lock_file(path, self.notes)
+        if fd is None:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,7 +289,7 @@ class Watchdog:
                 os.close(fd)
             self.notes.append(f"another watchdog is active ({holder or 'unknown process'}); this one stands by")
             return False
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # ours (checked by open_lock_file) and locked by us
         os.pwrite(fd, json.dumps({"pid": os.getpid()}).encode(), 0)
         self._lock_fd = fd
         return True
@@ -350,7 +390,7 @@ class Watchdog:
         result = hard_kill(self.ctx, snapshot.model, pid=snapshot.runner_pid, create_time=snapshot.runner_create_time,
                            dry_run=dry_run, trigger=trigger)  # fmt: skip
         self._remember(key, result.outcome)
-        if result.outcome == "done":
+        if result.detail.get("signalled_at"):  # a signal sent counts, whatever the outcome
             self.last_kill[snapshot.model] = now
         return result
 
@@ -389,7 +429,7 @@ class Watchdog:
         return any(key in str(r.get("detail") or "") for r in self._audit_rows(now) if r.get("outcome") != "dry_run")
 
     def _last_kill_audited(self, model: str, now: datetime) -> datetime | None:
-        kills = [r["ts"] for r in self._audit_rows(now) if r.get("target") == model and r.get("outcome") == "done"]
+        kills = [r["ts"] for r in self._audit_rows(now) if r.get("target") == model and _signalled(r.get("detail"))]
         if not kills:
             return None
         last = max(kills)
@@ -452,6 +492,16 @@ class Watchdog:
         if dry_run:
             return [self._dry("concurrency", f"restore max concurrency {n}", {"max_concurrency": n}, why)]
         return [set_concurrency(self.ctx, n, reason=why)]
+
+
+def _signalled(detail: Any) -> bool:
+    """An audit row's detail (JSON text or dict) records that a SIGKILL was sent."""
+    if isinstance(detail, str):
+        try:
+            detail = json.loads(detail)
+        except ValueError:
+            return False
+    return isinstance(detail, dict) and bool(detail.get("signalled_at"))
 
 
 # --- headless ---------------------------------------------------------------------------------

@@ -212,3 +212,25 @@ def test_kill_runner_cli(world: World, capsys: pytest.CaptureFixture[str], monke
     with pytest.raises(SystemExit) as exc:
         cli_main(["kill-runner", GEMMA, "--pid", "abc"])
     assert exc.value.code == 2
+
+
+def test_pid_of_another_model_is_refused_when_the_blob_is_unknown(world: World) -> None:
+    """No manifest and /api/show failing (Ollama down): a given PID cannot be tied to the model,
+    so another model's runner is refused instead of trusted."""
+    other = world.tree.pid_of("--port", "44067")  # serves OTHER's blob
+    gemma = world.tree.pid_of("--port", "54107")
+    world.server.mode = "500"
+    result = hard_kill(world.ctx(), GEMMA, pid=other)
+    assert result.outcome == "refused" and result.audited, result.message
+    assert f"cannot tell which model pid {other} serves: the blob of {GEMMA} is unknown" in result.message
+    assert "no manifest under" in result.message and "/api/show failed" in result.message
+    assert world.alive(other) and world.alive(gemma)
+    # the watchdog's path: the same pid with its identity pinned is refused the same way
+    watchdog = hard_kill(world.ctx("watchdog"), GEMMA, pid=other, create_time=world.create_time(other))
+    assert watchdog.outcome == "refused" and "cannot tell which model" in watchdog.message
+    assert world.alive(other)
+    assert [(r["outcome"], r["requested_by"]) for r in world.audit_rows()] == [("refused", "cli"), ("refused", "watchdog")]
+    # Ollama back: the blob is known again, and the same pid is refused as the wrong model's runner
+    world.server.mode = "ok"
+    wrong = hard_kill(world.ctx(), GEMMA, pid=other)
+    assert wrong.outcome == "refused" and "serves" in wrong.message and world.alive(other)

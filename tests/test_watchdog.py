@@ -5,6 +5,7 @@ Time is pinned through tick(now)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,3 +170,89 @@ def test_watchdog_cli_switch_and_once(world: World, monkeypatch: pytest.MonkeyPa
     with pytest.raises(SystemExit) as exc:
         cli_main(["watchdog", "--on", "--off"])
     assert exc.value.code == 2
+
+
+def test_a_signalled_kill_counts_for_the_rate_limit_even_when_it_failed(  # noqa: F811
+    world: World, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    import dataclasses
+
+    from oasis_ops.actions import kill as kill_module
+
+    gemma = world.tree.pid_of("--port", "54107")
+    decoy = world.tree.pid_of("-c", "import time; time.sleep(600)")
+    monkeypatch.setattr(kill_module, "wait_dead", lambda *args: None)  # "still alive after the timeout"
+    dog = make_watchdog(world, kill_interval_s=600.0)
+    snaps = snapshots(world)
+    now = datetime.now(UTC)
+    [failed] = dog.tick(now, models=snaps)
+    assert failed.outcome == "failed" and failed.detail["signalled_at"] and "still alive" in failed.message
+    assert dog.last_kill[GEMMA] == now
+
+    def another_stuck_state(create_offset: float) -> list[ModelSnapshot]:
+        # a different key (pid, create_time) for the same model; if the rate limit did not hold,
+        # hard_kill would refuse this decoy anyway, with another message
+        return [dataclasses.replace(s, runner_pid=decoy, runner_create_time=world.create_time(decoy) + create_offset)
+                if s.model == GEMMA else s for s in snaps]  # fmt: skip
+
+    [limited] = dog.tick(now + timedelta(seconds=60), models=another_stuck_state(0.5))
+    assert limited.outcome == "refused" and "at most one kill per 10 min" in limited.message
+    dog.close()
+    # a restarted watchdog rebuilds the last kill from the audit log (the failed row with signalled_at)
+    restarted = make_watchdog(world, kill_interval_s=600.0)
+    assert restarted.last_kill == {}
+    [limited_again] = restarted.tick(now + timedelta(seconds=120), models=another_stuck_state(1.5))
+    assert limited_again.outcome == "refused" and "at most one kill per 10 min" in limited_again.message
+    restarted.close()
+    assert world.alive(decoy) and not world.alive(gemma)
+    assert [r["outcome"] for r in rows(world)] == ["failed", "refused", "refused"]
+
+
+def lock_dog(w: World) -> Watchdog:
+    """A watchdog with no control directory: its lock is `<sidecar>.watchdog.lock`."""
+    dog = make_watchdog(w)
+    dog.ctx.control = None
+    return dog
+
+
+def test_fallback_lock_refuses_a_symlink(world: World, tmp_path: Path) -> None:  # noqa: F811
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    lock = Path(str(world.sidecar.path) + ".watchdog.lock")
+    lock.symlink_to(victim)
+    dog = lock_dog(world)
+    assert dog.tick(datetime.now(UTC), models=[]) == []
+    assert any("symlink" in n for n in dog.notes), dog.notes
+    assert victim.read_text() == "precious\n"
+    dog.close()
+    lock.unlink()
+    fine = lock_dog(world)  # a plain file is created with mode 0600 and held
+    fine.tick(datetime.now(UTC), models=[])
+    assert fine._lock_fd is not None and (lock.stat().st_mode & 0o777) == 0o600
+    assert json.loads(lock.read_text())["pid"] > 0
+    fine.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to chown to another user")
+def test_fallback_lock_owned_by_someone_else_is_not_truncated(world: World) -> None:  # noqa: F811
+    lock = Path(str(world.sidecar.path) + ".watchdog.lock")
+    lock.write_text("someone else's\n")
+    os.chmod(lock, 0o600)
+    os.chown(lock, 54321, 54321)
+    dog = lock_dog(world)
+    assert dog.tick(datetime.now(UTC), models=[]) == []
+    assert any("owned by uid 54321" in n for n in dog.notes), dog.notes
+    assert lock.read_text() == "someone else's\n" and dog._lock_fd is None
+    dog.close()
+
+
+def test_switch_file_in_an_unsafe_control_dir_is_ignored(world: World) -> None:  # noqa: F811
+    control = world.tmp / "trials.control"
+    control.mkdir(mode=0o700)
+    (control / "watchdog.json").write_text(json.dumps({"enabled": True, "dry_run": False}))
+    settings = world.settings.replace(watchdog=False)
+    assert read_switch(control, settings).enabled  # safe: the file wins
+    os.chmod(control, 0o777)  # anyone could have written it
+    switch = read_switch(control, settings)
+    assert not switch.enabled and switch.source == "settings"
+    assert switch.note and "writable by others" in switch.note and "writable by others" in switch.describe()

@@ -153,15 +153,23 @@ def find_status(statuses: list[ModelStatus], model: str) -> ModelStatus | None:
 
 def model_blob(ctx: ActionContext, model: str, notes: list[str]) -> str | None:
     """The weights blob: the local manifest first, else /api/show's FROM line."""
+    return resolve_blob(ctx, model, notes)[0]
+
+
+def resolve_blob(ctx: ActionContext, model: str, notes: list[str]) -> tuple[str | None, str | None]:
+    """(blob, None), or (None, why it is unknown: which sources were tried and how they failed)."""
     blob = blob_from_manifest(ctx.models_dir, model)
     if blob is not None:
-        return blob
+        return blob, None
+    no_manifest = f"no manifest under {ctx.models_dir}"
     try:
         paths = ctx.client.show(model).get("blob_paths") or []
     except OllamaError as exc:
         notes.append(f"cannot resolve the model's weights blob: {exc.message}")
-        return None
-    return str(paths[0]) if paths else None
+        return None, f"{no_manifest}, /api/show failed: {exc.message}"
+    if not paths:
+        return None, f"{no_manifest}, /api/show names no weights blob"
+    return str(paths[0]), None
 
 
 def verify_target(
@@ -198,7 +206,7 @@ def plan_kill(ctx: ActionContext, model: str, pid: int | None = None, create_tim
         status = find_status(ctx.client.ps(), model)
     except OllamaError as exc:
         notes.append(f"/api/ps failed: {exc.message}")
-    blob = model_blob(ctx, model, notes)
+    blob, blob_unknown = resolve_blob(ctx, model, notes)
     records = list(ctx.processes())
     tree = find_ollama_tree(records, serve_pid=ctx.current_serve_pid())
     notes.extend(tree.notes)
@@ -253,6 +261,11 @@ def plan_kill(ctx: ActionContext, model: str, pid: int | None = None, create_tim
         verify_target(ctx, records, pid, record.create_time, blob)
     except (ProcessRefused, ProcessVanished) as exc:
         return refused(exc.message, create_time=record.create_time, **details)
+    if blob is None and pid not in candidates:
+        # verify_target checks the blob only when it is known: without it, a given PID could be
+        # another model's runner (e.g. Ollama down and no local manifest).
+        return refused(f"cannot tell which model pid {pid} serves: the blob of {model} is unknown ({blob_unknown})",
+                       create_time=record.create_time, **details)  # fmt: skip
     rss, cpu = _metrics(pid)
     details.update(rss_bytes=rss if rss is not None else record.rss_bytes, cpu_percent=cpu)
     if len(candidates) > 1:
@@ -352,45 +365,84 @@ def hard_kill(
     dry_run: bool = False,
     record: bool = True,
     trigger: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
 ) -> ActionResult:
     """SIGKILL the one verified runner of `model`; confirm it is gone; optionally check that a
-    new runner answers. Audited (unless `record=False`: recover() audits its own single row)."""
+    new runner answers. Audited (unless `record=False`: recover() audits its own single row).
+
+    Any unexpected error (or Ctrl-C) is audited too, with `signalled_at` when the signal was
+    already sent: a failure returns outcome `failed` (`done` when only the respawn check after a
+    confirmed kill broke); KeyboardInterrupt / SystemExit are re-raised after the audit row.
+    `progress` (a caller's dict) is filled as `detail` is, so a caller that audits its own row
+    (recover) still knows what happened when this re-raises."""
     watch = Stopwatch()
     params = {"pid": pid, "create_time": create_time, "verify_respawn": verify_respawn, "dry_run": dry_run}
+    detail: dict[str, Any] = progress if progress is not None else {}
 
     def finish(outcome: str, message: str, detail: dict[str, Any]) -> ActionResult:
         result = ActionResult("hard_kill", model, outcome, message, detail, watch.ms, params, ctx.requested_by)
         return audit(ctx.sidecar, result) if record else result
 
     if record and ctx.sidecar is None:
-        return finish("refused", "refusing to kill without an audit log: pass --db (or set `sidecar`)", {})
-    plan = plan_kill(ctx, model, pid, create_time)
-    detail: dict[str, Any] = {"plan": plan.as_dict()}
-    if trigger:
-        detail["trigger"] = trigger
-    if not plan.ok:
-        return finish("refused", f"hard-kill {model}: {plan.refusal}", detail)
-    assert plan.pid is not None and plan.create_time is not None
-    if dry_run:
-        return finish("dry_run", f"dry run: would SIGKILL runner pid {plan.pid} of {model}", detail)
+        return finish("refused", "refusing to kill without an audit log: pass --db (or set `sidecar`)", detail)
+    stage = "planning"  # planning -> signalling -> signalled -> confirmed -> respawn check
     try:
-        signal_verified(ctx, plan)
-    except ProcessRefused as exc:
-        return finish("refused", f"hard-kill {model}: {exc.message}", detail)
-    except ProcessVanished as exc:
-        return finish("failed", f"hard-kill {model}: {exc.message}", detail)
-    detail["signalled_at"] = datetime.now(UTC).isoformat()
-    gone_after = wait_dead(ctx, plan.pid, plan.create_time)
-    if gone_after is None:
-        return finish("failed", f"sent SIGKILL to pid {plan.pid} but it is still alive after "
-                                f"{ctx.kill_confirm_timeout_s:g} s", detail)  # fmt: skip
-    detail["gone_after_ms"] = round(gone_after * 1000, 1)
-    message = f"killed runner pid {plan.pid} of {model} (gone after {gone_after * 1000:.0f} ms)"
-    if verify_respawn:
-        respawn = check_respawn(ctx, model, plan.pid)
-        detail["respawn"] = respawn
-        if not respawn["ok"]:
-            why = respawn.get("note") or respawn.get("ping")
-            return finish("failed", f"{message}, but no new runner answered: {why}", detail)
-        message += f"; new runner pid {respawn['new_runner_pid']} answered in {respawn['ping_s']:.2f} s"
-    return finish("done", message, detail)
+        plan = plan_kill(ctx, model, pid, create_time)
+        detail["plan"] = plan.as_dict()
+        if trigger:
+            detail["trigger"] = trigger
+        if not plan.ok:
+            return finish("refused", f"hard-kill {model}: {plan.refusal}", detail)
+        assert plan.pid is not None and plan.create_time is not None
+        if dry_run:
+            return finish("dry_run", f"dry run: would SIGKILL runner pid {plan.pid} of {model}", detail)
+        stage = "signalling"
+        try:
+            signal_verified(ctx, plan)
+        except ProcessRefused as exc:
+            return finish("refused", f"hard-kill {model}: {exc.message}", detail)
+        except ProcessVanished as exc:
+            return finish("failed", f"hard-kill {model}: {exc.message}", detail)
+        detail["signalled_at"] = datetime.now(UTC).isoformat()
+        stage = "signalled"
+        gone_after = wait_dead(ctx, plan.pid, plan.create_time)
+        if gone_after is None:
+            return finish("failed", f"sent SIGKILL to pid {plan.pid} but it is still alive after "
+                                    f"{ctx.kill_confirm_timeout_s:g} s", detail)  # fmt: skip
+        detail["gone_after_ms"] = round(gone_after * 1000, 1)
+        stage = "confirmed"
+        message = f"killed runner pid {plan.pid} of {model} (gone after {gone_after * 1000:.0f} ms)"
+        if verify_respawn:
+            stage = "respawn check"
+            respawn = check_respawn(ctx, model, plan.pid)
+            detail["respawn"] = respawn
+            if not respawn["ok"]:
+                why = respawn.get("note") or respawn.get("ping")
+                return finish("failed", f"{message}, but no new runner answered: {why}", detail)
+            message += f"; new runner pid {respawn['new_runner_pid']} answered in {respawn['ping_s']:.2f} s"
+        return finish("done", message, detail)
+    except BaseException as exc:  # audit whatever happened, above all a signal already sent
+        result = finish(*_interrupted(model, stage, detail, exc), detail)
+        if not isinstance(exc, Exception):
+            raise
+        return result
+
+
+def _interrupted(model: str, stage: str, detail: dict[str, Any], exc: BaseException) -> tuple[str, str]:
+    """(outcome, message) for an unexpected error or interrupt during `stage` of a hard-kill."""
+    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail["error"] = error
+    detail["error_stage"] = stage
+    plan = detail.get("plan") or {}
+    pid = plan.get("pid")
+    if stage == "planning":
+        return "failed", f"hard-kill {model}: {error} while planning; nothing was signalled"
+    if stage == "signalling":
+        return "failed", f"hard-kill {model}: {error} while verifying pid {pid}; SIGKILL may not have been sent"
+    if stage == "signalled":
+        return "failed", (f"sent SIGKILL to pid {pid} of {model} at {detail.get('signalled_at')}, "
+                          f"but confirming it is gone failed: {error}")  # fmt: skip
+    if stage == "confirmed":
+        return "done", f"killed runner pid {pid} of {model}; then {error}"
+    return "done", (f"killed runner pid {pid} of {model} (confirmed gone), but the respawn check failed: "
+                    f"{error}; no new runner was verified")  # fmt: skip

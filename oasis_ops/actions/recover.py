@@ -7,6 +7,7 @@ whose detail lists every step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from oasis_ops.actions.audit import audit
@@ -27,16 +28,55 @@ def _step(result: ActionResult) -> dict[str, Any]:
 
 
 def recover(ctx: ActionContext, model: str, *, grace_s: float | None = None, ping: bool = True) -> ActionResult:
+    """Evict, escalate to a hard-kill when stuck; one audit row. An unexpected error (or Ctrl-C)
+    is audited too, with the hard-kill's progress (`signalled_at` when a signal was sent);
+    KeyboardInterrupt / SystemExit are re-raised after the row is written."""
     watch = Stopwatch()
     params = {"grace_s": grace_s, "ping": ping}
     steps: list[dict[str, Any]] = []
 
-    def finish(outcome: str, message: str) -> ActionResult:
-        result = ActionResult("recover", model, outcome, message, {"steps": steps}, watch.ms, params, ctx.requested_by)
+    def finish(outcome: str, message: str, **extra: Any) -> ActionResult:
+        detail = {"steps": steps, **extra}
+        result = ActionResult("recover", model, outcome, message, detail, watch.ms, params, ctx.requested_by)
         return audit(ctx.sidecar, result)
 
     if ctx.sidecar is None:
         return finish("refused", "refusing to recover (it may kill a process) without an audit log: pass --db")
+    kill_progress: dict[str, Any] = {}  # filled by hard_kill even if it raises
+    try:
+        return _recover(ctx, model, grace_s, ping, steps, finish, kill_progress)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if kill_progress and not any(step["action"] == "hard_kill" for step in steps):
+            steps.append({"action": "hard_kill", "outcome": "done" if "gone_after_ms" in kill_progress else "failed",
+                          "message": error, "detail": kill_progress})  # fmt: skip
+        signalled_at = kill_progress.get("signalled_at")
+        pid = (kill_progress.get("plan") or {}).get("pid")
+        outcome = "failed"
+        if "gone_after_ms" in kill_progress:  # only the respawn check after a confirmed kill broke
+            outcome = "done"
+            message = f"recover {model}: killed runner pid {pid} (confirmed gone), but the respawn check failed: {error}"
+        elif signalled_at:
+            message = f"recover {model}: SIGKILL was sent to pid {pid} at {signalled_at}, then {error}"
+        elif kill_progress.get("error_stage") == "signalling":
+            message = f"recover {model}: {error} while verifying pid {pid}; SIGKILL may not have been sent"
+        else:
+            message = f"recover {model}: {error}; no SIGKILL was sent"
+        result = finish(outcome, message, error=error, signalled_at=signalled_at)
+        if not isinstance(exc, Exception):
+            raise
+        return result
+
+
+def _recover(
+    ctx: ActionContext,
+    model: str,
+    grace_s: float | None,
+    ping: bool,
+    steps: list[dict[str, Any]],
+    finish: Callable[..., ActionResult],
+    kill_progress: dict[str, Any],
+) -> ActionResult:
     evicted = evict(ctx, model, grace_s, record=False)
     steps.append(_step(evicted))
     if evicted.outcome == "done":
@@ -50,7 +90,7 @@ def recover(ctx: ActionContext, model: str, *, grace_s: float | None = None, pin
         return finish("done", f"{evicted.message}; a test request answered in {answer.elapsed_s:.2f} s")
     if evicted.outcome != "stuck":
         return finish(evicted.outcome, evicted.message)
-    killed = hard_kill(ctx, model, verify_respawn=ping, record=False)
+    killed = hard_kill(ctx, model, verify_respawn=ping, record=False, progress=kill_progress)
     steps.append(_step(killed))
     if killed.outcome == "done":
         return finish("done", f"soft evict was stuck; {killed.message}")

@@ -171,7 +171,9 @@ def run_pending(settings: Settings, pending: dict[str, Any], respawn: bool) -> A
         return with_context(settings, db, lambda c: hard_kill(c, str(model), plan.get("pid"), create_time=plan.get("create_time"),
                                                               verify_respawn=respawn))  # fmt: skip
     if action == "recover":
-        return with_context(settings, db, lambda c: recover(c, str(model), ping=respawn))
+        plan = pending.get("plan") or {}  # kill only the runner the dialog showed
+        return with_context(settings, db, lambda c: recover(c, str(model), ping=respawn, pid=plan.get("pid"),
+                                                            create_time=plan.get("create_time")))  # fmt: skip
     if action == "evict":
         return with_context(settings, db, lambda c: evict(c, str(model)))
     if action == "concurrency":

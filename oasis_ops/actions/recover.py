@@ -27,12 +27,21 @@ def _step(result: ActionResult) -> dict[str, Any]:
     }
 
 
-def recover(ctx: ActionContext, model: str, *, grace_s: float | None = None, ping: bool = True) -> ActionResult:
+def recover(
+    ctx: ActionContext,
+    model: str,
+    *,
+    grace_s: float | None = None,
+    ping: bool = True,
+    pid: int | None = None,
+    create_time: float | None = None,
+) -> ActionResult:
     """Evict, escalate to a hard-kill when stuck; one audit row. An unexpected error (or Ctrl-C)
     is audited too, with the hard-kill's progress (`signalled_at` when a signal was sent);
-    KeyboardInterrupt / SystemExit are re-raised after the row is written."""
+    KeyboardInterrupt / SystemExit are re-raised after the row is written. `pid`/`create_time`
+    pin the escalation to the runner a person confirmed (a different runner is then refused)."""
     watch = Stopwatch()
-    params = {"grace_s": grace_s, "ping": ping}
+    params = {"grace_s": grace_s, "ping": ping, "pid": pid}
     steps: list[dict[str, Any]] = []
 
     def finish(outcome: str, message: str, **extra: Any) -> ActionResult:
@@ -44,14 +53,14 @@ def recover(ctx: ActionContext, model: str, *, grace_s: float | None = None, pin
         return finish("refused", "refusing to recover (it may kill a process) without an audit log: pass --db")
     kill_progress: dict[str, Any] = {}  # filled by hard_kill even if it raises
     try:
-        return _recover(ctx, model, grace_s, ping, steps, finish, kill_progress)
+        return _recover(ctx, model, grace_s, ping, steps, finish, kill_progress, pid, create_time)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if kill_progress and not any(step["action"] == "hard_kill" for step in steps):
             steps.append({"action": "hard_kill", "outcome": "done" if "gone_after_ms" in kill_progress else "failed",
                           "message": error, "detail": kill_progress})  # fmt: skip
         signalled_at = kill_progress.get("signalled_at")
-        pid = (kill_progress.get("plan") or {}).get("pid")
+        pid = (kill_progress.get("plan") or {}).get("pid", pid)
         outcome = "failed"
         if "gone_after_ms" in kill_progress:  # only the respawn check after a confirmed kill broke
             outcome = "done"
@@ -76,6 +85,8 @@ def _recover(
     steps: list[dict[str, Any]],
     finish: Callable[..., ActionResult],
     kill_progress: dict[str, Any],
+    pid: int | None = None,
+    create_time: float | None = None,
 ) -> ActionResult:
     evicted = evict(ctx, model, grace_s, record=False)
     steps.append(_step(evicted))
@@ -90,7 +101,7 @@ def _recover(
         return finish("done", f"{evicted.message}; a test request answered in {answer.elapsed_s:.2f} s")
     if evicted.outcome != "stuck":
         return finish(evicted.outcome, evicted.message)
-    killed = hard_kill(ctx, model, verify_respawn=ping, record=False, progress=kill_progress)
+    killed = hard_kill(ctx, model, pid, create_time=create_time, verify_respawn=ping, record=False, progress=kill_progress)
     steps.append(_step(killed))
     if killed.outcome == "done":
         return finish("done", f"soft evict was stuck; {killed.message}")

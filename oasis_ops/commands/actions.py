@@ -173,6 +173,9 @@ def run_recover(args: argparse.Namespace) -> int:
             refused = _confirm(ctx, "recover", args.model, lines, {"grace_s": args.grace})
             if refused is not None:
                 return report(refused, args.json)
+            # Escalate only against the runner the user just confirmed.
+            return report(recover(ctx, args.model, grace_s=args.grace, ping=not args.no_ping,
+                                  pid=plan.pid, create_time=plan.create_time), args.json)  # fmt: skip
         return report(recover(ctx, args.model, grace_s=args.grace, ping=not args.no_ping), args.json)
     finally:
         ctx.close()

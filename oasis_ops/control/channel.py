@@ -77,7 +77,7 @@ class RunnerState:
 
 
 def _pid_alive(pid: int | None, create_time: float | None, host: str | None) -> bool | None:
-    if pid is None:
+    if pid is None or pid <= 0:  # 0 / -1 are not processes (psutil.Process(-1) raises ValueError)
         return None
     if host and host != socket.gethostname():
         return None
@@ -90,18 +90,42 @@ def _pid_alive(pid: int | None, create_time: float | None, host: str | None) -> 
         return False
     except psutil.AccessDenied:
         return True
+    except (ValueError, OverflowError):  # a pid beyond pid_t: cannot be running
+        return False
+
+
+def _time_field(data: dict[str, Any], key: str, notes: list[str]) -> datetime | None:
+    """parse_time(), noting a present value that is not a usable time (treated as absent)."""
+    value = data.get(key)
+    parsed = parse_time(value)
+    if parsed is None and value not in (None, ""):
+        notes.append(f"{STATE_FILE}: {key} {_short(value)} is not a usable time; treated as absent")
+    return parsed
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_state(
-    data: dict[str, Any], now: datetime, stale_after_s: float = DEFAULT_STALE_AFTER_S
+    data: dict[str, Any],
+    now: datetime,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    notes: list[str] | None = None,
 ) -> RunnerState:
-    """Interpret a state.json object leniently: a missing or mistyped field becomes None."""
-    pid = as_int(data.get("pid"))
+    """Interpret a state.json object leniently: a missing or mistyped field becomes None
+    (a present but unusable pid or time also adds a line to `notes`)."""
+    notes = [] if notes is None else notes
+    raw_pid = data.get("pid")
+    pid = raw_pid if isinstance(raw_pid, int) and not isinstance(raw_pid, bool) and raw_pid > 0 else None
+    if pid is None and raw_pid is not None:
+        notes.append(f"{STATE_FILE}: pid {_short(raw_pid)} is not a process id; treated as absent")
     host = data.get("host") if isinstance(data.get("host"), str) else None
     create_time = as_float(data.get("create_time"))
-    heartbeat_at = parse_time(data.get("heartbeat_at"))
+    heartbeat_at = _time_field(data, "heartbeat_at", notes)
     age = (now - heartbeat_at).total_seconds() if heartbeat_at else None
-    stopped_at = parse_time(data.get("stopped_at"))
+    stopped_at = _time_field(data, "stopped_at", notes)
     pid_alive = _pid_alive(pid, create_time, host)
     paused = data.get("paused")
     error = data.get("error")
@@ -116,7 +140,7 @@ def parse_state(
         in_flight=as_int(data.get("in_flight")),
         completed=as_int(data.get("completed")),
         heartbeat_at=heartbeat_at,
-        started_at=parse_time(data.get("started_at")),
+        started_at=_time_field(data, "started_at", notes),
         stopped_at=stopped_at,
         error=str(error) if error else None,
         error_version=as_int(data.get("error_version")),
@@ -212,7 +236,10 @@ class ControlChannel:
         self.last_note = note
         if data is None:
             return None
-        return parse_state(data, self.clock(), self.stale_after_s)
+        notes: list[str] = []
+        state = parse_state(data, self.clock(), self.stale_after_s, notes)
+        self.last_note = "; ".join(notes) or None
+        return state
 
     def wait_applied(self, version: int, timeout_s: float = 10.0, poll_s: float = 0.1) -> RunnerState:
         """Wait until the runner's applied_version reaches `version`; NotAcknowledged otherwise."""

@@ -8,6 +8,7 @@ junk) is treated as absent with a note, never a crash.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tempfile
@@ -114,6 +115,8 @@ def read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         data = json.loads(text)
     except ValueError as exc:
         return None, f"{path} is not valid JSON ({exc}); treated as absent"
+    except RecursionError:
+        return None, f"{path} is nested too deeply to read; treated as absent"
     if not isinstance(data, dict):
         return None, f"{path} does not hold a JSON object; treated as absent"
     return data, None
@@ -131,9 +134,9 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00:00+05:00 is before year 1 in UTC
             return None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     return None
 
 
@@ -148,6 +151,11 @@ def as_int(value: Any) -> int | None:
 
 
 def as_float(value: Any) -> float | None:
+    """A finite number as float; anything else (bool, NaN, inf, text, a huge int) -> None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        return None
+    return number if math.isfinite(number) else None

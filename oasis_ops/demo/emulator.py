@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from oasis_ops.demo.faults import FaultBoard
 from oasis_ops.demo.ollama_home import (
@@ -584,6 +586,24 @@ class Emulator(ThreadingHTTPServer):
         self.log.close()
 
 
+def loopback_origin(origin: str) -> bool:
+    """True for an Origin header naming a page served from this machine (http(s)://localhost,
+    127.0.0.0/8, [::1]); "null" and every other site are foreign."""
+    try:
+        parts = urlsplit(origin.strip())
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https"):
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Handler(BaseHTTPRequestHandler):
     server: Emulator
     protocol_version = "HTTP/1.1"
@@ -635,6 +655,24 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return data
 
+    def _discard_body(self) -> None:
+        """Read an unwanted request body so the keep-alive connection stays in sync."""
+        declared = self.headers.get("Content-Length") or "0"
+        if declared.isdigit() and int(declared) <= 1024 * 1024:
+            self.rfile.read(int(declared))
+        else:
+            self.close_connection = True
+
+    def _cross_origin(self) -> bool:
+        """Like Ollama's CORS check: a browser request from a foreign page gets 403 (it must not
+        drive the emulator, least of all its fault switches). True when refused."""
+        origin = self.headers.get("Origin")
+        if origin is None or loopback_origin(origin):
+            return False
+        self._discard_body()
+        self._error(403, f"origin not allowed: {origin[:100]}")
+        return True
+
     def _client_gone(self) -> bool:
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -647,7 +685,9 @@ class Handler(BaseHTTPRequestHandler):
     # --- routing -----------------------------------------------------------------------------
     def do_HEAD(self) -> None:  # noqa: N802
         self._start()
-        if self.path in ("/", "/api/version"):
+        if self._cross_origin():
+            pass
+        elif self.path in ("/", "/api/version"):
             self._send(200, b"", "text/plain; charset=utf-8")
         else:
             self._send(404, b"", "text/plain")
@@ -657,6 +697,8 @@ class Handler(BaseHTTPRequestHandler):
         self._start()
         path = self.path.split("?", 1)[0]
         try:
+            if self._cross_origin():
+                return
             if path == "/":
                 self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
             elif path == "/api/version":
@@ -681,6 +723,13 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         status: int | None = None
         try:
+            if self._cross_origin():
+                return
+            # A text/plain POST is a "simple" cross-site request (no CORS preflight): demand JSON.
+            if path.startswith("/_demo/") and self.headers.get_content_type() != "application/json":
+                self._discard_body()
+                self._error(415, "Content-Type must be application/json")
+                return
             body = self._body()
             if body is None:
                 return

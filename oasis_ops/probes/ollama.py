@@ -27,6 +27,10 @@ from oasis_ops.errors import OllamaBadResponse, OllamaUnreachable
 from oasis_ops.probes.host import Clock, utc_now
 
 DEFAULT_PORT = 11434
+# Real answers are a few KB and a few levels deep; anything far beyond is junk, refused early.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+MAX_INT64 = 2**63 - 1  # sizes land in BIGINT columns
 # keep_alive -1 gives an expiry ~292 years ahead (time.Duration max): treat >= this as "forever".
 FOREVER_AFTER = datetime(2200, 1, 1, tzinfo=UTC)
 
@@ -109,8 +113,11 @@ def parse_rfc3339(text: str) -> datetime:
         digits = offset[1:].replace(":", "")
         tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     # Go may print second 60 for a leap second; clamp rather than fail.
-    moment = datetime(year, month, day, hour, minute, min(second, 59), int(fraction), tzinfo=tz)
-    return moment.astimezone(UTC)
+    try:
+        moment = datetime(year, month, day, hour, minute, min(second, 59), int(fraction), tzinfo=tz)
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before datetime.min in UTC
+        raise ValueError(f"RFC 3339 time out of range: {text!r}") from None
 
 
 # --- model status -----------------------------------------------------------------------------
@@ -177,6 +184,12 @@ def _int_field(entry: Mapping[str, Any], key: str, *, default: int | None) -> in
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise OllamaBadResponse(f"/api/ps: {key} is {type(value).__name__}, expected a number")
+    if isinstance(value, float) and not math.isfinite(value):  # 1e400 parses as inf
+        raise OllamaBadResponse(f"/api/ps: {key} is {value}, expected a finite number")
+    if value < 0:
+        raise OllamaBadResponse(f"/api/ps: {key} is negative ({value:.6g}), expected a byte count or length")
+    if value > MAX_INT64:
+        raise OllamaBadResponse(f"/api/ps: {key} is larger than 2^63-1, expected a byte count or length")
     return int(value)
 
 
@@ -194,9 +207,12 @@ def model_status_from_ps(entry: Any, now: datetime) -> ModelStatus:
     expires_at: datetime | None = None
     if expires_raw not in (None, ""):
         try:
-            expires_at = parse_rfc3339(str(expires_raw))
+            expires_at = parse_rfc3339(expires_raw) if isinstance(expires_raw, str) else None
         except ValueError:
-            raise OllamaBadResponse(f"/api/ps: {name}: expires_at {expires_raw!r} is not a time") from None
+            expires_at = None
+        if expires_at is None:
+            shown = _snippet(expires_raw if isinstance(expires_raw, str) else json.dumps(expires_raw), 60)
+            raise OllamaBadResponse(f"/api/ps: {_snippet(name, 60)}: expires_at {shown} is not a usable time")
     stopping = expires_at is not None and expires_at < now
     processor, cpu, gpu = processor_split(size, size_vram)
     details = entry.get("details")
@@ -318,7 +334,8 @@ class OllamaClient:
         where = f"{method} {self.base_url}{path}"
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            response = self._http.request(method, path, json=json_body, timeout=timeout)
+            with self._http.stream(method, path, json=json_body, timeout=timeout) as response:
+                raw = _read_capped(response, where)
         except httpx.TimeoutException:
             raise OllamaUnreachable(f"Ollama did not answer {where} within {timeout:g} s") from None
         except httpx.ConnectError as exc:
@@ -327,17 +344,22 @@ class OllamaClient:
             raise OllamaUnreachable(f"Ollama connection failed on {where}: {_one_line(exc)}") from None
         except httpx.HTTPError as exc:
             raise OllamaUnreachable(f"{where} failed: {_one_line(exc)}") from None
-        body = response.text
+        body = raw.decode(response.encoding or "utf-8", errors="replace")
         if response.status_code >= 400:
             message = _ollama_error(body) or _snippet(body)
             error = OllamaBadResponse(f"{where} -> HTTP {response.status_code}: {message}")
             error.status_code = response.status_code  # type: ignore[attr-defined]
             raise error
         try:
-            return json.loads(body)
-        except ValueError:
+            payload = json.loads(body)
+        except RecursionError:
+            raise OllamaBadResponse(f"{where} answered JSON nested too deeply to read") from None
+        except ValueError:  # includes ints longer than Python's digit limit
             kind = "HTML" if body.lstrip().lower().startswith(("<!doctype", "<html")) else "non-JSON"
             raise OllamaBadResponse(f"{where} answered {kind}: {_snippet(body)}") from None
+        if _too_deep(payload, MAX_JSON_DEPTH):
+            raise OllamaBadResponse(f"{where} answered JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        return payload
 
     def version(self) -> str:
         payload = self._request("GET", "/api/version")
@@ -351,7 +373,11 @@ class OllamaClient:
 
     def ps(self) -> list[ModelStatus]:
         payload = self.ps_raw()
-        return parse_ps(payload, self.clock())
+        try:
+            return parse_ps(payload, self.clock())
+        except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+            # the checks above should catch every junk value; this keeps any we missed one line
+            raise OllamaBadResponse(f"/api/ps answered a value we cannot use: {_one_line(exc)}") from None
 
     def show(self, model: str) -> dict[str, Any]:
         """/api/show body plus `blob_paths` (non-comment FROM paths of its modelfile)."""
@@ -419,10 +445,42 @@ def _snippet(body: str, limit: int = 80) -> str:
 def _ollama_error(body: str) -> str | None:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(payload, Mapping) and isinstance(payload.get("error"), str):
-        return str(payload["error"])
+        return " ".join(str(payload["error"]).split())[:200]
     return None
+
+
+def _read_capped(response: httpx.Response, where: str) -> bytes:
+    """The body, refusing more than MAX_BODY_BYTES (declared or actually sent)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise OllamaBadResponse(f"{where} answered {int(declared)} bytes, more than the {MAX_BODY_BYTES} we read")
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_bytes():
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise OllamaBadResponse(f"{where} answered more than {MAX_BODY_BYTES} bytes; refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_deep(payload: Any, limit: int) -> bool:
+    """True when lists/objects nest deeper than `limit` (iterative: no recursion to blow)."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 

@@ -4,14 +4,19 @@ In demo mode the Ollama emulator answers `GET /_demo/host` with a simulated, mac
 (free pages falling, swap-outs climbing under its memory_pressure fault) because the real host
 must not be stressed. Those samples are labelled `source="simulated"` everywhere they go (the
 sidecar's host_samples.source column, `oasis-ops status`, the Live page). A real Ollama answers
-404 there, so against a real server the real probe is used.
+404 there, so against a real server the real probe is used. The endpoint is only asked on a
+loopback Ollama URL (the emulator always runs locally): a remote server must never be able to
+feed us a fake host.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,31 +51,68 @@ def is_simulated(source: str | None) -> bool:
     return source == SIMULATED_SOURCE
 
 
-def _int(payload: dict[str, Any], key: str) -> int | None:
+_MAX_COUNT = 2**63 - 1  # host_samples columns are BIGINT
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is loopback (127.0.0.0/8, ::1 or localhost)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(payload: dict[str, Any], key: str) -> float | None:
+    """A finite number or None (absent / null); ProbeError on any other type or value."""
     value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProbeError(f"the demo's simulated host sent {key} as {type(value).__name__}, expected a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProbeError(f"the demo's simulated host sent {key} = {value}, expected a finite number")
+    return value
+
+
+def _count(payload: dict[str, Any], key: str) -> int | None:
+    value = _number(payload, key)
+    if value is None:
+        return None
+    if not 0 <= value <= _MAX_COUNT:
+        raise ProbeError(f"the demo's simulated host sent {key} out of range 0..2^63-1")
     return int(value)
 
 
-def host_sample_from_demo(payload: Any, ts: datetime) -> HostSample:
-    """The emulator's /_demo/host body -> HostSample(source="simulated")."""
-    if not isinstance(payload, dict) or not payload.get("simulated"):
+def host_sample_from_demo(payload: Any, ts: datetime | None = None) -> HostSample:
+    """The emulator's /_demo/host body -> HostSample(source="simulated"), validated: a field of
+    the wrong type or out of range raises ProbeError (one line, naming the field); an absent
+    or null field is None. `ts` defaults to now (UTC)."""
+    if not isinstance(payload, dict) or payload.get("simulated") is not True:
         raise ProbeError("the demo host endpoint answered something that is not a simulated host")
-    pressure = payload.get("pressure")
-    pressure_value = float(pressure) if isinstance(pressure, int | float) and not isinstance(pressure, bool) else None
+    pressure_value = _number(payload, "pressure")
+    if pressure_value is not None and not 0 <= pressure_value <= 100:
+        raise ProbeError(f"the demo's simulated host sent pressure = {pressure_value:.6g}, expected 0..100")
+    pressure_value = None if pressure_value is None else float(pressure_value)
     raw_level = payload.get("pressure_level")
-    level = _LEVEL_NAMES.get(raw_level) if isinstance(raw_level, int) else None
+    if raw_level is not None and (isinstance(raw_level, bool) or not isinstance(raw_level, int)):
+        raise ProbeError(
+            f"the demo's simulated host sent pressure_level as {type(raw_level).__name__}, expected 1, 2 or 4"
+        )
+    level = _LEVEL_NAMES.get(raw_level) if raw_level is not None else None
+    ts = ts or utc_now()
     return HostSample(
         ts=ts,
-        mem_total_bytes=_int(payload, "mem_total_bytes"),
-        mem_free_bytes=_int(payload, "mem_free_bytes"),
-        mem_available_bytes=_int(payload, "mem_available_bytes"),
-        page_size=_int(payload, "page_size"),
-        pages_free=_int(payload, "pages_free"),
-        swap_used_bytes=_int(payload, "swap_used_bytes"),
-        swapins=_int(payload, "swapins"),
-        swapouts=_int(payload, "swapouts"),
+        mem_total_bytes=_count(payload, "mem_total_bytes"),
+        mem_free_bytes=_count(payload, "mem_free_bytes"),
+        mem_available_bytes=_count(payload, "mem_available_bytes"),
+        page_size=_count(payload, "page_size"),
+        pages_free=_count(payload, "pages_free"),
+        swap_used_bytes=_count(payload, "swap_used_bytes"),
+        swapins=_count(payload, "swapins"),
+        swapouts=_count(payload, "swapouts"),
         pressure=pressure_value,
         source=SIMULATED_SOURCE,
         pressure_level=level or pressure_level(pressure_value, SIMULATED_SOURCE),
@@ -95,15 +137,19 @@ class HostSource:
         self._real_probe = real_probe or (lambda: sample_host(clock=self.clock))
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False)
         self.simulated = False
+        self.loopback = is_loopback_url(self.base_url)  # only a local server may simulate the host
 
     def detect(self) -> bool:
-        """True when the Ollama URL serves a simulated host (the demo emulator)."""
+        """True when the (loopback) Ollama URL serves a simulated host (the demo emulator)."""
+        if not self.loopback:
+            self.simulated = False
+            return False
         try:
             response = self._http.get(DEMO_HOST_PATH)
             payload = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, RecursionError):
             payload = None
-        self.simulated = isinstance(payload, dict) and bool(payload.get("simulated"))
+        self.simulated = isinstance(payload, dict) and payload.get("simulated") is True
         return self.simulated
 
     def sample(self) -> HostSample:
@@ -111,8 +157,10 @@ class HostSource:
             return self._real_probe()
         try:
             response = self._http.get(DEMO_HOST_PATH)
+            if response.status_code != 200:
+                raise ProbeError(f"the demo's simulated host answered HTTP {response.status_code}")
             payload = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
             raise ProbeError(f"the demo's simulated host did not answer: {type(exc).__name__}") from None
         return host_sample_from_demo(payload, self.clock())
 

@@ -57,7 +57,7 @@ from oasis_ops.control.files import (
 )
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.probes import ModelProbe, ModelSnapshot
-from oasis_ops.probes.host import HostSample, sample_host
+from oasis_ops.probes.host import HostSample
 from oasis_ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -522,22 +522,11 @@ def trial_counter(db: str | os.PathLike[str], settings: Settings) -> Callable[[d
 
 
 def host_probe_for(settings: Settings) -> Callable[[], HostSample | Mapping[str, Any]]:
-    """This machine's memory; in the demo (an emulator answering /_demo/host) its simulated host."""
-    import httpx
+    """This machine's memory; in the demo (a loopback emulator answering /_demo/host) its
+    simulated host, validated field by field (oasis_ops.sampler.hostsource)."""
+    # Imported here: oasis_ops.sampler imports this module.
+    from oasis_ops.sampler.hostsource import HostSource
 
-    from oasis_ops.probes.ollama import resolve_ollama_host
-
-    url = resolve_ollama_host(settings.ollama_host) + "/_demo/host"
-
-    def probe() -> HostSample | Mapping[str, Any]:
-        try:
-            response = httpx.get(url, timeout=float(settings.ollama_timeout_s), trust_env=False)
-            if response.status_code == 200:
-                data = response.json()
-                if isinstance(data, dict) and ("pressure" in data or "mem_available_bytes" in data):
-                    return data
-        except (httpx.HTTPError, ValueError):
-            pass
-        return sample_host()
-
-    return probe
+    source = HostSource(settings.ollama_host, timeout_s=min(1.0, float(settings.ollama_timeout_s)))
+    source.detect()
+    return source.sample

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    # `--config` works after the subcommand too (`oasis-ops timeline --config f.toml ...`);
+    # SUPPRESS keeps a value given before the subcommand when it is not repeated after it.
+    for subparser in sub.choices.values():
+        subparser.add_argument("--config", default=argparse.SUPPRESS, help="settings file (TOML); also OASIS_OPS_CONFIG")
     return parser
 
 
@@ -62,9 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, inside the handler below, not at exit
+        return code
     except OasisOpsError as exc:
         print(f"oasis-ops: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `oasis-ops timeline ... | head`: the reader left; not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

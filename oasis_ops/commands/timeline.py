@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bucket:
         bucket_seconds(args.bucket)  # validate before touching the database
     with TrialSource(settings.db, settings) as source:
+        _check_filters(source, args)
         start, end = _range(source, args, last, bucket_seconds(args.bucket or settings.bucket))
         bucket = args.bucket or _default_bucket(settings.bucket, start, end)
         frame = source.rollup(start, end, bucket, run_id=args.run_id, model=args.model)
@@ -69,6 +70,19 @@ def run(args: argparse.Namespace) -> int:
 def _default_bucket(configured: str, start: datetime, end: datetime) -> str:
     wide = auto_bucket(start, end)
     return wide if bucket_seconds(wide) > bucket_seconds(configured) else configured
+
+
+def _check_filters(source: TrialSource, args: argparse.Namespace) -> None:
+    """An unknown run or model is a typo, not an empty timeline: say which ones exist."""
+    if args.run_id is not None:
+        runs = [str(r) for r in source.runs()["run_id"].dropna()]
+        if args.run_id not in runs:
+            shown = ", ".join(runs[:8]) + (" ..." if len(runs) > 8 else "")
+            raise UsageError(f"no run {args.run_id!r} in {source.path}; runs: {shown or '(no run_id column)'}")
+    if args.model is not None:
+        models = source.models()
+        if args.model not in models:
+            raise UsageError(f"no model {args.model!r} in {source.path}; models: {', '.join(models) or '(no model column)'}")
 
 
 def _range(source: TrialSource, args: argparse.Namespace, last: timedelta | None, width_s: int) -> tuple[datetime, datetime]:

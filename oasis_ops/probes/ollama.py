@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from oasis_ops.errors import OllamaBadResponse, OllamaUnreachable
+from oasis_ops.errors import ConfigError, OllamaBadResponse, OllamaUnreachable
 from oasis_ops.probes.host import Clock, utc_now
 
 DEFAULT_PORT = 11434
@@ -312,9 +312,12 @@ class OllamaClient:
         self.base_url = resolve_ollama_host(base_url)
         self.timeout_s = timeout_s
         self.clock: Clock = clock or utc_now
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False
+            )
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"Ollama address {base_url!r} (OLLAMA_HOST / ollama_host) is not a usable URL: {exc}") from None
 
     @classmethod
     def from_settings(cls, settings: Any, transport: httpx.BaseTransport | None = None) -> OllamaClient:
@@ -344,6 +347,8 @@ class OllamaClient:
             raise OllamaUnreachable(f"Ollama connection failed on {where}: {_one_line(exc)}") from None
         except httpx.HTTPError as exc:
             raise OllamaUnreachable(f"{where} failed: {_one_line(exc)}") from None
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"Ollama address {self.base_url!r} (OLLAMA_HOST / ollama_host) is not a usable URL: {exc}") from None
         body = raw.decode(response.encoding or "utf-8", errors="replace")
         if response.status_code >= 400:
             message = _ollama_error(body) or _snippet(body)

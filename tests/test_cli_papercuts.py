@@ -54,3 +54,16 @@ def test_a_closed_pipe_is_not_a_traceback(db: Path) -> None:
                           cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "0"})  # fmt: skip
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 0 and done.stdout.startswith("[")
+
+
+def test_a_missing_trial_db_is_noted_and_a_missing_directory_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens: the sample says so
+    typo = tmp_path / "trails.duckdb"
+    assert main(["sample", "--db", str(typo), "--once"]) == 0
+    err = capsys.readouterr().err
+    assert f"trial database {typo} does not exist (yet)" in err
+    assert main(["sample", "--db", str(tmp_path / "nowhere" / "trials.duckdb"), "--once"]) == 2
+    assert "directory does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()

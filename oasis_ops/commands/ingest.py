@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from oasis_ops.commands import settings_from
+from oasis_ops.commands import note_missing_trial_db, settings_from
 from oasis_ops.errors import UsageError
 from oasis_ops.logs.ingest import IngestReport, ingest_logs
 from oasis_ops.sidecar import sidecar_path_for
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.sidecar and not settings.db:
         raise UsageError("give --db PATH (the trial database) or --sidecar PATH")
     sidecar = sidecar_path_for(settings.db or None, settings)
+    note_missing_trial_db(settings, f"the log rows go to {sidecar}")
     report = ingest_logs(
         sidecar,
         server_logs=server_logs,

@@ -11,9 +11,10 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
-from oasis_ops.commands import settings_from
+from oasis_ops.commands import note_missing_trial_db, settings_from
 from oasis_ops.errors import UsageError
 from oasis_ops.sampler import Sampler
 from oasis_ops.sidecar import sidecar_path_for
@@ -36,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--interval must be positive, got {args.interval:g}")
     path = sidecar_path_for(settings.db or None, settings)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if settings.db and not Path(str(settings.db)).expanduser().parent.is_dir():
+        note_missing_trial_db(settings, "")  # raises: a typo in --db must not create directories
     sampler = Sampler(path, settings)
     sampler.open()  # SidecarBusy: "another sampler (pid N, started ...) is already writing ..."
+    note_missing_trial_db(settings, f"telemetry goes to {path}")
     try:
         if args.once:
             report = sampler.tick()

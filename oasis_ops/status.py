@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.actions.episodes import episode_start_from_sidecar
-from oasis_ops.actions.kill import fmt_duration
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
+from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes import (
     HostSample,
     ModelProbe,

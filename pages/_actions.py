@@ -37,9 +37,9 @@ from oasis_ops.actions import (
     set_concurrency,
 )
 from oasis_ops.actions.episodes import StoppingEpisodes
-from oasis_ops.actions.kill import fmt_duration
 from oasis_ops.control import RunnerState
 from oasis_ops.errors import OasisOpsError
+from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes import ModelProbe, ModelSnapshot, human_bytes
 from oasis_ops.probes.ollama import OllamaClient
 from oasis_ops.settings import Settings

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from oasis_ops.actions.kill import fmt_duration
 from oasis_ops.errors import DatabaseMissing, DataError
+from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes import human_bytes
 from oasis_ops.sampler import views
 from oasis_ops.sampler.views import LiveHeader, LiveWindow

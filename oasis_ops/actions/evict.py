@@ -16,9 +16,10 @@ from typing import Any
 from oasis_ops.actions.audit import audit
 from oasis_ops.actions.context import ActionContext
 from oasis_ops.actions.episodes import episode_start_from_sidecar
-from oasis_ops.actions.kill import find_status, fmt_duration, plan_kill
+from oasis_ops.actions.kill import find_status, plan_kill
 from oasis_ops.actions.result import ActionResult, Stopwatch
 from oasis_ops.errors import OllamaError
+from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes.ollama import ModelStatus
 
 MIN_OBSERVE_S = 1.0  # even a long-stuck model gets this long to leave after a fresh request

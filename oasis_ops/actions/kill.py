@@ -29,6 +29,7 @@ from oasis_ops.actions.context import ActionContext
 from oasis_ops.actions.episodes import episode_start_from_sidecar
 from oasis_ops.actions.result import ActionResult, Stopwatch
 from oasis_ops.errors import OllamaError, ProcessRefused, ProcessVanished
+from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes.host import human_bytes
 from oasis_ops.probes.ollama import ModelStatus
 from oasis_ops.probes.processes import (
@@ -68,16 +69,6 @@ def our_username() -> str:
         return getpass.getuser()
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """3m12s / 1h04m / 42s, like the Go durations users see in Ollama's own output."""
-    if seconds is None:
-        return "unknown"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from oasis_ops.errors import (
     SchemaError,
     UsageError,
 )
+from oasis_ops.fmt import fmt_duration
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import schema
 from oasis_ops.sqlfiles import sql
@@ -268,7 +269,7 @@ class SamplerHeartbeat:
     running: bool
 
     def describe(self) -> str:
-        age = "never ticked" if self.age_s is None else f"last tick {self.age_s:.0f} s ago"
+        age = "never ticked" if self.age_s is None else f"last tick {fmt_duration(self.age_s)} ago"
         if self.running:
             return f"sampler running (pid {self.pid}, {age}, {self.errors or 0} errors)"
         if self.stopped_at is not None:

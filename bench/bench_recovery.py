@@ -29,7 +29,7 @@ import httpx
 from bench.common import quick, write_result
 from oasis_ops.actions import ActionContext, recover
 from oasis_ops.actions.episodes import episode_start_from_sidecar
-from oasis_ops.demo.emulator import EmulatorProcess
+from oasis_ops.demo.ollama.process import EmulatorProcess
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.probes import ModelProbe, ModelSnapshot
 from oasis_ops.probes.ollama import OllamaClient

@@ -80,7 +80,7 @@ def measure(name: str, url: str, models_dir: Path, server_log: Path, work: Path,
 
 
 def main() -> int:
-    from oasis_ops.demo.emulator import EmulatorProcess
+    from oasis_ops.demo.ollama.process import EmulatorProcess
     from oasis_ops.sampler import FLUSH_INTERVAL_S, LOG_INTERVAL_S
 
     results = []

@@ -19,6 +19,8 @@ P50_COLOR = "#1f77b4"
 P95_COLOR = "#ff7f0e"
 P99_COLOR = "#9467bd"
 TRIALS_GREY = "#8c8c8c"
+TOKENS_COLOR = "#17becf"  # llama-server runner: generated tokens per second
+SLOTS_COLOR = "#7f7f7f"  # llama-server runner: busy slots
 # Markers: events (model state changes) and actions (evict, kill, ...). Unknown kinds get grey.
 MARKER_COLORS: dict[str, str] = {
     "loaded": "#2ca02c",
@@ -28,6 +30,10 @@ MARKER_COLORS: dict[str, str] = {
     "ollama_unreachable": "#d62728",
     "ollama_back": "#2ca02c",
     "pressure": "#e377c2",
+    "runner_no_progress": "#d62728",
+    "runner_progress": "#2ca02c",
+    "runner_not_answering": "#d62728",
+    "runner_answering": "#2ca02c",
     "action": "#6a3d9a",
     "evict": "#6a3d9a",
     "hard_kill": "#6a3d9a",
@@ -182,6 +188,38 @@ def failure_panel(frame: pd.DataFrame, x: alt.X, *, height: int = 140, hover: al
     if hover is not None:
         layers.append(_hover_layer(frame, x, _tooltips(), hover))
     return alt.layer(*layers)
+
+
+def runner_panel(frame: pd.DataFrame, x: alt.X, *, height: int = 110) -> ChartLike:
+    """A llama-server runner's tokens/s (line, left axis) over its busy slots (bars, right axis),
+    red rules at the top where a busy slot made no progress or the runner did not answer /slots.
+    `frame`: oasis_ops.sampler.views.runner_buckets() (minute, tokens_per_s, slots_busy, ...)."""
+    data = pd.DataFrame({
+        TIME_FIELD: pd.to_datetime(frame[TIME_FIELD], utc=True),
+        "tokens_per_s": frame["tokens_per_s"].astype("float64"),
+        "slots_busy": frame["slots_busy"].astype("float64"),
+        "stalled_for_s": frame["stalled_for_s"].astype("float64"),
+        "problem": [("not answering /slots" if bool(na) else "slot without progress" if (st or 0) > 0 else "")
+                    for na, st in zip(frame["not_answering"], frame["stalled_slots"].fillna(0), strict=True)],
+    })  # fmt: skip
+    data["when"] = _time_label(data[TIME_FIELD])
+    tips = [alt.Tooltip("when:N", title="bucket"), alt.Tooltip("tokens_per_s:Q", title="tokens/s (mean)", format=",.1f"),
+            alt.Tooltip("slots_busy:Q", title="busy slots (max)", format=","),
+            alt.Tooltip("stalled_for_s:Q", title="longest without progress (s)", format=",.0f"), alt.Tooltip("problem:N")]  # fmt: skip
+    right = alt.Axis(title=None, orient="right", labelAlign="right", labelBaseline="bottom", labelPadding=-2, tickSize=0,
+                     domain=False, labelColor="#999999", labelFontSize=10, grid=False, tickMinStep=1, format="d")  # fmt: skip
+    bars = alt.Chart(data).mark_bar(color=SLOTS_COLOR, opacity=0.35, clip=True).encode(
+        x=x, y=alt.Y("slots_busy:Q", scale=alt.Scale(zero=True), axis=right), tooltip=tips)
+    line = alt.Chart(data).mark_line(color=TOKENS_COLOR, strokeWidth=1.8, point=alt.OverlayMarkDef(size=10), clip=True).encode(
+        x=x, y=alt.Y("tokens_per_s:Q", scale=alt.Scale(zero=True), axis=inner_y_axis()), tooltip=tips)
+    problems = alt.Chart(data).transform_filter("datum.problem != ''").mark_rule(color=FAILURE_RED, strokeWidth=3, clip=True).encode(
+        x=x, y=alt.value(0), y2=alt.value(14), tooltip=tips)
+    title = "llama-server runner: tokens/s (line, left), busy slots (bars, right); red: a busy slot without progress or no answer"
+    return (
+        alt.layer(bars, line, problems)
+        .resolve_scale(y="independent")
+        .properties(height=height, width=PANEL_WIDTH, title=panel_title(title))
+    )
 
 
 def overview_panel(frame: pd.DataFrame, brush: alt.Parameter, *, height: int = 70) -> alt.Chart:

@@ -69,10 +69,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("ollama_models", str, "", "Ollama's model store, for manifests (also OLLAMA_MODELS). Empty: `~/.ollama/models`.", ("OLLAMA_MODELS",)),
     S("ollama_timeout_s", float, 2.0, "Timeout of each Ollama API poll, seconds."),
     S("server_log", str, "", "Ollama server.log to tail and ingest. Empty: `~/.ollama/logs/server.log` when it exists."),
-    S("log_utc_offset", str, "", "UTC offset of the Gin access-log lines (local time), e.g. +01:00. Empty: this machine's."),
+    S("log_utc_offset", str, "", "UTC offset of the naive local times in logs (Gin access lines, plain-logger lines, the harness log), e.g. +01:00. Empty: the offset the same file's slog lines state, else this machine's zone."),
     # --- sampler
     S("sample_interval_s", float, 1.0, "Host memory and /api/ps sampling period, seconds."),
-    S("process_interval_s", float, 2.0, "Runner-process sampling period, seconds."),
+    S("process_interval_s", float, 2.0, "Runner-process sampling period, seconds (also how often a llama-server runner's /slots and /metrics are read)."),
+    S("runner_no_progress_s", float, 30.0, "A llama-server slot busy without a new token (or a runner not answering /slots) this long is a `runner_no_progress` (`runner_not_answering`) event, seconds."),
     S("sampler", bool, True, "Start the telemetry sampler with the dashboard server."),
     # --- recovery and the watchdog
     S("evict_grace_s", float, 10.0, "How long a soft evict may stay Stopping before it counts as stuck."),

@@ -30,7 +30,7 @@ from oasis_ops.probes.flash import default_server_log
 from oasis_ops.probes.host import utc_now
 from oasis_ops.probes.processes import ProcessList
 from oasis_ops.sampler.core import HEARTBEAT_STALE_S
-from oasis_ops.sampler.hostsource import HostSource, is_simulated, pressure_level
+from oasis_ops.sampler.hostsource import HostSource, emulated_models, is_simulated, pressure_level
 from oasis_ops.sampler.procwatch import serve_pid_for
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, records
@@ -203,11 +203,16 @@ def take_status(
         if host_error:
             errors.append(f"host memory: {host_error}")
 
+        # The demo's emulated models (a Python stand-in, not a real runner) say so everywhere.
+        emulated = emulated_models(client.base_url) if models else frozenset()
         server_log = default_server_log(settings.server_log or None)
+        model_flash: dict[str, dict[str, Any]] = {}
         try:
-            flash = probe.flash_attention(server_log_path=server_log).as_dict()
+            server_flash, per_model = probe.flash_attention(models, ollama["version"], server_log_path=server_log)
+            flash = server_flash.as_dict()
+            model_flash = {name: setting.as_dict() for name, setting in per_model.items()}
         except OasisOpsError as exc:
-            flash = {"value": None, "source": "unknown", "detail": str(exc)}
+            flash = {"value": None, "setting": None, "source": "unknown", "detail": str(exc)}
 
         sampler: dict[str, Any] | None = None
         if sidecar is not None and sidecar.path.exists():
@@ -229,7 +234,9 @@ def take_status(
         return {
             "taken_at": clock().isoformat(),
             "ollama": ollama,
-            "models": [with_episode(model_dict(m), sidecar, clock()) for m in models],
+            "models": [{**with_episode(model_dict(m), sidecar, clock()), "flash_attention": model_flash.get(m.model),
+                        "emulated": m.model in emulated}
+                       for m in models],
             "host": host_dict(host, rate, rate_from, host_error),
             "flash_attention": flash,
             "sidecar": str(sidecar.path) if sidecar is not None else None,
@@ -268,7 +275,12 @@ def format_status(snap: dict[str, Any]) -> str:
                 if m["runner_pid"] is not None
                 else "runner not found on this machine"
             )
-            lines.append(f"  {m['name']:<24} {state:<22} {m['processor']:<16} {runner}")
+            name = f"{m['name']} (EMULATED)" if m.get("emulated") else m["name"]
+            lines.append(f"  {name:<24} {state:<22} {m['processor']:<16} {runner}")
+            flash = m.get("flash_attention")
+            if flash:
+                asked = f", asked {flash['setting']}" if flash.get("setting") and flash["setting"] != flash["value"] else ""
+                lines.append(f"  {'':<24} flash attention {flash['value'] or 'unknown'}{asked} (from {flash['source']}: {flash['detail']})")
             if m.get("note"):
                 lines.append(f"  {'':<24} note: {m['note']}")
     elif ollama["reachable"]:
@@ -289,7 +301,8 @@ def format_status(snap: dict[str, Any]) -> str:
         level = host["pressure_level"] or "unknown"
         lines.append(f"  swap-outs {rate_text}, pressure {_num(host['pressure'], '{:.1f}')} ({level})")
     flash = snap["flash_attention"]
-    lines.append(f"Flash attention  {flash['value'] or 'unknown'} (from {flash['source']}: {flash['detail']})")
+    if flash["value"] is not None or not snap["models"]:
+        lines.append(f"Flash attention  {flash['value'] or 'per model'} (from {flash['source']}: {flash['detail']})")
     sampler = snap.get("sampler")
     if snap.get("sidecar"):
         lines.append(f"Sampler  {sampler['summary'] if sampler else 'never ran on'} ({snap['sidecar']})")
@@ -308,13 +321,19 @@ def sidecar_for(db: str | None, settings: Settings) -> Path | None:
 
 
 def flash_attention_now(settings: Settings, processes: ProcessList | None = None) -> dict[str, Any]:
-    """Flash attention of the current `ollama serve` (environment, its log, or its runners),
-    without asking Ollama anything: for pages that refresh often."""
+    """Flash attention of the current `ollama serve` and of each loaded model, for pages that
+    refresh often: {"server": {...}, "models": {name: {...}}, "emulated": [names]} (keys as
+    `status --json`; `emulated`: the demo emulator's models with no real inference behind them)."""
     with OllamaClient(settings.ollama_host, timeout_s=float(settings.ollama_timeout_s)) as client:
         process_list = processes or PsutilProcesses()
         probe = ModelProbe(client, process_list, settings.ollama_models or None)
         try:
             probe.serve_pid = serve_pid_for(client.base_url, process_list())
-            return probe.flash_attention(server_log_path=default_server_log(settings.server_log or None)).as_dict()
+            version = client.version()
+            snapshots = probe.snapshot()
+            server, per_model = probe.flash_attention(snapshots, version, default_server_log(settings.server_log or None))
+            return {"server": server.as_dict(), "models": {name: f.as_dict() for name, f in per_model.items()},
+                    "emulated": sorted(emulated_models(client.base_url)) if snapshots else []}
         except OasisOpsError as exc:
-            return {"value": None, "source": "unknown", "detail": str(exc)}
+            return {"server": {"value": None, "setting": None, "source": "unknown", "detail": str(exc)}, "models": {},
+                    "emulated": []}

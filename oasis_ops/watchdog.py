@@ -8,7 +8,10 @@ Dry-run mode audits what it would do (outcome `dry_run`) and does nothing.
 Policies, evaluated on each tick:
 (a) stuck runner: a model Stopping longer than `watchdog_stopping_s` while trials are not
     completing (no ok trial started since it began Stopping; without a trial DB: its runner's
-    CPU is busy) -> hard-kill that exact runner (pid, create_time from the probe).
+    CPU is busy) -> hard-kill that exact runner (pid, create_time from the probe). Stopping alone
+    is not acted on: a busy model shows it while it works, and Ollama ends an ordinary Stopping
+    itself (it SIGKILLs the runner once no request holds it). One that outlasts the limit while
+    nothing completes is held by requests on a wedged runner (or its runner cannot be reaped).
 (b) memory guard: pressure >= `watchdog_max_pressure` or available memory <
     `watchdog_min_free_gb` -> concurrency 1 (or pause, per `watchdog_guard_action`); after
     `watchdog_restore_min` minutes without the condition -> the previous concurrency (or resume).

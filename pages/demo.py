@@ -97,7 +97,10 @@ def faults_panel(settings: Settings) -> None:
     except OasisOpsError as exc:
         st.warning(f"The emulator at `{url}` does not answer: {exc}")
         return
-    st.caption(f"The Ollama emulator at `{url}`. The same switches from a shell: `oasis-ops demo fault NAME on --url {url}`.")
+    st.caption(f"The Ollama emulator at `{url}`. The same switches from a shell: `oasis-ops demo fault NAME on --url {url}`. "
+               "On the live run's real llama.cpp runner (smollm2:135m) they act on the real process: stall and "
+               "stopping_deadlock SIGSTOP it (the second for good), latency_drift slows it with a SIGSTOP/SIGCONT duty "
+               "cycle, runner_crash SIGKILLs it mid-answer, memory_pressure holds real memory on this machine (capped).")
     for name, entry in faults.items():
         if name not in FAULTS:
             continue
@@ -107,14 +110,38 @@ def faults_panel(settings: Settings) -> None:
         left.toggle(name, value=on, key=key, on_change=_switch_fault, args=(url, name, key))
         right.caption(f"{FAULTS[name].help} · `{describe(name, entry)}`")
     st.button("All faults off", icon=":material/restart_alt:", on_click=_clear_faults, args=(url,), key="demo_clear")
+    runners_panel(url)
     try:
         host = httpx.get(url.rstrip("/") + "/_demo/host", timeout=2.0, trust_env=False).json()
     except (httpx.HTTPError, ValueError):
-        return
+        return  # the emulator runs on this machine's real memory (the Live page shows it)
     cols = st.columns(3)
     cols[0].metric("Free memory (simulated)", human_bytes(host.get("mem_free_bytes")), border=True)
     cols[1].metric("Swap-outs (simulated)", f"{host.get('swapouts', 0):,}", border=True)
     cols[2].metric("Pressure (simulated)", f"{host.get('pressure', 0):g}", border=True)
+
+
+def runners_panel(url: str) -> None:
+    """The emulator's runner processes: which are real llama.cpp, which emulated, and their state."""
+    try:
+        data = httpx.get(url.rstrip("/") + "/_demo/runners", timeout=2.0, trust_env=False).json()
+    except (httpx.HTTPError, ValueError):
+        return
+    runners = data.get("runners") if isinstance(data, dict) else None
+    if not isinstance(runners, list) or not runners:
+        return
+    lines = []
+    for r in runners:
+        if not isinstance(r, dict):
+            continue
+        engine = "real llama.cpp" if r.get("engine") == "real" else "EMULATED"
+        state = "stopped by a fault" if r.get("stopped_by_fault") else ("loading" if r.get("loading") else "running")
+        lines.append(f"`{r.get('model')}`: {engine}, pid {r.get('pid')}, {state}, {r.get('in_flight', 0)} in flight, "
+                     f"{r.get('waiting', 0)} waiting")  # fmt: skip
+    hog = data.get("hog_pid") if isinstance(data, dict) else None
+    if hog:
+        lines.append(f"memory hog pid {hog} (memory_pressure on this machine)")
+    st.caption(f"Ollama {data.get('version')} (emulated) · runners: " + " · ".join(lines))
 
 
 def render(settings: Settings) -> None:

@@ -1,9 +1,11 @@
 """Live: what Ollama, its runner and the host are doing now, next to the trials.
 
 A header refreshed every `live_refresh_s` (a fragment; the switch turns it off): model state
-(Loaded, or Stopping for 3m12s in red), runner PID, RSS and CPU, free memory, pressure, swap-out
-rate, flash attention, and how fresh each source is. Below, four panels on one time axis over
-the last `live_window_min` minutes: latency, failure rate, free memory, swap-outs with pressure;
+(Loaded, or Stopping for 3m12s in red), runner PID, RSS and CPU, the llama-server runner's slots
+(busy slots, tokens/s; red for a busy slot without progress or a runner not answering /slots),
+free memory, pressure, swap-out rate, flash attention, and how fresh each source is. Below, four
+panels on one time axis over the last `live_window_min` minutes: latency, failure rate, free
+memory, swap-outs with pressure (and the runner's tokens/s and busy slots when it was read);
 state-change events and actions are markers on every panel. The data is what the sampler
 writes to the sidecar (oasis_ops.sampler.views); every query is cached with a TTL and a bound.
 """
@@ -63,7 +65,7 @@ def refresh_period(settings: Settings) -> float | None:
 
 
 # --- header ---------------------------------------------------------------------------------------
-def _model_line(model: views.ModelState, now: datetime) -> str:
+def _model_line(model: views.ModelState, now: datetime, emulated: bool = False) -> str:
     if model.state == "stopping":
         # From stopping_since at render time: the cached header may be a few seconds old.
         since = (now - model.stopping_since).total_seconds() if model.stopping_since else model.stopping_for_s
@@ -73,10 +75,11 @@ def _model_line(model: views.ModelState, now: datetime) -> str:
     else:
         state = f":gray[{model.state}]"
     stale = f" · :orange[sampled {ui.fmt_age(model.age_s)} ago]" if model.age_s > 15 else ""
-    return f"#### `{model.model}` {state}{stale}"
+    badge = " :orange-badge[:material/science: EMULATED: the demo's stand-in, no real inference]" if emulated else ""
+    return f"#### `{model.model}` {state}{stale}{badge}"
 
 
-def show_models(header: LiveHeader, now: datetime) -> None:
+def show_models(header: LiveHeader, now: datetime, flash: dict[str, Any]) -> None:
     active = header.active_models
     if not active:
         gone = [m for m in header.models if m.state == "gone"]
@@ -84,7 +87,7 @@ def show_models(header: LiveHeader, now: datetime) -> None:
         st.markdown(f"#### No model loaded{last}")
         return
     for model in active[:4]:
-        st.markdown(_model_line(model, now))
+        st.markdown(_model_line(model, now, model.model in flash.get("emulated", ())))
         cols = st.columns(4)
         cols[0].metric("Runner PID", str(model.runner_pid) if model.runner_pid is not None else "–", border=True,
                        help="The runner process serving this model (a child of `ollama serve`).")  # fmt: skip
@@ -93,6 +96,32 @@ def show_models(header: LiveHeader, now: datetime) -> None:
         cols[2].metric("Runner CPU", f"{cpu:.1f}%" if cpu is not None and cpu == cpu else "–", border=True,
                        help="High CPU while the split says 100% GPU is the signature of a compute graph spilled to the CPU.")  # fmt: skip
         cols[3].metric("CPU/GPU split", model.processor or "–", border=True, help="As `ollama ps` prints it: memory at load time, not where compute runs.")
+        show_runner_slots(model)
+        st.caption(flash_line(flash.get("models", {}).get(model.model)))
+
+
+RUNNER_HELP = ("From the llama-server runner's own GET /slots (and /metrics when it was started with --metrics; Ollama does not "
+               "pass it, so tokens/s then comes from the slots' n_decoded), read every few seconds by the sampler. Red: a busy "
+               "slot that made no progress (no token, no prompt batch) for 30 s or more, or a runner that does not answer "
+               "/slots at all (stuck in a decode, or stopped).")  # fmt: skip
+
+
+def show_runner_slots(model: views.ModelState) -> None:
+    """The runner's slots line under its PID/RSS/CPU (Ollama >= 0.30, llama-server runners only)."""
+    line = views.runner_line(model.runner)
+    if line:
+        stale = f" · :orange[read {ui.fmt_age(model.runner.age_s)} ago]" if model.runner and model.runner.age_s > 15 else ""
+        st.markdown(line + stale, help=RUNNER_HELP)
+
+
+def flash_line(flash: dict[str, Any] | None) -> str:
+    """One line on flash attention for a model: the effective value, what was asked, where read."""
+    if not flash:
+        return "Flash attention: not known yet for this model"
+    value = flash.get("value") or "unknown"
+    colour = "orange" if value == "on" else "gray"
+    asked = f" (asked: {flash['setting']})" if flash.get("setting") and flash.get("setting") != value else ""
+    return f"Flash attention :{colour}[**{value}**]{asked}, from {flash.get('source')}: {flash.get('detail')}"
 
 
 def show_host(header: LiveHeader, flash: dict[str, Any]) -> None:
@@ -113,9 +142,13 @@ def show_host(header: LiveHeader, flash: dict[str, Any]) -> None:
         cols[2].caption(f":{colour}[{pressure:.1f} / 100]")
     rate = header.swapouts_per_min
     cols[3].metric("Swap-outs", f"{rate:,.0f}/min" if rate is not None else "–", border=True, help="Pages swapped out per minute, over the newest minute of samples.")
-    value = flash.get("value") or "unknown"
-    cols[4].metric("Flash attention", value, border=True, help=f"{flash.get('source')}: {flash.get('detail')}")
-    cols[4].caption(f"from {flash.get('source')}")
+    models = flash.get("models") or {}
+    server = flash.get("server") or {}
+    values = sorted({str(m.get("value") or "unknown") for m in models.values()})
+    shown = "/".join(values) if values else (server.get("value") or "per model")
+    source = "per loaded model, see above" if values else server.get("source")
+    cols[4].metric("Flash attention", shown, border=True, help=str(server.get("detail") or ""))
+    cols[4].caption(f"from {source}")
 
 
 def freshness_parts(header: LiveHeader, trials_stale_s: float | None) -> list[str]:
@@ -176,7 +209,7 @@ def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
     action_slot = st.container()  # the action bar (issue 5) goes first, above the state it acts on
     with st.container(border=True):
         show_sampler_state(header, db)
-        show_models(header, now)
+        show_models(header, now, flash)
         show_host(header, flash)
         if header.simulated:
             st.markdown(":orange-badge[:material/science: SIMULATED host memory: the demo emulator's, not this machine's]")

@@ -12,9 +12,11 @@ import streamlit as st
 from oasis_ops import charts
 from oasis_ops.actions import actions_markers
 from oasis_ops.errors import OasisOpsError, UsageError
+from oasis_ops.sampler import views
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials import auto_bucket, parse_time
+from oasis_ops.trials.timeparse import bucket_seconds
 from pages import _common as ui
 from pages._report import report_button
 
@@ -200,7 +202,8 @@ def rollup_csv(rollup: pd.DataFrame) -> bytes:
 
 
 # Event kinds worth a marker on a post-mortem chart (samples-level noise stays off).
-MARKER_EVENT_KINDS = {"stopping", "gone", "loaded", "runner_pid_changed", "ollama_unreachable", "ollama_back", "pressure"}
+MARKER_EVENT_KINDS = {"stopping", "gone", "loaded", "runner_pid_changed", "ollama_unreachable", "ollama_back", "pressure",
+                      "runner_no_progress", "runner_progress", "runner_not_answering", "runner_answering"}
 MAX_MARKERS = 200
 
 
@@ -224,6 +227,16 @@ def timeline_markers(sidecar_path: str, start: datetime, end: datetime) -> pd.Da
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True).sort_values("ts").tail(MAX_MARKERS)
+
+
+@st.cache_data(ttl=15, max_entries=32, show_spinner=False)
+def timeline_runners(sidecar_path: str, start: datetime, end: datetime, bucket_s: int) -> pd.DataFrame:
+    """llama-server runner signals per bucket (tokens/s, busy slots, stalls) from the sidecar;
+    empty when no runner was read (Ollama < 0.30, no sidecar): the chart goes without the panel."""
+    try:
+        return views.runner_buckets(Sidecar(sidecar_path), start, end, bucket_s)
+    except OasisOpsError:
+        return pd.DataFrame(columns=views.RUNNER_COLUMNS)
 
 
 def render(settings: Settings) -> None:
@@ -278,7 +291,9 @@ def render(settings: Settings) -> None:
         return
     st.caption("Drag on the bottom strip to zoom every panel; double-click it to reset. Hover for the numbers of a bucket.")
     markers = timeline_markers(sidecar_path, rng.start, rng.end)
-    st.altair_chart(charts.timeline_chart(rollup, markers=markers, log_latency=log_latency), width="stretch")
+    runners = timeline_runners(sidecar_path, rng.start, rng.end, bucket_seconds(bucket))
+    extra = [lambda x: charts.runner_panel(runners, x)] if not runners.empty else []
+    st.altair_chart(charts.timeline_chart(rollup, markers=markers, log_latency=log_latency, extra_panels=extra), width="stretch")
     if not markers.empty:
         st.caption(f"Dashed lines: {len(markers)} state changes and actions from the telemetry sidecar.")
 

@@ -12,7 +12,7 @@ Usage (the emulator runs as a real `<home>/bin/ollama serve` child process on 12
 or as a fixture in your test module: `emulator = emulator_fixture()` (a pytest fixture factory, so
 no import-and-shadow lint noise). On exit every process it started is stopped and the helper
 ASSERTS that none is left: no emulator, no runner, no zombie. Anything given to
-running_emulator() is passed to `oasis_ops.demo.emulator.EmulatorProcess` (num_parallel,
+running_emulator() is passed to `oasis_ops.demo.ollama.process.EmulatorProcess` (num_parallel,
 keep_alive, flash_attention, latency_ms, load_ms, seed, extra_env...).
 Faults: `set_fault(emu.url, "stall", True, stall_s=2)`; `clear_faults(emu.url)`.
 """
@@ -20,7 +20,6 @@ Faults: `set_fault(emu.url, "stall", True, stall_s=2)`; `clear_faults(emu.url)`.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from oasis_ops.demo.emulator import EmulatorProcess
+from oasis_ops.demo.ollama.process import EmulatorProcess
+from oasis_ops.probes.processes import parse_runner_cmdline
 
 T = TypeVar("T")
 
@@ -65,13 +65,14 @@ def children_of(pid: int) -> list[int]:
 
 
 def runner_pids(emulator_pid: int, blob: str | None = None) -> list[int]:
-    """Children of the emulator shaped `.../ollama runner ... --model <blob> ...` (/proc only)."""
+    """Children of the emulator whose argv is a runner's, of any version (`.../ollama runner ...
+    --model <blob>` or `.../llama-server --model <blob> ...`), from /proc only."""
     found = []
     for pid in children_of(emulator_pid):
-        argv = proc_cmdline(pid)
-        if len(argv) < 2 or os.path.basename(argv[0]) != "ollama" or argv[1] != "runner":
+        command = parse_runner_cmdline(proc_cmdline(pid))
+        if command is None or command.model is None:
             continue
-        if blob is not None and not any(a == "--model" and b == blob for a, b in zip(argv, argv[1:], strict=False)):
+        if blob is not None and command.model != blob:
             continue
         stat = proc_stat(pid)
         if stat and stat[0] != "Z":

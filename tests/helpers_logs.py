@@ -1,6 +1,8 @@
 """Log line builders and a realistic server.log generator (tests and bench/bench_logs.py).
 
-Line shapes follow tests/fixtures/ollama/*.log (Ollama 0.20 runner and >= 0.30 llama-server).
+Line shapes follow tests/fixtures/ollama/*.log (Ollama 0.20 runner and >= 0.30 llama-server);
+tests/fixtures/real/ holds the shapes of logs people posted (journald, docker, k8s, Windows...).
+`prefixed()` wraps generated lines in a collector's prefix, for tests and the bench.
 """
 
 from __future__ import annotations
@@ -82,10 +84,12 @@ def server_log_lines(rng: random.Random, start: datetime, *, offset: str = "+01:
         now += timedelta(milliseconds=rng.randint(200, 6000))
         roll = rng.random()
         if roll < 0.45:
-            yield from timing_block(task, rng.uniform(300, 500), rng.randint(280, 340), rng.uniform(2000, 6000),
+            prompt_ms, eval_ms = rng.uniform(300, 500), rng.uniform(2000, 6000)
+            yield from timing_block(task, prompt_ms, rng.randint(280, 340), eval_ms,
                                     rng.randint(100, 200), encode_ms=rng.choice([17, 18, 19]), decode_ms=rng.randint(38, 46))  # fmt: skip
             task += 1
-            yield gin_line(now, 200, rng.uniform(2000, 8000))
+            # the request encloses its task: its latency is the block's total plus load/queue/relay
+            yield gin_line(now, 200, prompt_ms + eval_ms + rng.uniform(20, 2000))
         elif roll < 0.85:
             yield gin_line(now, 200, rng.uniform(0.05, 0.9), "/api/ps", "GET")
         elif roll < 0.93:
@@ -119,3 +123,14 @@ def write_server_log(path: Path, target_bytes: int, seed: int = 7, start: dateti
         if buf:
             out.write("\n".join(buf) + "\n")
     return count
+
+
+def prefixed(lines: Iterator[str], kind: str, start: datetime | None = None) -> Iterator[str]:
+    """`lines` as `journalctl -u ollama` ("journald") or `docker logs -t` ("docker") prints them."""
+    when = start or datetime(2025, 11, 20, 8, 58, 12)
+    for i, line in enumerate(lines):
+        stamp = when + timedelta(milliseconds=7 * i)
+        if kind == "journald":
+            yield f"{stamp:%b %d %H:%M:%S} evalhost ollama[2211]: {line}"
+        else:
+            yield f"{stamp:%Y-%m-%dT%H:%M:%S}.{stamp.microsecond:06d}123Z {line}"

@@ -3,7 +3,7 @@
 `build_scenario(dir, faults)` writes a 60-minute healthy run (one trial every 6 s) followed by a
 six-minute window in which the chosen faults act, through the real writers: trials via
 TrialWriter, telemetry via Sidecar.write_batch, server.log in Ollama's own line formats
-(oasis_ops.demo.servelog) and a harness runner.log, both ingested with ingest_logs. Faults:
+(oasis_ops.demo.ollama.servelog) and a harness runner.log, both ingested with ingest_logs. Faults:
 
 - "deadlock": requests hang in the window (no server line), the harness evicts at the window's
   end, the model stays Stopping for 20 minutes with its runner at 99.7% CPU, no trial lands;
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from oasis_ops.demo.servelog import gin_line, server_config_env, slog_line
+from oasis_ops.demo.ollama.servelog import gin_line, server_config_env, slog_line
 from oasis_ops.logs.ingest import ingest_logs
 from oasis_ops.sidecar import Sidecar
 from oasis_ops.trials.writer import TrialWriter

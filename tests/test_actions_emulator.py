@@ -24,7 +24,7 @@ from helpers_emulator import (
 from oasis_ops.actions import ActionContext, evict, pause, recover, resume, set_concurrency
 from oasis_ops.cli import main as cli_main
 from oasis_ops.control import ResizableLimiter, RunnerControl
-from oasis_ops.demo.emulator import EmulatorProcess
+from oasis_ops.demo.ollama.process import EmulatorProcess
 from oasis_ops.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from helpers_emulator import (
 )
 
 from oasis_ops.actions import ActionContext, recover
-from oasis_ops.demo.emulator import EmulatorProcess
+from oasis_ops.demo.ollama.process import EmulatorProcess
 from oasis_ops.errors import DataError
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.trials import TrialSource

@@ -17,8 +17,8 @@ from helpers_emulator import running_emulator
 from helpers_probes import FakeOllama
 
 from oasis_ops.cli import main as cli_main
-from oasis_ops.demo.emulator import loopback_origin
 from oasis_ops.demo.faults_cli import request_faults
+from oasis_ops.demo.ollama.api import loopback_origin
 from oasis_ops.errors import OllamaBadResponse, ProbeError
 from oasis_ops.probes.ollama import MAX_BODY_BYTES, OllamaClient, parse_rfc3339
 from oasis_ops.sampler.hostsource import HostSource, host_sample_from_demo, is_loopback_url

@@ -58,7 +58,7 @@ def test_three_stacked_faults_confirmed_cold_start_refuted(analysis: Analysis) -
     assert memory.values["swapouts_increase"] >= 500_000
     assert any("Pages free:" in e and "page size 16,384 bytes" in e for e in memory.evidence)
     flash = by_id["flash_attention_cpu_spill"]
-    assert "FlashAttention:Enabled" in flash.values["flash_source"]
+    assert "OLLAMA_FLASH_ATTENTION:true" in flash.values["flash_source"]  # the environment, stated by server config
     assert any("100% GPU" in e for e in flash.evidence)
     cold = by_id["cold_start"]
     text = " | ".join(cold.evidence)

@@ -18,7 +18,7 @@ import duckdb
 from helpers_emulator import is_stopping, ps_entry, running_emulator, set_fault, wait_until
 
 from oasis_ops.control import ControlChannel
-from oasis_ops.demo.emulator import EmulatorProcess
+from oasis_ops.demo.ollama.process import EmulatorProcess
 from oasis_ops.logs.parse import HarnessLogParser, LocalClock
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -215,16 +215,18 @@ def test_timing_lines_are_tied_to_their_gin_line() -> None:
     assert timings == [
         {"ts": utc(2026, 9, 2, 16, 52, 42), "task_id": 0, "prompt_eval_ms": 402.16, "prompt_tokens": 312,
          "eval_ms": 3671.90, "eval_tokens": 148, "total_ms": 4074.06, "image_encode_ms": 17.0,
-         "image_decode_ms": 41.0, "line_no": 5},
+         "image_decode_ms": 41.0, "line_no": 5, "request_line_no": 14},
         {"ts": utc(2026, 9, 2, 16, 53, 41), "task_id": 2, "prompt_eval_ms": 398.02, "prompt_tokens": 310,
          "eval_ms": 58107.44, "eval_tokens": 151, "total_ms": 58505.46, "image_encode_ms": 17.0,
-         "image_decode_ms": 44.0, "line_no": 15},
+         "image_decode_ms": 44.0, "line_no": 15, "request_line_no": 23},
     ]  # fmt: skip
     assert p.counts.unrecognized == 6  # srv/update_slots/encoding/decoding chatter, not junk
     assert p.counts.junk == 0
 
 
 def test_timing_fallback_and_interleaved_tasks() -> None:
+    """Blocks pair with their own request by order of completion; a block whose request never
+    comes (task 8: its client went away) waits, then takes the last timed line before it."""
     t0 = datetime(2025, 11, 20, 17, 58, 0)
     lines = [
         gin_line(t0, 200, 5.0, "/api/ps", "GET"),
@@ -239,14 +241,16 @@ def test_timing_fallback_and_interleaved_tasks() -> None:
         *timing_block(9, 420, 320, 1000, 50, encode_ms=18),
     ]
     p = parse_server("\n".join(lines) + "\n", LocalClock("+01:00"), finish=False)
-    assert [t["task_id"] for t in rows(p, "log_timings")] == [7, 8]
-    assert p.pending == 1  # task 9 waits for the next timed line
+    assert [t["task_id"] for t in rows(p, "log_timings")] == [7]
+    assert p.pending == 2  # tasks 8 and 9 wait for their requests
     p.finish()
     by_task = {t["task_id"]: t for t in rows(p, "log_timings")}
     assert by_task[7]["ts"] == utc(2025, 11, 20, 16, 58, 4) and by_task[7]["image_encode_ms"] is None
-    assert by_task[8]["ts"] == utc(2025, 11, 20, 16, 59, 10) and by_task[8]["image_encode_ms"] == 900.0
+    assert by_task[7]["request_line_no"] == 8
+    assert by_task[8]["ts"] == utc(2025, 11, 20, 16, 58, 4) and by_task[8]["image_encode_ms"] == 900.0
     assert by_task[9]["ts"] == utc(2025, 11, 20, 16, 59, 10)  # fallback: the previous timed line
     assert by_task[9]["image_encode_ms"] == 18.0 and by_task[9]["total_ms"] == 1420.0
+    assert by_task[8]["request_line_no"] is None and by_task[9]["request_line_no"] is None
 
 
 def test_unfinished_task_is_emitted_partially_at_the_end() -> None:

@@ -124,8 +124,9 @@ def test_state_and_runner_mapping_among_decoys(world: dict[str, object]) -> None
             verify_runner(records, gemma_pid, runner.create_time + 5, serve_pid=serve_pid)  # type: ignore[arg-type]
 
         # flash attention: the serve's environment is readable here (same user, Linux)
-        flash = probe.flash_attention()
-        assert (flash.value, flash.source) == ("off", "environment")
+        server_flash, per_model = probe.flash_attention(list(first.values()), "0.32.15")
+        assert (server_flash.value, server_flash.source) == ("off", "environment")
+        assert {(f.value, f.source) for f in per_model.values()} == {("off", "environment")}
 
         # expires_at a moment ahead -> once it passes, "stopping", with since and for how long
         server.set_expires("gemma4:e4b", utc(0.4))

@@ -12,6 +12,7 @@ from oasis_ops.probes.host import human_bytes, sample_host
 from oasis_ops.probes.macos import (
     SYSCTL_ARGV,
     VM_STAT_ARGV,
+    default_runner,
     parse_sysctl,
     parse_vm_stat,
     sample_macos,
@@ -131,3 +132,38 @@ def test_junk_lines_are_skipped_and_empty_output_is_an_error(fixtures_dir: Path)
 def test_unsupported_platform_is_a_clear_error() -> None:
     with pytest.raises(ProbeError, match="no host-memory probe"):
         sample_host(platform="win32")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "vm.swapusage: total = 2048.00M  used = 1024.50M  free = 1023.50M  (encrypted)",  # C locale
+        "vm.swapusage: total = 2048,00M  used = 1024,50M  free = 1023,50M  (encrypted)",  # de_DE, fr_FR
+        "vm.swapusage: total = 2.048,00M  used = 1.024,50M  free = 1.023,50M  (encrypted)",  # with grouping
+    ],
+)
+def test_swapusage_in_both_decimal_forms(line: str) -> None:
+    s = parse_sysctl(line + "\n")
+    assert s["swap_total_bytes"] == 2048 * 1024**2
+    assert s["swap_used_bytes"] == int(1024.5 * 1024**2)
+    assert s["swap_free_bytes"] == int(1023.5 * 1024**2)
+    assert s["swap_encrypted"] is True
+
+
+def test_default_runner_runs_commands_in_the_c_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    seen: dict[str, object] = {}
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(argv, 0, stdout="vm.swapusage: total = 1024.00M  used = 0.00M  free = 1024.00M\n", stderr="")
+
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    monkeypatch.setattr("oasis_ops.probes.macos.subprocess.run", fake_run)
+    out = default_runner(["sysctl", "vm.swapusage"])
+    env = seen["env"]
+    assert isinstance(env, dict) and env["LC_ALL"] == "C" and env["LANG"] == "C"
+    assert "PATH" in env or "PATH" not in __import__("os").environ  # the rest of the environment is kept
+    assert parse_sysctl(out)["swap_total_bytes"] == 1024 * 1024**2

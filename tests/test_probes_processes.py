@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from oasis_ops.errors import ProcessRefused, ProcessVanished
-from oasis_ops.probes.flash import flash_attention, read_log_tail
 from oasis_ops.probes.processes import (
     ProcessRecord,
     blob_from_manifest,
@@ -163,56 +162,6 @@ def test_verify_runner_for_a_kill() -> None:
     other_user = [*records[:2], rec(20, 10, "/usr/local/bin/ollama", "runner", "--model", BLOB_A, t=60, user="root")]
     with pytest.raises(ProcessRefused, match="belongs to root"):
         verify_runner(other_user, 20, 60, protected=set())
-
-
-# --- flash attention --------------------------------------------------------------------------
-LLAMA_SERVER_ON = ["/usr/lib/ollama/llama-server", "--model", BLOB_A, "--flash-attn", "on"]
-
-
-@pytest.mark.parametrize(
-    ("raw", "value"),
-    [("1", "on"), ("true", "on"), ("0", "off"), ("false", "off"), ("F", "off"), ("yes", "on"), ("junk", "on"), ("'0'", "off")],
-)
-def test_flash_from_environment(raw: str, value: str) -> None:
-    got = flash_attention(serve_environ={"OLLAMA_FLASH_ATTENTION": raw, "HOME": "/x"}, runner_cmdlines=[LLAMA_SERVER_ON])
-    assert (got.value, got.source) == (value, "environment")
-
-
-def test_flash_from_server_log_config(fixtures_dir: Path) -> None:
-    got = flash_attention(serve_environ=None, server_log_path=fixtures_dir / "ollama" / "server.log")
-    assert (got.value, got.source) == ("on", "server log config")
-    # environment readable but unset: fall through to the log, and say so
-    got = flash_attention(serve_environ={"HOME": "/x"}, server_log_path=fixtures_dir / "ollama" / "server.log")
-    assert got.source == "server log config" and "unset" in got.detail
-
-
-def test_flash_from_load_request_and_runner(fixtures_dir: Path) -> None:
-    lines = (fixtures_dir / "ollama" / "server.log").read_text().splitlines()
-    no_config = "\n".join(line for line in lines if "server config" not in line)
-    got = flash_attention(log_text=no_config)
-    assert (got.value, got.source) == ("on", "server log load request")
-    got = flash_attention(log_text=no_config.replace("FlashAttention:Enabled", "FlashAttention:Disabled"))
-    assert got.value == "off"
-    got = flash_attention(server_log_path=fixtures_dir / "ollama" / "server_llama_server.log",
-                          runner_cmdlines=[["/usr/lib/ollama/llama-server", "--model", BLOB_A, "--flash-attn", "auto"]])
-    assert (got.value, got.source) == ("auto", "runner --flash-attn")
-    # >= 0.30 prints false for unset: the runner's exact flag wins over that ambiguous "false"
-    got = flash_attention(log_text='msg="server config" env="map[OLLAMA_FLASH_ATTENTION:false OLLAMA_HOST:x]"',
-                          runner_cmdlines=[LLAMA_SERVER_ON])
-    assert (got.value, got.source) == ("on", "runner --flash-attn")
-    assert flash_attention().source == "unknown"
-    got = flash_attention(serve_environ={"PATH": "/bin"})
-    assert got.value is None and got.source == "environment" and "default" in got.detail
-
-
-def test_log_tail_reads_only_the_end(tmp_path: Path) -> None:
-    log = tmp_path / "server.log"
-    config = 'time=x level=INFO msg="server config" env="map[OLLAMA_FLASH_ATTENTION:{v}]"\n'
-    log.write_text(config.format(v="false") + ("filler line\n" * 120_000) + config.format(v="true"))
-    tail = read_log_tail(log, max_bytes=1_000_000)
-    assert tail.startswith("filler line") and "false" not in tail
-    assert flash_attention(server_log_path=log).value == "on"
-    assert read_log_tail(tmp_path / "missing.log") == ""
 
 
 # --- the facade with fed records and httpx.MockTransport -------------------------------------

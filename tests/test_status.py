@@ -31,7 +31,7 @@ MODEL_KEYS = {
     "name", "state", "stopping_since", "stopping_for_s", "stopping_counted_from", "expires_at", "keep_alive_forever", "processor",
     "processor_cpu_percent", "processor_gpu_percent", "size_bytes", "size_vram_bytes", "context_length",
     "runner_pid", "runner_create_time", "runner_rss_bytes", "runner_cpu_percent", "runner_threads",
-    "runner_cmdline", "note",
+    "runner_cmdline", "note", "flash_attention", "emulated",
 }  # fmt: skip
 HOST_KEYS = {
     "ts", "source", "simulated", "mem_total_bytes", "mem_free_bytes", "mem_available_bytes", "page_size",
@@ -56,10 +56,12 @@ def test_status_against_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixtu
         code, snap = status(capsys)
         assert code == 0
         assert set(snap) == TOP_KEYS and set(snap["ollama"]) == OLLAMA_KEYS and set(snap["host"]) == HOST_KEYS
-        assert snap["ollama"] == {"url": emu.url, "reachable": True, "version": "0.20.4", "error": None}
+        assert snap["ollama"] == {"url": emu.url, "reachable": True, "version": emu.info["version"], "error": None}
         (model,) = snap["models"]
         assert set(model) == MODEL_KEYS
         assert model["name"] == MODEL and model["state"] == "loaded" and model["stopping_for_s"] is None
+        assert model["emulated"] is True  # gemma4:e4b is the demo's emulated model, and says so
+        assert (model["flash_attention"]["value"], model["flash_attention"]["source"]) == ("on", "environment")
         assert model["runner_pid"] == runner and model["runner_rss_bytes"] > 1_000_000
         assert model["runner_cpu_percent"] is not None  # two looks, a second apart
         assert model["processor"] == "100% GPU" and model["processor_gpu_percent"] == 100.0

@@ -64,7 +64,11 @@ def test_demo_world_runs_together_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
             family[p.pid] = p
         commands = [" ".join(p.cmdline()) for p in family.values()]
         assert any(c.endswith("/ollama serve") for c in commands), commands
-        assert any(" runner --ollama-engine --model " in c for c in commands), commands
+        # the live run's runner: a real llama.cpp server with the argv Ollama >= 0.30 gives it
+        runner = next((p for p in family.values() if p.cmdline() and p.cmdline()[0].endswith("/llama-server")), None)
+        assert runner is not None, commands
+        assert runner.cmdline()[1] == "--model" and "--flash-attn" in runner.cmdline()
+        assert runner.memory_info().rss > 50e6  # the real 135M model, not a sleeping stand-in
         assert any("oasis_ops.demo.harness" in c and "--ollama http://127.0.0.1:" in c for c in commands), commands
         assert any("streamlit run" in c for c in commands), commands
         assert _trials(demo / world.TRIALS_FILE) > first  # trials flow
@@ -87,11 +91,12 @@ def test_demo_world_runs_together_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
     assert "harness stopped:" in runner_log.splitlines()[-1]
     assert " failed:" not in runner_log and "Connection refused" not in runner_log
     assert _trials(demo / world.TRIALS_FILE) == runner_log.count(" ok in ")
-    # The sampler watched the emulator (its simulated host, its /api/ps) into the live sidecar.
+    # The sampler watched this host and the emulator's /api/ps into the live sidecar.
     sidecar = Sidecar(demo / "trials.ops.duckdb")
     hosts = sidecar.host_samples_since(sidecar.clock() - timedelta(hours=1))
-    assert set(hosts["source"]) == {"simulated"}
+    assert set(hosts["source"]) == {"linux:/proc"}
     models = sidecar.model_samples_since(sidecar.clock() - timedelta(hours=1))
-    assert "gemma4:e4b" in set(models["model"])
+    assert world.live_model() == "smollm2:135m" and "smollm2:135m" in set(models["model"])
+    assert models["runner_pid"].notna().any() and (models["runner_rss_bytes"].dropna() > 50e6).any()
     # And the replay is there to browse.
     assert (demo / "replay" / replay.TRIALS_FILE).is_file() and (demo / "replay" / replay.SERVER_LOG).is_file()

@@ -60,7 +60,7 @@ def background_services(settings: Settings) -> list[Service]:
     if not (settings.sampler and settings.db):
         return []
     # Imported here: the sampler pulls in the probes, which the rest of the CLI does not need.
-    from oasis_ops.sampler.core import SamplerService
+    from oasis_ops.sampler.service import SamplerService
 
     return [SamplerService(settings, announce=lambda line: print(line, file=sys.stderr, flush=True))]
 

@@ -70,6 +70,9 @@ def format_report(report: IngestReport, sidecar: str) -> str:
         lines.append(
             f"  {f.path} ({f.kind}): {how}, bytes {f.start_offset}..{f.end_offset}, {f.counts.lines} lines"
         )
+        if f.kind == "server" or f.utc_offset_source:
+            offset = f.utc_offset or "this machine's zone"
+            lines.append(f"    naive local times read at {offset} ({f.utc_offset_source or 'default'})")
     total = report.counts
     rows: list[tuple[str, int]] = [("log_requests", total.requests), ("log_timings", total.timings)]
     rows += [(f"log_events.{kind}", n) for kind, n in sorted(total.events.items())]

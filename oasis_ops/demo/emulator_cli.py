@@ -15,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from oasis_ops.demo.emulator import emulator_env
-from oasis_ops.demo.ollama_home import OllamaHome
+from oasis_ops.demo.ollama.home import OllamaHome
+from oasis_ops.demo.ollama.process import emulator_env
+from oasis_ops.demo.ollama.profiles import DEFAULT_VERSION, PROFILES, profile_for
 from oasis_ops.errors import UsageError
 
 
@@ -31,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-alive", help="OLLAMA_KEEP_ALIVE (default 5m)")
     parser.add_argument("--flash-attention", default="1",
                         help="OLLAMA_FLASH_ATTENTION (default 1, as in the incident; '' leaves it unset)")
+    parser.add_argument("--version", default=DEFAULT_VERSION,
+                        help=f"Ollama version to behave as ({', '.join(PROFILES)}; '0.20' picks the newest 0.20.x; "
+                             f"default {DEFAULT_VERSION})")
+    parser.add_argument("--host-memory", choices=("real", "simulated"), default="real",
+                        help="real: the console reads this machine's memory and memory_pressure allocates real, "
+                             "capped memory; simulated: a simulated macOS host at /_demo/host (default real)")
+    parser.add_argument("--max-queue", type=int, help="OLLAMA_MAX_QUEUE (default 512)")
+    parser.add_argument("--max-loaded-models", type=int, help="OLLAMA_MAX_LOADED_MODELS (default 0: 3 per GPU)")
     parser.add_argument("--seed", type=int, help="seed of the latency draws")
     parser.add_argument("--echo-log", action="store_true", help="also print server.log lines to stderr")
 
@@ -46,12 +55,15 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     except ValueError:
         pass
+    profile_for(args.version)  # an unknown version is a usage error before anything starts
     temporary = not args.dir
     root = Path(args.dir).expanduser().resolve() if args.dir else Path(tempfile.mkdtemp(prefix="oasis-ops-ollama-"))
     home = OllamaHome(root).prepare()
     env = emulator_env(home, host=args.host, port=args.port, latency_ms=args.latency_ms, load_ms=args.load_ms,
                        num_parallel=args.num_parallel, keep_alive=args.keep_alive,
-                       flash_attention=args.flash_attention or None, seed=args.seed)
+                       flash_attention=args.flash_attention or None, seed=args.seed,
+                       version=profile_for(args.version).version, host_mode=args.host_memory,
+                       max_queue=args.max_queue, max_loaded_models=args.max_loaded_models)
     env["OASIS_EMU_BANNER"] = "1"
     if temporary:
         env["OASIS_EMU_REMOVE_HOME"] = "1"

@@ -18,6 +18,16 @@ Faults (parameters in `FAULTS`):
 - `flash_attention_cpu_spill`: runners loaded with FlashAttention Enabled spin `threads` CPU
   threads and generate `slowdown` times slower, while /api/ps still says size_vram == size
   (100% GPU); the image encoder is not slowed.
+- `runner_crash`: the next `count` runners that are generating are killed with SIGKILL
+  mid-answer (a segfault or the OOM killer, as far as Ollama can tell).
+
+On the real engine (llama.cpp serving smollm2:135m) the same switches act on the real process
+(`oasis_ops.demo.ollama.realfaults`): stall is SIGSTOP until cleared; stopping_deadlock is a
+SIGSTOP that is never undone (what a wedged runner is underneath: only a kill ends it);
+latency_drift and memory_pressure's slowdown duty-cycle SIGSTOP/SIGCONT so generation is
+really that much slower; runner_crash is a real SIGKILL. With the emulator on the real host
+(`OASIS_EMU_HOST=real`) memory_pressure allocates real memory in a capped child process
+(`oasis_ops.demo.ollama.hog`) instead of simulating a host.
 """
 
 from __future__ import annotations
@@ -73,6 +83,9 @@ FAULTS: dict[str, FaultSpec] = {
             "threads": Param(1.0, 1.0, 4.0, "busy-spinning threads in the runner"),
             "slowdown": Param(4.0, 1.0, 100.0, "generation time multiplier"),
         }),
+        FaultSpec("runner_crash", "the next runners that are generating are killed (SIGKILL) mid-answer", {
+            "count": Param(1.0, 1.0, 100.0, "how many runners to kill"),
+        }),
     )
 }
 
@@ -109,7 +122,7 @@ class FaultState:
     params: dict[str, float] = field(default_factory=dict)
     since_mono: float = 0.0
     since: datetime | None = None
-    wedges_left: int = 0  # stopping_deadlock only
+    wedges_left: int = 0  # stopping_deadlock and runner_crash: uses left
     wedged: int = 0
 
 
@@ -181,10 +194,11 @@ class SimulatedHost:
 class FaultBoard:
     """The emulator's fault switches (thread-safe) and the effects derived from them."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, simulated_host: bool = True) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = {name: FaultState(params=coerce_params(name, {})) for name in FAULTS}
+        self.simulated_host = simulated_host
         self.host = SimulatedHost(clock)
 
     # --- switching ---------------------------------------------------------------------------
@@ -197,7 +211,7 @@ class FaultBoard:
             if on and not state.on:
                 state.since_mono = self._clock()
                 state.since = datetime.now(UTC)
-            if on and name == "stopping_deadlock":
+            if on and name in ("stopping_deadlock", "runner_crash"):
                 state.wedges_left = int(state.params["count"])
                 state.wedged = 0
             if not on:
@@ -231,12 +245,14 @@ class FaultBoard:
                 }
                 if name == "latency_drift":
                     entry["multiplier"] = round(self._drift_locked(), 3)
-                if name == "stopping_deadlock":
+                if name in ("stopping_deadlock", "runner_crash"):
                     entry["wedges_left"] = state.wedges_left
                     entry["wedged"] = state.wedged
                 if name == "memory_pressure":
                     entry["rss_target_mb"] = round(self._rss_target_locked() / 1e6, 1)
-                    entry["host_severity"] = round(self.host.severity, 3)
+                    entry["host"] = "simulated" if self.simulated_host else "real"
+                    if self.simulated_host:
+                        entry["host_severity"] = round(self.host.severity, 3)
                 faults[name] = entry
         return {"faults": faults}
 
@@ -262,6 +278,36 @@ class FaultBoard:
             on, ramp = state.on, state.params["ramp_s"]
         return self.host.snapshot(on, ramp)
 
+    def take(self, name: str) -> bool:
+        """Consume one use of a counted fault (stopping_deadlock, runner_crash); True if one was left."""
+        with self._lock:
+            state = self._state[name]
+            if not state.on or state.wedges_left <= 0:
+                return False
+            state.wedges_left -= 1
+            state.wedged += 1
+            return True
+
+    def used_up(self, name: str) -> bool:
+        """A counted fault that is on with no use left."""
+        with self._lock:
+            state = self._state[name]
+            return state.on and state.wedges_left <= 0
+
+    def hog_target_mb(self) -> float:
+        """Real host: the memory the hog should hold now (grows at rate_mb_s up to cap_mb)."""
+        with self._lock:
+            return self._rss_target_locked() / 1e6
+
+    def real_slowdown(self) -> float:
+        """Real engine: how many times slower generation should be (drift x memory pressure)."""
+        with self._lock:
+            drift = self._drift_locked()
+            mem = self._state["memory_pressure"]
+            mem_on, ramp, mem_slowdown = mem.on, mem.params["ramp_s"], mem.params["slowdown"]
+        severity = self.host.advance(mem_on, ramp) if self.simulated_host else (1.0 if mem_on else 0.0)
+        return drift * (1.0 + (mem_slowdown - 1.0) * severity)
+
     def request_effects(self, flash_attention: bool) -> dict[str, Any]:
         """Multipliers for one request starting now, and whether it wedges (consumes one)."""
         with self._lock:
@@ -278,7 +324,7 @@ class FaultBoard:
             if wedge:
                 deadlock.wedges_left -= 1
                 deadlock.wedged += 1
-        severity = self.host.advance(mem_on, ramp)
+        severity = self.host.advance(mem_on, ramp) if self.simulated_host else (1.0 if mem_on else 0.0)
         eval_mult *= 1.0 + (mem_slowdown - 1.0) * severity
         return {"prompt_multiplier": drift, "eval_multiplier": drift * eval_mult, "wedge": wedge}
 
@@ -291,5 +337,5 @@ class FaultBoard:
                 "stall": stall.on,
                 "stall_s": stall.params["stall_s"],
                 "spin_threads": int(spill.params["threads"]) if spill.on and flash_attention else 0,
-                "rss_target_bytes": self._rss_target_locked(),
+                "rss_target_bytes": self._rss_target_locked() if self.simulated_host else 0,
             }

@@ -42,7 +42,7 @@ from typing import Any, TextIO
 import httpx
 
 from oasis_ops.control import ControlRequest, ResizableLimiter, RunnerControl, control_dir_for
-from oasis_ops.demo.servelog import go_duration
+from oasis_ops.demo.ollama.servelog import go_duration
 from oasis_ops.errors import DataError, OasisOpsError, UsageError
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials.snapshot import connect_with_limits
@@ -77,6 +77,8 @@ class HarnessConfig:
     grace_s: float = 3.0
     flush_interval_s: float = 1.0
     poll_interval_s: float = 0.2
+    images: bool = True  # one small image per call (vision models); off for text-only models
+    num_predict: int = 0  # options.num_predict of each call (0: not sent, the model decides)
 
     def validate(self) -> None:
         if self.max_concurrency < 1:
@@ -191,11 +193,12 @@ class Harness:
     # --- one model call -----------------------------------------------------------------------
     def call_model(self, trial_id: int) -> CallOutcome:
         timeout_s = self.request_timeout_s
-        body: dict[str, Any] = {
-            "model": self.cfg.model,
-            "messages": [{"role": "user", "content": PROMPTS[trial_id % len(PROMPTS)], "images": [PIXEL_PNG]}],
-            "stream": False,
-        }
+        message: dict[str, Any] = {"role": "user", "content": PROMPTS[trial_id % len(PROMPTS)]}
+        if self.cfg.images:
+            message["images"] = [PIXEL_PNG]
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": [message], "stream": False}
+        if self.cfg.num_predict > 0:
+            body["options"] = {"num_predict": self.cfg.num_predict}
         started = time.monotonic()
         try:
             # One client per call: a stuck call can be abandoned without touching the others.
@@ -346,6 +349,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=0, help="stop after this many trials (default 0: until stopped)")
     parser.add_argument("--think-s", type=float, default=0.0, help="pause of a worker between trials, s (default 0)")
     parser.add_argument("--grace-s", type=float, default=3.0, help="on SIGTERM, wait this long for trials in flight")
+    parser.add_argument("--no-images", action="store_true", help="text-only calls (for models without vision)")
+    parser.add_argument("--num-predict", type=int, default=0, help="options.num_predict of each call (default: not sent)")
 
 
 def config_from(args: argparse.Namespace, ollama_default: str) -> HarnessConfig:
@@ -364,6 +369,8 @@ def config_from(args: argparse.Namespace, ollama_default: str) -> HarnessConfig:
         trials=args.trials,
         think_s=args.think_s,
         grace_s=args.grace_s,
+        images=not args.no_images,
+        num_predict=max(0, args.num_predict),
     )
 
 

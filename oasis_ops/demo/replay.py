@@ -8,10 +8,11 @@ Writes, in seconds and deterministically (seeded):
   Stopping from the eviction on, its runner at 99.7% CPU and 10.6 GB RSS), events (loaded,
   pressure level changes, stopping), a stopped sampler_status row, and the two logs ingested
   into the log tables (oasis_ops.logs);
-- DIR/server.log: Ollama's line formats (server config with OLLAMA_FLASH_ATTENTION:true, runner
-  start, the FlashAttention:Enabled load request, one Gin line per trial, llama-server timing
-  lines with `image slice encoded in 17 ms` on every model call, the 499s at 1m0s, the
-  4m8.239102s outlier, the keep_alive=0 unload request);
+- DIR/server.log: the line formats of Ollama 0.30.6 (server config with OLLAMA_FLASH_ATTENTION:true,
+  the llama-server runner start with `--flash-attn on`, its "started in" lines (twice, as Ollama
+  prints them), one Gin line per trial, llama-server timing lines with `image slice encoded in
+  17 ms` on every model call, the timeouts' abort lines and 500s at 1m0s, the 4m8.239102s
+  outlier, the keep_alive=0 unload request);
 - DIR/runner.log: the harness's lines (`... trial 12453 ok in 6.09s`, `... timed out after
   1m0s (litellm.Timeout)`, `evicting gemma4:e4b after 3 consecutive stalls (keep_alive=0)`).
 
@@ -45,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from oasis_ops.demo.servelog import gin_line, go_duration, server_config_env, slog_line
+from oasis_ops.demo.ollama.servelog import gin_line, go_duration, server_config_env, slog_line
 from oasis_ops.errors import UsageError
-from oasis_ops.logs.parse import parse_utc_offset
+from oasis_ops.logs.timefmt import parse_utc_offset
 from oasis_ops.sidecar import Sidecar, heartbeat_row
 from oasis_ops.trials.writer import TrialWriter
 
@@ -84,7 +85,13 @@ RUNNER_PORT = 53312
 MODEL_SIZE = 9_608_425_472
 CONTEXT_LENGTH = 4096
 BLOB = "/Users/eval/.ollama/models/blobs/sha256-4e30e2665218745ef463f722c0bf86be0cab6ee676320f1cfadf91e989107448"
-RUNNER_BIN = "/Applications/Ollama.app/Contents/Resources/ollama"
+RUNNER_BIN = "/Applications/Ollama.app/Contents/Resources/llama-server"
+MMPROJ = "/Users/eval/.ollama/models/blobs/sha256-1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff00"
+# The replayed server plays an Ollama of the llama-server era, the one whose log has every line the
+# write-up leans on (llama-server's per-request timings with the image encoder's 17 ms; 0.20-era
+# runners print no timings at INFO). Its lines follow that version's source (see
+# oasis_ops/demo/ollama/profiles.py).
+OLLAMA_VERSION = "0.30.6"
 
 PAGE_SIZE = 16384
 MEM_TOTAL = 55_297_703_936  # hw.memsize of the M2 Max (51.5 GiB)
@@ -337,20 +344,25 @@ def server_log_lines(day: Day, trials: list[Trial], seed: int = SEED) -> list[st
         "OLLAMA_ORIGINS": "[http://localhost https://localhost]", "OLLAMA_SCHED_SPREAD": "false",
     }  # fmt: skip
     t = day.at(8, 58, 12.004)
-    runner_cmd = f"{RUNNER_BIN} runner --ollama-engine --model {BLOB} --port {RUNNER_PORT}"
-    load_request = ("{Operation:commit LoraPath:[] Parallel:1 BatchSize:512 FlashAttention:Enabled KvSize:4096 "
-                    "KvCacheType: NumThreads:8 GPULayers:35[ID:0 Layers:35(0..34)] MultiUserCache:false "
-                    "ProjectorPath: MainGPU:0 UseMmap:true}")
+    runner_cmd = (f"{RUNNER_BIN} --model {BLOB} --port {RUNNER_PORT} --host 127.0.0.1 --no-webui --offline -c 4096 -np 1 "
+                  f"--log-verbosity 4 --no-log-prefix --no-log-timestamps --mmproj {MMPROJ} --flash-attn on")
     events.append((t, 0, [
-        slog_line("INFO", "routes.go:1544", "server config", {"env": server_config_env(env)}, when=t),
+        slog_line("INFO", "routes.go:1919", "server config", {"env": server_config_env(env)}, when=t),
         slog_line("INFO", "images.go:477", "total blobs: 7", when=t + timedelta(milliseconds=1)),
-        slog_line("INFO", "routes.go:1597", "Listening on 127.0.0.1:11434 (version 0.20.4)", when=t + timedelta(milliseconds=2)),
+        slog_line("INFO", "routes.go:1977", f"Listening on 127.0.0.1:11434 (version {OLLAMA_VERSION})",
+                  when=t + timedelta(milliseconds=2)),
     ]))
     t = day.at(8, 59, 58.211)
     events.append((t, 0, [
-        slog_line("INFO", "server.go:392", "starting runner", {"cmd": runner_cmd}, when=t),
-        slog_line("INFO", "runner.go:1284", "load", {"request": load_request}, when=t + timedelta(milliseconds=191)),
-        slog_line("INFO", "server.go:1301", "llama runner started in 3.71 seconds", when=day.at(9, 0, 1.920)),
+        slog_line("INFO", "server.go:109", "using llama-server for model", {"model": BLOB}, when=t),
+        slog_line("INFO", "llama_server.go:400", "starting llama-server", {"cmd": runner_cmd}, when=t),
+        slog_line("INFO", "llama_server.go:1044", "waiting for llama-server to start responding", when=t + timedelta(milliseconds=4)),
+        "llama_context: flash_attn    = enabled",
+        slog_line("INFO", "llama_server.go:1118", "llama-server started in 3.71 seconds", when=day.at(9, 0, 1.920)),
+        slog_line("INFO", "sched.go:728", "loaded runners", {"count": 1}, when=day.at(9, 0, 1.921)),
+        # the scheduler's load goroutine waits for the runner a second time: both lines again
+        slog_line("INFO", "llama_server.go:1044", "waiting for llama-server to start responding", when=day.at(9, 0, 1.921)),
+        slog_line("INFO", "llama_server.go:1118", "llama-server started in 3.71 seconds", when=day.at(9, 0, 1.922)),
     ]))
     for index, trial in enumerate(trials):
         task = 2 * index
@@ -368,14 +380,15 @@ def server_log_lines(day: Day, trials: list[Trial], seed: int = SEED) -> list[st
         prompt_ms = 17 + decode_ms + float(rng.uniform(300, 360))
         end = trial.finished
         if trial.status == "timeout":
-            # The client gave up at 60 s: Gin logs 499, Ollama logs the abort. The stuck generation's
-            # timing block is printed at that moment (a liberty: it ties the encoder's 17 ms to the
-            # failed call in time); it shows the generation crawling, not the encoder.
+            # The client gave up at 60 s while its request waited for the runner's one slot: Ollama
+            # logs the abort, then Gin a 500 (not 499: that is for a cancel during a load). The stuck
+            # generation's timing block is printed at that moment (a liberty: it ties the encoder's
+            # 17 ms to the failed call in time); it shows the generation crawling, not the encoder.
             eval_tokens = int(rng.integers(2, 9))
             lines = _timing_lines(task, prompt_ms, prompt_tokens, trial.latency_ms - prompt_ms - 40, eval_tokens)
-            lines.append(gin_line(499, 60.0 + float(rng.uniform(0.0, 0.03)), "127.0.0.1", "POST", "/api/chat", when=end))
-            lines.append(slog_line("INFO", "server.go:1187", "aborting completion request due to client closing the connection",
-                                   when=end + timedelta(milliseconds=int(rng.integers(1, 30)))))
+            lines.append(slog_line("INFO", "llama_server.go:1291", "aborting completion request due to client closing the connection",
+                                   when=end))
+            lines.append(gin_line(500, 60.0 + float(rng.uniform(0.0, 0.03)), "127.0.0.1", "POST", "/api/chat", when=end))
         else:
             eval_tokens = int(rng.integers(120, 170))
             lines = _timing_lines(task, prompt_ms, prompt_tokens, max(1.0, api_s * 1000 - prompt_ms - 25), eval_tokens)

@@ -2,13 +2,15 @@
 
 In a fresh directory (`~/.cache/oasis-ops/demo-<UTC time>`, or `--dir`):
 1. the incident replay is written to DIR/replay/ (once; `oasis_ops.demo.replay`);
-2. the Ollama emulator starts (`DIR/ollama/bin/ollama serve` with real runner children, fast
-   generations of ~1-3 s so trials flow visibly; faults switchable from the Demo page or
-   `oasis-ops demo fault`);
+2. the Ollama emulator starts (`DIR/ollama/bin/ollama serve`, behaving as the newest Ollama
+   profile, on this machine's real memory); the live run's model is `smollm2:135m`, served by a
+   real llama.cpp runner (`llama-server` child process, PyPI xllamacpp, a real 135M GGUF), so
+   the Live page shows a real PID, real RSS and real CPU; faults switchable from the Demo page
+   or `oasis-ops demo fault` act on that real process (SIGSTOP, SIGKILL, a capped memory hog);
 3. the simulated harness starts (`python -m oasis_ops.demo.harness`, max_concurrency 2),
    writing DIR/trials.duckdb, DIR/runner.log and acknowledging DIR/trials.control/;
 4. the sampler (the launcher's SamplerService thread, as for `oasis-ops dashboard`) records
-   the emulator's /api/ps, its runners, its simulated host memory and its server.log into
+   the emulator's /api/ps, its runners, this host's memory and the server.log into
    DIR/trials.ops.duckdb;
 5. the dashboard serves DIR/trials.duckdb; the replay's trial DB is offered as a second
    database (OASIS_OPS_DEMO_REPLAY_DB; the Demo page opens it in the Timeline).
@@ -34,8 +36,8 @@ from oasis_ops.commands.dashboard import (
 )
 from oasis_ops.control import control_dir_for, read_json
 from oasis_ops.demo import replay
-from oasis_ops.demo.emulator import emulator_env
-from oasis_ops.demo.ollama_home import OllamaHome
+from oasis_ops.demo.ollama.home import REAL_MODEL, OllamaHome, real_engine_available
+from oasis_ops.demo.ollama.process import emulator_env
 from oasis_ops.server import (
     DEMO_DIR_ENV,
     ChildService,
@@ -52,12 +54,21 @@ REPLAY_DIR = "replay"
 OLLAMA_DIR = "ollama"
 # Read by the app (pages/demo.py, and the database picker when it offers the replay).
 REPLAY_DB_ENV = "OASIS_OPS_DEMO_REPLAY_DB"
-# The demo's live world: generations of ~1-3 s (p50 2 s), a short load, 2 trials in flight.
-EMULATOR_LATENCY_MS = 1200.0  # with 2 in flight on OLLAMA_NUM_PARALLEL=1: ~1-3 s per trial
+# The demo's live world: real generations of ~96 tokens (~1 s on 2 cores), 2 trials in flight on
+# OLLAMA_NUM_PARALLEL=1, each worker pausing between trials so the runner is busy, not pegged.
+EMULATOR_LATENCY_MS = 1200.0  # only for the emulated models (drills), not the live run
 EMULATOR_LOAD_MS = 800.0
 HARNESS_CONCURRENCY = 2
 HARNESS_TIMEOUT_S = 20.0  # short enough that a stall fault shows as timeouts within a minute
 HARNESS_EVICT_THRESHOLD = 3
+HARNESS_NUM_PREDICT = 96
+HARNESS_THINK_S = 1.5
+FALLBACK_MODEL = "gemma4:e4b"  # emulated: when xllamacpp or the GGUF is not installed
+
+
+def live_model() -> str:
+    """The live run's model: the real one when its engine is installed."""
+    return REAL_MODEL if real_engine_available() else FALLBACK_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +108,7 @@ class EmulatorService(ChildService):
         self.home = OllamaHome(home)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        env = emulator_env(self.home, port=port, latency_ms=latency_ms, load_ms=load_ms)
+        env = emulator_env(self.home, port=port, latency_ms=latency_ms, load_ms=load_ms, host_mode="real")
         super().__init__(
             "ollama emulator",
             [str(self.home.bin_ollama), "serve"],
@@ -127,10 +138,13 @@ def harness_service(settings: Settings, demo_dir: Path, ollama_url: str) -> Chil
     """`python -m oasis_ops.demo.harness` on DIR/trials.duckdb; ready once its first trial is written."""
     db = demo_dir / TRIALS_FILE
     control_dir = control_dir_for(db, settings)
+    model = live_model()
     argv = [
         sys.executable, "-m", "oasis_ops.demo.harness",
-        "--db", str(db), "--ollama", ollama_url, "--model", "gemma4:e4b",
+        "--db", str(db), "--ollama", ollama_url, "--model", model,
         "--max-concurrency", str(HARNESS_CONCURRENCY), "--request-timeout-s", f"{HARNESS_TIMEOUT_S:g}",
+        *(["--no-images", "--num-predict", str(HARNESS_NUM_PREDICT), "--think-s", f"{HARNESS_THINK_S:g}"]
+          if model == REAL_MODEL else []),
         "--evict-threshold", str(HARNESS_EVICT_THRESHOLD), "--control-dir", str(control_dir),
         "--runner-log", str(demo_dir / replay.RUNNER_LOG),
     ]  # fmt: skip
@@ -195,7 +209,7 @@ def main(args: argparse.Namespace) -> int:
     url = next((s.url for s in services if isinstance(s, DashboardServer)), "")
     lines = [
         f"oasis-ops demo: {url}",
-        f"  live run (simulated harness -> Ollama emulator at {settings.ollama_host}): {settings.db}",
+        f"  live run (simulated harness -> {live_model()} on the Ollama emulator at {settings.ollama_host}): {settings.db}",
         f"  replayed incident (2025-11-20, the write-up's day): {replay_db}",
         f"  switch faults: oasis-ops demo fault stall on --url {settings.ollama_host}   (or the Demo page)",
         "  this is a demo; to watch a real run: oasis-ops dashboard --db path/to/trials.duckdb",

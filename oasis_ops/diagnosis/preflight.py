@@ -28,7 +28,15 @@ from oasis_ops.control import RunnerState
 from oasis_ops.diagnosis import text as t
 from oasis_ops.errors import OllamaError, ProbeError
 from oasis_ops.probes import HostSample, OllamaClient, sample_host
-from oasis_ops.probes.flash import FlashAttentionSetting, default_server_log, flash_attention
+from oasis_ops.probes.flash import (
+    FlashAttentionSetting,
+    default_server_log,
+    log_statements,
+    model_flash_attention,
+    read_log_tail,
+    server_flash_attention,
+)
+from oasis_ops.probes.gguf import gguf_architecture
 from oasis_ops.probes.ollama import ModelStatus
 from oasis_ops.probes.processes import (
     OllamaTree,
@@ -120,10 +128,16 @@ def run_preflight(
 
     # Ollama and its processes first: the memory check needs the model's size and NUM_PARALLEL.
     statuses: list[ModelStatus] | None = None
+    version: str | None = None
     client = src.client or OllamaClient.from_settings(settings)
     try:
         statuses = client.ps()
-        checks.append(Check("ollama", OK, f"Ollama answers at {client.base_url} ({len(statuses)} model(s) loaded)"))
+        try:
+            version = client.version()
+        except OllamaError:
+            version = None
+        checks.append(Check("ollama", OK, f"Ollama {version or '(version unknown)'} answers at {client.base_url} "
+                                          f"({len(statuses)} model(s) loaded)"))  # fmt: skip
     except OllamaError as exc:
         checks.append(Check("ollama", WARN, f"{exc.message}; start Ollama before the run"))
     finally:
@@ -149,9 +163,8 @@ def run_preflight(
         checks.append(_swap(host))
         checks.append(_pressure(host))
     log_path = src.server_log if src.server_log is not None else default_server_log(settings.server_log or None)
-    cmdlines = [rp.record.cmdline for rp in tree.runners] if tree else []
-    setting = flash_attention(serve_environ=environ or None, server_log_path=log_path, runner_cmdlines=cmdlines)
-    checks.append(_flash(setting, apple))
+    statements = log_statements(read_log_tail(log_path)) if log_path else []
+    checks.append(_flash(flash_for_run(model, version, environ, tree, statements, src), apple, model))
     if tree is not None:
         checks.append(_runners(tree))
     if statuses is not None:
@@ -236,16 +249,37 @@ def _pressure(host: HostSample) -> Check:
     return Check("pressure", OK, what, values)
 
 
-def _flash(setting: FlashAttentionSetting, apple: bool) -> Check:
-    values = {**setting.as_dict(), "apple_silicon": apple}
+def flash_for_run(model: str | None, version: str | None, environ: dict[str, str], tree: OllamaTree | None,
+                  statements: list[dict[str, Any]], src: Sources) -> FlashAttentionSetting:  # fmt: skip
+    """The one flash-attention answer (oasis_ops.probes.flash) for the model the run will use:
+    its runner's command line when it is loaded, its blob's architecture against the version's
+    default otherwise. Without --model, the server-wide setting."""
+    if not model:
+        return server_flash_attention(environ or None, statements, version=version)
+    blob = blob_from_manifest(default_models_dir(str(src.models_dir) if src.models_dir else None), model)
+    runner = None
+    if tree is not None and blob:
+        runner = next((rp for rp in tree.runners if rp.command.model and blob_key(rp.command.model) == blob_key(blob)), None)
+    return model_flash_attention(
+        serve_environ=environ or None, runner_cmdline=runner.record.cmdline if runner else None, blob=blob,
+        architecture=gguf_architecture(blob) if blob else None, version=version, statements=statements,
+    )  # fmt: skip
+
+
+def _flash(setting: FlashAttentionSetting, apple: bool, model: str | None) -> Check:
+    values = {**setting.as_dict(), "apple_silicon": apple, "model": model}
+    what = f"flash attention {setting.value or 'decided per model'}" + (f" for {model}" if model else "")
+    if setting.setting and setting.setting != setting.value:
+        what += f" (asked: {setting.setting})"
+    where = f"{setting.source}: {setting.detail}"
     if not apple:
-        return Check("flash_attention", OK, f"flash attention {setting.value or 'default'} ({setting.source}); not Apple Silicon", values)
+        return Check("flash_attention", OK, f"{what} ({where}); not Apple Silicon", values)
     fix = "set OLLAMA_FLASH_ATTENTION=0 (`launchctl setenv OLLAMA_FLASH_ATTENTION 0`, then restart Ollama)"
     if setting.value == "off":
-        return Check("flash_attention", OK, f"flash attention off ({setting.detail})", values)
+        return Check("flash_attention", OK, f"{what} ({where})", values)
     if setting.value == "on":
-        return Check("flash_attention", WARN, f"flash attention on, Apple Silicon ({setting.detail}): it can spill gemma's graph to the CPU; {fix}", values)
-    return Check("flash_attention", WARN, f"flash attention left to Ollama's default on Apple Silicon ({setting.detail}); {fix}", values)
+        return Check("flash_attention", WARN, f"{what}, Apple Silicon ({where}): it can spill gemma's graph to the CPU; {fix}", values)
+    return Check("flash_attention", WARN, f"{what} on Apple Silicon ({where}); pass --model to know; {fix}", values)
 
 
 def _runners(tree: OllamaTree) -> Check:

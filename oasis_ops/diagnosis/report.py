@@ -27,7 +27,7 @@ from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.findings import Telemetry, WindowContext, _detail, timing_comparison
 from oasis_ops.diagnosis.incidents import Analysis, Incident, analyze
 from oasis_ops.errors import ConfigError, UsageError
-from oasis_ops.logs.parse import parse_utc_offset
+from oasis_ops.logs.timefmt import parse_utc_offset
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
 

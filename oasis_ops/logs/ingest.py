@@ -16,9 +16,13 @@ Behaviour (also in the README):
   or a concurrent ingester never duplicates or loses lines. Bulk insert: one Arrow table per
   table per chunk (`sql/logs_insert_*.sql`), never one INSERT per row. The sidecar is opened
   per chunk and closed again; a lock held by another process is retried with backoff.
-- At the end of each file the parser is finished: llama-server timing rows still waiting for a
-  timed line take the previous timed line's time (see oasis_ops.logs.parse). The follower in
+- At the end of each file the parser is finished: llama-server timing blocks still waiting for
+  their request take their fallback time (see oasis_ops.logs.timings). The follower in
   oasis_ops.logs.tail keeps that state in memory between ticks instead.
+- Naive times (Gin, Go plain-logger lines): with no offset given, the parser first reads the
+  file's head (`HEAD_OFFSET_BYTES`, from byte 0 even when resuming) for the first slog line's
+  offset, then follows the slog lines; each FileResult says which offset was used and why
+  (`utc_offset`, `utc_offset_source`). A given offset always wins.
 - Junk (undecodable bytes, binary, truncated or over-long lines) is counted and skipped; a line
   longer than 1 MiB is dropped without being held in memory.
 """
@@ -38,12 +42,10 @@ import pyarrow as pa
 
 from oasis_ops import duck
 from oasis_ops.errors import DataError, UsageError
-from oasis_ops.logs.parse import (
-    HarnessLogParser,
-    LocalClock,
-    ParseCounts,
-    ServerLogParser,
-)
+from oasis_ops.logs.harness import HarnessLogParser
+from oasis_ops.logs.rows import ParseCounts
+from oasis_ops.logs.server import ServerLogParser
+from oasis_ops.logs.timefmt import LocalClock
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar
 from oasis_ops.sqlfiles import sql
@@ -51,6 +53,7 @@ from oasis_ops.sqlfiles import sql
 LogKind = Literal["server", "harness"]
 
 HEAD_BYTES = 4096
+HEAD_OFFSET_BYTES = 1 << 20  # read for the first slog offset before parsing a server log
 MAX_LINE_BYTES = 1 << 20
 DEFAULT_CHUNK_BYTES = 8 << 20
 READ_BYTES = 4 << 20
@@ -61,7 +64,7 @@ _INSERT_SQL = {
     "log_timings": ("logs_insert_timings", "logs_batch_timings"),
     "harness_log": ("logs_insert_harness", "logs_batch_harness"),
 }
-_INT_COLUMNS = {"status", "task_id", "prompt_tokens", "eval_tokens", "line_no"}
+_INT_COLUMNS = {"status", "task_id", "prompt_tokens", "eval_tokens", "line_no", "request_line_no"}
 _FLOAT_COLUMNS = {"latency_ms", "prompt_eval_ms", "eval_ms", "total_ms", "image_encode_ms", "image_decode_ms"}
 
 
@@ -85,6 +88,8 @@ class FileResult:
     end_offset: int = 0
     continued_from: str | None = None
     counts: ParseCounts = field(default_factory=ParseCounts)
+    utc_offset: str | None = None  # the offset naive times were read with (None: machine zone)
+    utc_offset_source: str = ""  # why that one
 
     @property
     def bytes_read(self) -> int:
@@ -112,6 +117,8 @@ class IngestReport:
                     "continued_from": f.continued_from,
                     "start_offset": f.start_offset,
                     "end_offset": f.end_offset,
+                    "utc_offset": f.utc_offset,
+                    "utc_offset_source": f.utc_offset_source,
                     **f.counts.as_dict(),
                 }
                 for f in self.files
@@ -266,9 +273,17 @@ def to_arrow(columns: dict[str, list[Any]], source_file: str) -> pa.Table:
 Parser = ServerLogParser | HarnessLogParser
 
 
-def make_parser(kind: LogKind, clock: LocalClock) -> Parser:
+def make_parser(kind: LogKind, clock: LocalClock, handle: BinaryIO | None = None) -> Parser:
+    """A parser for `kind`; a server parser reads the offset of the file's first slog line
+    from `handle`'s head (pread: the position is left alone)."""
     if kind == "server":
-        return ServerLogParser(clock)
+        parser = ServerLogParser(clock)
+        if handle is not None and parser.auto_offset:
+            try:
+                parser.prime_offset(os.pread(handle.fileno(), HEAD_OFFSET_BYTES, 0))
+            except OSError:
+                pass
+        return parser
     if kind == "harness":
         return HarnessLogParser(clock)
     raise UsageError(f"unknown log kind {kind!r}")
@@ -345,6 +360,16 @@ def read_chunks(
     yield
 
 
+def offset_info(parser: Parser) -> tuple[str | None, str]:
+    """(offset, why) of the naive times a parser converted."""
+    if isinstance(parser, ServerLogParser):
+        return parser.offset_text, parser.offset_note()
+    tz = parser.clock.tz
+    if tz is None:
+        return None, "this machine's zone (no offset given)"
+    return str(tz), "given (--utc-offset / setting log_utc_offset)"
+
+
 def _identity(cursor: FileCursor, handle: BinaryIO) -> None:
     cursor.inode = os.fstat(handle.fileno()).st_ino
     cursor.head = head_hash(handle, cursor.offset)
@@ -396,7 +421,7 @@ def ingest_file(
         raise DataError(f"cannot read log file {path}: {exc.strerror or exc}") from None
     try:
         how, start, continued_from = plan_start(abs_path, handle, stored)
-        cursor = FileCursor(abs_path, kind, make_parser(kind, clock), offset=start, stored=stored.get(abs_path))
+        cursor = FileCursor(abs_path, kind, make_parser(kind, clock, handle), offset=start, stored=stored.get(abs_path))
         cursor.line_no = count_lines(handle, start) if start else 0
         result = FileResult(abs_path, kind, how, start, continued_from=continued_from)
         for _ in read_chunks(cursor, handle, chunk_bytes=chunk_bytes):
@@ -406,6 +431,7 @@ def ingest_file(
             _flush(store, cursor, handle)
         result.end_offset = cursor.offset
         result.counts = cursor.parser.counts
+        result.utc_offset, result.utc_offset_source = offset_info(cursor.parser)
         return result
     finally:
         handle.close()
@@ -421,8 +447,10 @@ def ingest_logs(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> IngestReport:
     """Ingest the given server logs (in the order given: oldest first, e.g. server-1.log then
-    server.log) and the harness runner log into the sidecar. `utc_offset` ('+01:00'; empty or
-    None: this machine's zone) converts the naive local times of Gin and harness lines."""
+    server.log) and the harness runner log into the sidecar. `utc_offset` ('+01:00') converts
+    the naive local times of Gin, Go plain-logger and harness lines; empty or None: a server log
+    uses the offset its own slog lines state (else this machine's zone), the harness log this
+    machine's zone. Each FileResult says which offset was used."""
     if not server_logs and runner_log is None:
         raise UsageError("nothing to ingest: give --server-log FILE and/or --runner-log FILE")
     clock = LocalClock(utc_offset or None)

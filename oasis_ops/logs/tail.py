@@ -3,8 +3,10 @@
 Each poll reads the whole lines appended since the stored offset (at most `max_bytes`, so one
 tick stays short on a large backlog) and writes them with the offset in one transaction; with
 nothing new it touches neither the sidecar nor the parser. Unlike `ingest-logs`, the follower
-keeps the parser between ticks, so a llama-server timing block waits in memory for its Gin line
-and gets that line's time. A rotation (new inode or head) first finishes the old file when it
+keeps the parser between ticks, so a llama-server timing block waits in memory for its own
+request's Gin line (either may come first; see oasis_ops.logs.timings) and gets that line's time.
+With no offset given, the parser reads the offset of the file's first slog line from its head
+when it (re)opens the file, and follows the slog lines from then on. A rotation (new inode or head) first finishes the old file when it
 can still be found beside the new one with its old inode (server-1.log), then starts the new
 file at byte 0; a truncation starts over at byte 0. Rows waiting in memory are flushed by
 `close()`; a crash loses at most those (the offset on disk is always consistent with the rows).
@@ -27,10 +29,12 @@ from oasis_ops.logs.ingest import (
     count_lines,
     head_hash,
     make_parser,
+    offset_info,
     plan_start,
     read_chunks,
 )
-from oasis_ops.logs.parse import LocalClock, ParseCounts
+from oasis_ops.logs.rows import ParseCounts
+from oasis_ops.logs.timefmt import LocalClock
 
 
 class LogFollower:
@@ -58,7 +62,7 @@ class LogFollower:
         stored = self.store.offsets()
         how, start, _ = plan_start(self.path, handle, stored)  # type: ignore[arg-type]
         cursor = FileCursor(
-            self.path, self.kind, make_parser(self.kind, self.clock), offset=start, stored=stored.get(self.path)
+            self.path, self.kind, make_parser(self.kind, self.clock, handle), offset=start, stored=stored.get(self.path)  # type: ignore[arg-type]
         )
         cursor.line_no = count_lines(handle, start) if start else 0  # type: ignore[arg-type]
         return cursor, how
@@ -96,6 +100,7 @@ class LogFollower:
                 raise
             result.end_offset = cursor.offset
             result.counts = _delta(cursor.parser.counts, self._counted)
+            result.utc_offset, result.utc_offset_source = offset_info(cursor.parser)
             self.counts.add(result.counts)
             self._counted = _snapshot(cursor.parser.counts)
             return result
@@ -146,4 +151,5 @@ def _delta(now: ParseCounts, before: ParseCounts) -> ParseCounts:
     )
     out.events = {k: v - before.events.get(k, 0) for k, v in now.events.items() if v - before.events.get(k, 0)}
     out.harness = {k: v - before.harness.get(k, 0) for k, v in now.harness.items() if v - before.harness.get(k, 0)}
+    out.prefixes = {k: v - before.prefixes.get(k, 0) for k, v in now.prefixes.items() if v - before.prefixes.get(k, 0)}
     return out

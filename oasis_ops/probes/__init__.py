@@ -10,7 +10,7 @@ The facade the sampler and `oasis-ops status` call:
     probe = ModelProbe(client, PsutilProcesses(), models_dir=settings.ollama_models)
     snapshots = probe.snapshot()          # list[ModelSnapshot], one per /api/ps entry
     host = sample_host()                  # HostSample
-    flash = probe.flash_attention(server_log_path=...)
+    flash = probe.flash_attention(snapshots, version, server_log_path=...)  # per model
 
 Keep one ModelProbe per sampler: it caches blob paths per (model, digest) and psutil Process
 objects per (pid, create_time) (CPU % needs two looks: the first snapshot of a runner has
@@ -29,7 +29,14 @@ from datetime import datetime
 from typing import Any
 
 from oasis_ops.errors import OllamaError
-from oasis_ops.probes.flash import FlashAttentionSetting, flash_attention
+from oasis_ops.probes.flash import (
+    FlashAttentionSetting,
+    log_statements,
+    model_flash_attention,
+    read_log_tail,
+    server_flash_attention,
+)
+from oasis_ops.probes.gguf import gguf_architecture
 from oasis_ops.probes.host import Clock, HostSample, human_bytes, sample_host
 from oasis_ops.probes.ollama import (
     ModelStatus,
@@ -68,7 +75,7 @@ __all__ = [
     "RunnerProcess",
     "diff_models",
     "find_ollama_tree",
-    "flash_attention",
+    "model_flash_attention",
     "human_bytes",
     "parse_rfc3339",
     "parse_runner_cmdline",
@@ -221,12 +228,43 @@ class ModelProbe:
             )
         return snapshots
 
-    def flash_attention(self, server_log_path: str | os.PathLike[str] | None = None) -> FlashAttentionSetting:
-        """Flash attention from the current serve's environment, its log, or its runners."""
+    def architecture(self, blob: str | None, model: str) -> str | None:
+        """`general.architecture` of the model: the GGUF header of its blob (a local read of a few
+        bytes), else /api/show's model_info. Cached per blob."""
+        key = ("arch", blob or model)
+        if key in self._blobs:
+            return self._blobs[key]
+        arch = gguf_architecture(blob) if blob else None
+        if arch is None:
+            try:
+                info = self.client.show(model).get("model_info") or {}
+            except OllamaError:
+                return None  # not cached: try again next time
+            value = info.get("general.architecture") if isinstance(info, dict) else None
+            arch = value if isinstance(value, str) and value else None
+        if len(self._blobs) >= self.MAX_BLOB_CACHE:
+            self._blobs.clear()
+        self._blobs[key] = arch
+        return arch
+
+    def flash_attention(
+        self,
+        snapshots: Iterable[ModelSnapshot],
+        version: str | None,
+        server_log_path: str | os.PathLike[str] | None = None,
+    ) -> tuple[FlashAttentionSetting, dict[str, FlashAttentionSetting]]:
+        """(server-wide setting, {model name: its effective setting}) from the current serve's
+        environment, the runners' command lines, the server log's tail and the version's default."""
         tree = self.last_tree or find_ollama_tree(self.processes(), serve_pid=self.serve_pid)
         environ = tree.serve.environ if tree.serve else None
-        cmdlines = [rp.record.cmdline for rp in tree.runners]
-        return flash_attention(serve_environ=environ, server_log_path=server_log_path, runner_cmdlines=cmdlines)
+        statements = log_statements(read_log_tail(server_log_path)) if server_log_path else []
+        per_model = {}
+        for snap in snapshots:
+            per_model[snap.model] = model_flash_attention(
+                serve_environ=environ, runner_cmdline=snap.runner_cmdline, blob=snap.blob_path,
+                architecture=self.architecture(snap.blob_path, snap.model), version=version, statements=statements,
+            )  # fmt: skip
+        return server_flash_attention(environ, statements, version=version), per_model
 
 
 def probe_models(

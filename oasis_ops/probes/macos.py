@@ -2,11 +2,14 @@
 
 The page size is read from vm_stat's own header ("page size of 16384 bytes" on Apple Silicon,
 4096 on Intel), never assumed. The commands are run through a `run(argv) -> str` callable so
-tests feed recorded output.
+tests feed recorded output; the default runner sets LC_ALL=C so numbers come out in the C
+locale, and `vm.swapusage` is read in both decimal forms anyway (`2048.00M`, and `2048,00M`
+as printed under a comma-decimal locale such as de_DE or fr_FR).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -29,7 +32,7 @@ SYSCTL_ARGV = [
 
 _HEADER = re.compile(r"page size of (\d+) bytes", re.IGNORECASE)
 _COUNTER = re.compile(r'^\s*"?([^":]+?)"?\s*:\s*(-?\d+)\.?\s*$')
-_SWAP_PART = re.compile(r"(total|used|free)\s*=\s*([\d.]+)\s*([KMGTP]?)", re.IGNORECASE)
+_SWAP_PART = re.compile(r"(total|used|free)\s*=\s*(\d[\d.,]*)\s*([KMGTP]?)", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 
 
@@ -64,8 +67,19 @@ def parse_vm_stat(text: str) -> dict[str, Any]:
     return result
 
 
+def _decimal(number: str) -> float:
+    """'2048.00' or '2048,00' (comma-decimal locale); with both marks the last one is the
+    decimal point and the other groups thousands ('1.024,50', '1,024.50')."""
+    number = number.rstrip(".,")
+    point = max(number.rfind("."), number.rfind(","))
+    if point < 0:
+        return float(number)
+    whole = number[:point].replace(".", "").replace(",", "")
+    return float(f"{whole}.{number[point + 1:]}")
+
+
 def _size_bytes(number: str, unit: str) -> int:
-    return int(round(float(number) * _SIZE_UNIT[unit.upper()]))
+    return int(round(_decimal(number) * _SIZE_UNIT[unit.upper()]))
 
 
 def parse_sysctl(text: str) -> dict[str, Any]:
@@ -113,8 +127,9 @@ def parse_sysctl(text: str) -> dict[str, Any]:
 def default_runner(argv: list[str], timeout_s: float = 5.0) -> str:
     """Run a command and return its stdout; sysctl exits non-zero on one unknown key but
     still prints the others, so only an empty stdout counts as failure."""
+    env = dict(os.environ, LC_ALL="C", LANG="C")  # C-locale numbers (no `2048,00M`)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
     except FileNotFoundError:
         raise ProbeError(f"{argv[0]} not found", hint="not macOS?") from None
     except subprocess.TimeoutExpired:

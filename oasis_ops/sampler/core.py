@@ -1,20 +1,22 @@
 """The telemetry sampler: host memory, /api/ps and runner processes into the sidecar.
 
 One sampler per sidecar, machine-wide (`SamplerLock`: a second one fails with SidecarBusy), and
-one sampler thread per process (`get_sampler()` is a lock-guarded, module-level registry). The
-dashboard launcher (`oasis-ops dashboard` / `oasis-ops demo`, the process that starts Streamlit)
-runs it as a thread through `SamplerService`, so telemetry is kept from start-up on, with or
-without a browser; `oasis-ops sample` runs the same loop headless.
+one sampler thread per process (service.py: `get_sampler()`, and `SamplerService`, which runs it
+in the dashboard launcher); `oasis-ops sample` runs the same loop headless.
 
 Every tick (settings.sample_interval_s, 1 s): one host sample and one /api/ps poll; the runner
-processes are rescanned every settings.process_interval_s (2 s). Rows go through a BatchWriter
-flushed every FLUSH_INTERVAL_S; a tick that produced an event flushes at once, so a state change
+processes are rescanned every settings.process_interval_s (2 s), and so are the `llama-server`
+runners' own /slots and /metrics (runners.py: one `runner_samples` row per runner per read, a
+runner that does not answer costs a tick at most ~1 s). Rows go through a BatchWriter flushed
+every FLUSH_INTERVAL_S; a tick that produced an event flushes at once, so a state change
 reaches the dashboard within one tick. Events (the `events` table, `kind` values):
 
     loaded / stopping / gone      a model appeared, changed state, or left /api/ps
     runner_pid_changed            the runner serving a model is another process now
     ollama_unreachable / ollama_back
     pressure                      host memory pressure level changed (normal / warn / critical)
+    runner_no_progress / runner_progress, runner_not_answering / runner_answering
+                                  a llama-server runner's slot stuck, or the runner silent (runners.py)
     sampler_started / sampler_stopped
 
 A `sampler_status` heartbeat row is upserted with every flush (last_tick_at, ticks, errors), so
@@ -32,12 +34,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable, SidecarBusy
+from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
 from oasis_ops.probes import (
     ModelProbe,
     ModelSnapshot,
@@ -49,8 +51,9 @@ from oasis_ops.probes.host import HostSample, utc_now
 from oasis_ops.probes.processes import ProcessList
 from oasis_ops.sampler.hostsource import HostSource
 from oasis_ops.sampler.procwatch import RunnerWatch, serve_pid_for
+from oasis_ops.sampler.runners import RUNNER_TIMEOUT_S, RunnerReader
 from oasis_ops.settings import Settings
-from oasis_ops.sidecar import BatchWriter, SamplerLock, Sidecar, heartbeat_row, sidecar_path_for
+from oasis_ops.sidecar import BatchWriter, SamplerLock, Sidecar, heartbeat_row
 from oasis_ops.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class TickReport:
     events: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     actions: list[Any] = field(default_factory=list)  # ActionResults the watchdog took this tick
+    runners: list[dict[str, Any]] = field(default_factory=list)  # runner_samples rows of this tick
 
 
 def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
@@ -118,6 +122,8 @@ class Sampler:
         log_interval_s: float = LOG_INTERVAL_S,
         follow_logs: bool = True,
         run_watchdog: bool = True,
+        runner_timeout_s: float = RUNNER_TIMEOUT_S,
+        no_progress_s: float | None = None,
     ) -> None:
         self.sidecar_path = Path(sidecar_path).expanduser()
         self.settings = settings
@@ -143,6 +149,12 @@ class Sampler:
         self.run_watchdog = run_watchdog
         self.watchdog: Any = None
         self._watchdog_has_trials = False
+        # llama-server runners (Ollama >= 0.30): read every process_interval_s (runners.py).
+        self.runner_timeout_s = float(runner_timeout_s)
+        self.no_progress_s = float(no_progress_s if no_progress_s is not None else settings.runner_no_progress_s)
+        self.runners = RunnerReader(every_s=self.process_interval_s, slack_s=min(0.25, self.interval_s / 4),
+                                    timeout_s=self.runner_timeout_s, no_progress_s=self.no_progress_s, clock=clock,
+                                    add=self._add, event=self._event, count_error=self._count_error)  # fmt: skip
 
         self.pid = os.getpid()
         self.host = socket.gethostname()
@@ -209,8 +221,8 @@ class Sampler:
         """A LogFollower on the configured server.log, or None (no follower module, no file)."""
         try:
             from oasis_ops.logs.ingest import LogStore
-            from oasis_ops.logs.parse import LocalClock
             from oasis_ops.logs.tail import LogFollower
+            from oasis_ops.logs.timefmt import LocalClock
         except ImportError:  # logs package absent in a partial tree: skip log tailing
             return None
         path = Path(self.settings.server_log or "~/.ollama/logs/server.log").expanduser()
@@ -297,6 +309,7 @@ class Sampler:
             self.lock.release()
             self.client.close()
             self.host_source.close()
+            self.runners.close()
 
     def _close_quietly(self) -> None:
         try:
@@ -403,6 +416,10 @@ class Sampler:
             self._add("model_samples", model_row(_with_snapshot_ts(snap, report.ts)))
         self._transitions(report, statuses, snapshots)
         self._previous = statuses
+        try:
+            self.runners.sample(report.ts, mono, snapshots, report.runners)
+        except OasisOpsError as exc:
+            self._count_error("runners", exc, report)
 
     def _transitions(self, report: TickReport, statuses: list[ModelStatus], snapshots: list[ModelSnapshot]) -> None:
         by_name = {s.model: s for s in snapshots}
@@ -531,81 +548,8 @@ class Sampler:
 
 def _with_ts(sample: HostSample, ts: datetime) -> HostSample:
     """One timestamp per tick on every row (host, models, events line up in the charts)."""
-    from dataclasses import replace
-
     return replace(sample, ts=ts)
 
 
 def _with_snapshot_ts(snapshot: ModelSnapshot, ts: datetime) -> ModelSnapshot:
-    from dataclasses import replace
-
     return replace(snapshot, ts=ts)
-
-
-# --- one sampler thread per process -------------------------------------------------------------
-_REGISTRY: dict[str, Sampler] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-
-def get_sampler(sidecar_path: str | os.PathLike[str], settings: Settings, **kwargs: Any) -> Sampler:
-    """The running sampler of this sidecar in this process, started on first call.
-
-    Raises SidecarBusy when another process samples that sidecar. A sampler whose thread died is
-    replaced (its lock was released when it died).
-    """
-    key = os.path.realpath(Path(sidecar_path).expanduser())
-    with _REGISTRY_LOCK:
-        existing = _REGISTRY.get(key)
-        if existing is not None and existing.alive:
-            return existing
-        sampler = Sampler(key, settings, **kwargs)
-        sampler.start()
-        _REGISTRY[key] = sampler
-        return sampler
-
-
-def stop_sampler(sidecar_path: str | os.PathLike[str]) -> None:
-    key = os.path.realpath(Path(sidecar_path).expanduser())
-    with _REGISTRY_LOCK:
-        sampler = _REGISTRY.pop(key, None)
-    if sampler is not None:
-        sampler.stop()
-
-
-def running_samplers() -> list[Sampler]:
-    with _REGISTRY_LOCK:
-        return [s for s in _REGISTRY.values() if s.alive]
-
-
-class SamplerService:
-    """The sampler as a `oasis_ops.server.Service` of the dashboard launcher.
-
-    Runs as a thread of the launcher (`oasis-ops dashboard` / `oasis-ops demo`), not of
-    Streamlit: Streamlit runs page scripts only when a browser connects, and a crash of the
-    sampler must not take the dashboard down. `poll()` is always None for the same reason: a
-    dead sampler shows on the Live page ("sampler is down"), it never stops the console.
-    """
-
-    name = "sampler"
-
-    def __init__(self, settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
-        self.settings = settings
-        self.sidecar_path = sidecar_path_for(settings.db, settings)
-        self.announce = announce or (lambda line: log.warning("%s", line))
-        self.sampler: Sampler | None = None
-
-    def start(self) -> None:
-        try:
-            self.sampler = get_sampler(self.sidecar_path, self.settings)
-        except SidecarBusy as exc:
-            self.announce(f"sampler: not started here: {exc}; the console shows that sampler's data")
-        except OasisOpsError as exc:
-            self.announce(f"sampler: not started: {exc}; the console works without live telemetry")
-
-    def poll(self) -> int | None:
-        return None
-
-    def stop(self) -> None:
-        if self.sampler is not None:
-            stop_sampler(self.sidecar_path)
-            self.sampler = None

@@ -12,6 +12,7 @@ feed us a fake host.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -166,3 +167,36 @@ class HostSource:
 
     def close(self) -> None:
         self._http.close()
+
+
+DEMO_RUNNERS_PATH = "/_demo/runners"
+DEMO_RUNNERS_MAX_BYTES = 256 * 1024
+
+
+def emulated_models(
+    ollama_url: str | None, *, timeout_s: float = 0.5, transport: httpx.BaseTransport | None = None
+) -> frozenset[str]:
+    """Models the demo emulator serves with its emulated engine (the incident's large models, a
+    Python stand-in), so every screen can label them EMULATED; empty for any real Ollama, for a
+    non-loopback URL, and on any error. The body is read up to DEMO_RUNNERS_MAX_BYTES only."""
+    base = resolve_ollama_host(ollama_url)
+    if not is_loopback_url(base):
+        return frozenset()
+    try:
+        with httpx.Client(base_url=base, timeout=timeout_s, transport=transport, trust_env=False) as client, \
+                client.stream("GET", DEMO_RUNNERS_PATH) as response:
+            if response.status_code != 200:
+                return frozenset()
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > DEMO_RUNNERS_MAX_BYTES:
+                    return frozenset()
+        payload = json.loads(body)
+    except (httpx.HTTPError, ValueError, RecursionError):
+        return frozenset()
+    runners = payload.get("runners") if isinstance(payload, dict) else None
+    if not isinstance(runners, list):
+        return frozenset()
+    return frozenset(str(r["model"]) for r in runners
+                     if isinstance(r, dict) and r.get("engine") == "emulated" and isinstance(r.get("model"), str))

@@ -65,6 +65,7 @@ INSERT_STATEMENTS: dict[str, str] = {
     "log_timings": "sidecar_insert_log_timings",
     "harness_log": "sidecar_insert_harness_log",
     "log_offsets": "sidecar_insert_log_offsets",
+    "runner_samples": "sidecar_insert_runner_samples",
 }
 # Upserted tables: rows of one batch are de-duplicated on this key (the last one wins).
 UPSERT_KEYS: dict[str, str] = {"sampler_status": "sampler_id", "log_offsets": "path"}
@@ -502,6 +503,12 @@ class Sidecar:
         self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS
     ) -> pd.DataFrame:
         return self._since("events_since", since, until, max_rows)
+
+    def runner_samples_since(
+        self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS
+    ) -> pd.DataFrame:
+        """llama-server runner reads (/slots, /metrics): see sql/migrations/004_runner_samples.sql."""
+        return self.query("sampler_q_runner_samples_since", since=since, until=until or _FAR_FUTURE, max_rows=int(max_rows))
 
     def actions_since(
         self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS

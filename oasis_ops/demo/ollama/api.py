@@ -20,11 +20,8 @@ Emulator-only endpoints (not Ollama's, never logged): `GET|POST /_demo/faults`,
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import re
-import select
-import socket
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -33,6 +30,7 @@ from urllib.parse import urlsplit
 
 from oasis_ops.demo.ollama.goparse import KeepAliveError, parse_keep_alive
 from oasis_ops.demo.ollama.home import InstalledModel
+from oasis_ops.demo.ollama.netutil import peer_closed
 from oasis_ops.demo.ollama.runners import ClientLeft, Runner, RunnerGone
 from oasis_ops.demo.ollama.scheduler import (
     ZERO_TIME,
@@ -44,6 +42,7 @@ from oasis_ops.demo.ollama.scheduler import (
 from oasis_ops.demo.ollama.servelog import go_time_json
 from oasis_ops.errors import DataError, UsageError
 from oasis_ops.probes.gguf import read_gguf_metadata
+from oasis_ops.sampler.hostsource import is_loopback_url
 
 if TYPE_CHECKING:
     from oasis_ops.demo.ollama.server import Emulator
@@ -62,16 +61,7 @@ def loopback_origin(origin: str) -> bool:
     """True for an Origin header naming a page served from this machine (http(s)://localhost,
     127.0.0.0/8, [::1]); "null" and every other site are foreign."""
     try:
-        parts = urlsplit(origin.strip())
-        host = (parts.hostname or "").lower()
-    except ValueError:
-        return False
-    if parts.scheme not in ("http", "https"):
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
+        return urlsplit(origin.strip()).scheme in ("http", "https") and is_loopback_url(origin.strip())
     except ValueError:
         return False
 
@@ -160,13 +150,7 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _client_gone(self) -> bool:
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if not readable:
-                return False
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
+        return peer_closed(self.connection)
 
     # --- routing -----------------------------------------------------------------------------
     def do_HEAD(self) -> None:  # noqa: N802

@@ -16,13 +16,12 @@ import itertools
 import json
 import mmap
 import os
-import select
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from oasis_ops.demo.ollama.netutil import peer_closed
 from oasis_ops.demo.ollama.runner_main import RunnerArgs
 from oasis_ops.demo.ollama.runnerlog import LlamaLog, go_runner_lines, print_line, timing_line
 
@@ -191,13 +190,7 @@ class Handler(BaseHTTPRequestHandler):
     # --- generation ---------------------------------------------------------------------------
     def _gone(self) -> bool:
         """True when the emulator closed its side (EOF) or reset the connection."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if not readable:
-                return False
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
+        return peer_closed(self.connection)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -248,14 +248,35 @@ def model_buttons(settings: Settings, db: str, snap: ModelSnapshot, key: str) ->
         request_action("recover", settings, db, snap.model)
 
 
-def models_panel(settings: Settings, db: str, key: str, *, detailed: bool) -> None:
+def models_panel(settings: Settings, db: str, key: str, *, detailed: bool, header: Any = None) -> None:
     ctx = context(settings, db)
     try:
         snapshots, error = live_models(settings, ctx)
     finally:
         ctx.close()
     if error:
-        st.warning(f"**No recovery actions: Ollama cannot be asked** ({error}).", icon=":material/cloud_off:")
+        known = [m for m in getattr(header, "active_models", []) if m.runner_pid is not None]
+        if not known:
+            st.warning(f"**No recovery actions: Ollama cannot be asked** ({error}).", icon=":material/cloud_off:")
+            return
+        # /api/ps can be blocked while a runner is stuck (from Ollama 0.32.4): recovery is needed most
+        # then. A hard-kill does not need /api/ps: it finds the runner by the model's blob (manifest)
+        # among the children of `ollama serve` and verifies it before any signal.
+        st.warning(f"**Ollama's /api/ps does not answer** ({error}). The models below are the sampler's last "
+                   "samples; Hard-kill and Recover find and verify the runner without /api/ps.", icon=":material/cloud_off:")  # fmt: skip
+        for model in known:
+            with st.container(border=True):
+                left, right = st.columns([3, 2], vertical_alignment="center")
+                left.markdown(f"**{model.model}** :gray-badge[last seen {model.state}]  \nrunner pid **{model.runner_pid}** "
+                              f"(sampled {fmt_duration(model.age_s)} ago)")  # fmt: skip
+                with right:
+                    cols = st.columns(2)
+                    if cols[0].button("Hard-kill", key=f"{key}_kill_{model.model}", icon=":material/dangerous:", width="stretch",
+                                      help="SIGKILL exactly this model's verified runner process"):  # fmt: skip
+                        request_action("hard_kill", settings, db, model.model)
+                    if cols[1].button("Recover", key=f"{key}_recover_{model.model}", icon=":material/healing:", width="stretch",
+                                      type="primary", help="Evict, wait, hard-kill if still Stopping, check a new runner answers"):  # fmt: skip
+                        request_action("recover", settings, db, model.model)
         return
     if not snapshots:
         st.info("No model is loaded in Ollama right now: nothing to recover.", icon=":material/check_circle:")
@@ -385,7 +406,7 @@ def render_action_bar(header: Any = None, settings: Settings | None = None, db: 
     with st.container(border=True):
         st.markdown("**Recovery** · confirm in a dialog · every attempt is audited")
         show_last_result()
-        models_panel(settings, db, "bar", detailed=False)
+        models_panel(settings, db, "bar", detailed=False, header=header)
         with st.expander("Runner control (concurrency, pause)"):
             control_panel(settings, db, "bar")
         recent_actions(settings, db)

@@ -178,6 +178,12 @@ def show_sampler_state(header: LiveHeader, db: str) -> None:
                    f"Start it with {start_cmd}.", icon=":material/sensors_off:")  # fmt: skip
     if header.ollama_reachable is False:
         st.error(f"**Ollama is not reachable** ({header.ollama_detail or 'no answer'}).", icon=":material/cloud_off:")
+    elif header.ps_blocked_since is not None:
+        since = (datetime.now(UTC) - header.ps_blocked_since).total_seconds()
+        st.warning(f"**Ollama answers, but `/api/ps` has not for {fmt_duration(since)}**: its scheduler is waiting, "
+                   "from Ollama 0.32.4 on an unload (the runner killed and reaped) or on a ping of a runner that does "
+                   "not answer. Model rows below are the last ones /api/ps gave; the runners are read directly.",
+                   icon=":material/hourglass_top:")  # fmt: skip
 
 
 def render_action_bar(slot: Any, header: LiveHeader, settings: Settings, db: str) -> None:

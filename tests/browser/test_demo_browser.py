@@ -16,7 +16,6 @@ from helpers_server import running_console
 from playwright.sync_api import Page, expect
 
 LIVE_WITHIN_S = 60.0
-SCREENSHOTS = Path("/tmp")  # demo_page.png, demo_replay.png: for people checking the layout
 
 
 def _trials_shown(page: Page) -> int:
@@ -68,7 +67,7 @@ def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: 
         expect(page.get_by_text("stopping_deadlock", exact=True)).to_be_visible()  # the emulator's fault switches
         expect(page.locator("[data-testid=stMetric]").filter(has_text="Max concurrency")).to_contain_text("2")
         wait_idle(page)
-        page.screenshot(path=str(SCREENSHOTS / "demo_page.png"), full_page=True)
+        page.screenshot(path=str(tmp_path / "demo_page.png"), full_page=True)  # for people checking the layout
         page.get_by_role("button", name="Open the replayed incident in the Timeline").click()
         expect(page.get_by_role("heading", name="Timeline", exact=True)).to_be_visible()
         expect(page.get_by_role("textbox", name="Trial database")).to_have_value(str(tmp_path / "demo" / "replay" / "trials.duckdb"))
@@ -77,7 +76,7 @@ def test_demo_shows_live_trials_and_the_replayed_incident(page: Page, tmp_path: 
         expect(page.get_by_text(re.compile(r"17:58–18:04 UTC")).first).to_be_visible()
         expect(page.get_by_text(re.compile(r"366 timeouts"))).to_be_visible()
         wait_idle(page)
-        page.screenshot(path=str(SCREENSHOTS / "demo_replay.png"), full_page=True)
+        page.screenshot(path=str(tmp_path / "demo_replay.png"), full_page=True)
 
         # The sidebar's quick pick goes back to the live run in one click.
         picks = page.locator("[data-testid=stSidebar]").get_by_role("radiogroup", name="Quick pick")

@@ -85,7 +85,8 @@ def modelfile_for(name: str, blob: str) -> str:
 
 class FakeOllama:
     """Threaded HTTP server with Ollama's shapes. Modes: "ok", "html", "truncated",
-    "wrong_types", "500", "slow" (sleeps `delay_s` before answering)."""
+    "wrong_types", "500", "slow" (sleeps `delay_s` before answering), "ps_slow" (only /api/ps
+    sleeps: Ollama >= 0.32.4 while a runner is unloaded or pinged)."""
 
     def __init__(self) -> None:
         self.version = "0.20.4"
@@ -143,7 +144,7 @@ class FakeOllama:
             self.requests.append((method, path, body))
             mode, delay = self.mode, self.delay_s
             models = json.loads(json.dumps(self.models))
-        if mode == "slow":
+        if mode == "slow" or (mode == "ps_slow" and path == "/api/ps"):
             time.sleep(delay)
         if mode == "html":
             return self._send(handler, 200, b"<!DOCTYPE html><html><body>Proxy login</body></html>", "text/html")

@@ -210,3 +210,35 @@ def test_corrupt_sidecar_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch, 
     at = run_live(monkeypatch, db)
     assert not at.exception, [e.value for e in at.exception]
     assert at.error and "Not a readable DuckDB database" in at.error[0].value
+
+
+def test_a_blocked_api_ps_is_said_and_recovery_stays_offered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ollama >= 0.32.4: /api/ps waits while a stuck runner is pinged, /api/version answers. The
+    page must not say "Ollama is not reachable" nor "nothing to recover"."""
+    from helpers_probes import FakeOllama
+
+    now = datetime.now(UTC)
+    db = tmp_path / "trials.duckdb"
+    write_live_trials(db, now)
+    sidecar = db.with_name("trials.ops.duckdb")
+    write_sidecar(sidecar, now, heartbeat_age_s=2)
+    Sidecar(sidecar).write_batch({"events": [{"ts": now - timedelta(seconds=40), "kind": "ollama_ps_blocked", "model": None,
+                                              "detail": {"error": "Ollama did not answer GET /api/ps within 2 s"}}]})  # fmt: skip
+    ollama = FakeOllama()
+    ollama.mode, ollama.delay_s = "ps_slow", 6.0
+    try:
+        monkeypatch.setenv("OASIS_OPS_OLLAMA_TIMEOUT_S", "1")
+        monkeypatch.setenv("OASIS_OPS_DB", str(db))
+        monkeypatch.setenv("OASIS_OPS_LIVE_REFRESH_S", "0")
+        monkeypatch.setenv("OASIS_OPS_OLLAMA_HOST", ollama.url)
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        at.switch_page("pages/live.py").run()
+        text = _text(at)
+        assert "Ollama answers, but `/api/ps` has not for" in text
+        assert "Ollama is not reachable" not in text and "nothing to recover" not in text
+        assert "Ollama's /api/ps does not answer" in text
+        labels = {b.label for b in at.button}
+        assert {"Hard-kill", "Recover"} <= labels  # a hard-kill finds its runner without /api/ps
+    finally:
+        ollama.close()

@@ -26,7 +26,9 @@ PAGES: list[tuple[str, str, str]] = [
     ("demo.py", "Demo", ":material/science:"),
 ]
 
-st.set_page_config(page_title=_common.PAGE_TITLE, page_icon=":material/monitor_heart:", layout="wide")
+# A local file: a ":material/...:" page icon makes the browser fetch it from fonts.gstatic.com,
+# which fails offline (a console error on every page).
+st.set_page_config(page_title=_common.PAGE_TITLE, page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
 
 available = [(f, t, i) for f, t, i in PAGES if (ROOT / "pages" / f).is_file()]
 pages = [

@@ -349,5 +349,8 @@ def run_services(
     except KeyboardInterrupt:
         return 0
     finally:
+        if started:
+            # Said, because stopping can take a few seconds (a harness lets its trials finish).
+            print(f"stopping {', '.join(s.name for s in reversed(started))} ...", file=sys.stderr, flush=True)
         for service in reversed(started):
             service.stop()

@@ -8,6 +8,7 @@ sidecar's recent host samples instead when a sampler is writing them (same sourc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from oasis_ops.actions.episodes import episode_start_from_sidecar
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
 from oasis_ops.fmt import fmt_duration
+from oasis_ops.modelstate import judge_all
 from oasis_ops.probes import (
     HostSample,
     ModelProbe,
@@ -89,6 +91,9 @@ def model_dict(snapshot: ModelSnapshot) -> dict[str, Any]:
     return {
         "name": status.name,
         "state": status.state,
+        "ollama_state": status.ollama_state,
+        "busy": status.busy,
+        "judged": status.judged,
         "stopping_since": status.stopping_since.isoformat() if status.stopping_since else None,
         "stopping_for_s": round(status.stopping_for_s, 1) if status.stopping_for_s is not None else None,
         "expires_at": status.expires_at.isoformat() if status.expires_at else None,
@@ -202,6 +207,9 @@ def take_status(
                 models = models_now() or models
         if host_error:
             errors.append(f"host memory: {host_error}")
+        if models:  # Ollama's Stopping on a model that keeps serving is a stale expiry: judge it
+            judged = judge_all([m.status for m in models], settings, clock(), sidecar=sidecar, db=settings.db or None)
+            models = [dataclasses.replace(m, status=j) for m, j in zip(models, judged, strict=True)]
 
         # The demo's emulated models (a Python stand-in, not a real runner) say so everywhere.
         emulated = emulated_models(client.base_url) if models else frozenset()
@@ -268,7 +276,12 @@ def format_status(snap: dict[str, Any]) -> str:
     if snap["models"]:
         lines.append("Models")
         for m in snap["models"]:
-            state = f"STOPPING for {fmt_duration(m['stopping_for_s'])}" if m["state"] == "stopping" else "loaded"
+            if m["state"] == "stopping":
+                state = f"STOPPING for {fmt_duration(m['stopping_for_s'])}"
+            elif m.get("ollama_state") == "stopping":
+                state = "loaded, busy"  # Ollama shows Stopping: its expiry is stale
+            else:
+                state = "loaded"
             runner = (
                 f"runner pid {m['runner_pid']}, RSS {human_bytes(m['runner_rss_bytes'])}, "
                 f"CPU {_num(m['runner_cpu_percent'], '{:.1f}')}%"
@@ -281,6 +294,8 @@ def format_status(snap: dict[str, Any]) -> str:
             if flash:
                 asked = f", asked {flash['setting']}" if flash.get("setting") and flash["setting"] != flash["value"] else ""
                 lines.append(f"  {'':<24} flash attention {flash['value'] or 'unknown'}{asked} (from {flash['source']}: {flash['detail']})")
+            if m.get("judged"):
+                lines.append(f"  {'':<24} Ollama shows Stopping; {m['judged']}")
             if m.get("note"):
                 lines.append(f"  {'':<24} note: {m['note']}")
     elif ollama["reachable"]:

@@ -6,8 +6,9 @@ will hit: model, PID and create time, command line, RSS, how long it has been St
 dialog is opened from that state on every run until it is confirmed or cancelled. That keeps it
 testable headless (AppTest cannot click buttons of a dialog opened by `if st.button():`) and
 makes the confirmed target the one that is killed: hard_kill gets the confirmed (pid,
-create_time) and refuses if it changed. The result appears inline; every attempt, cancelled
-ones included, is an audit row (requested_by=ui).
+create_time) and refuses if it changed. The result appears inline; every attempt is an audit
+row (requested_by=ui), a cancelled one (Cancel pressed, or the dialog closed) with outcome
+`cancelled`, never `refused`: refusing is what oasis-ops does, cancelling what the user does.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from oasis_ops.actions import (
     ActionResult,
     audit,
     audit_log,
+    cancelled,
     evict,
     hard_kill,
     pause,
@@ -37,9 +39,10 @@ from oasis_ops.actions import (
     set_concurrency,
 )
 from oasis_ops.actions.episodes import StoppingEpisodes
-from oasis_ops.control import RunnerState
+from oasis_ops.control import RunnerState, concurrency_wording, pause_wording
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.fmt import fmt_duration
+from oasis_ops.modelstate import judge_all
 from oasis_ops.probes import ModelProbe, ModelSnapshot, human_bytes
 from oasis_ops.probes.ollama import OllamaClient
 from oasis_ops.settings import Settings
@@ -83,6 +86,10 @@ def live_models(settings: Settings, ctx: ActionContext) -> tuple[list[ModelSnaps
             snapshots = holder.probe.snapshot()
         except OasisOpsError as exc:
             return [], exc.message
+        # Ollama's Stopping on a model that keeps serving is a stale expiry (oasis_ops.modelstate).
+        judged = judge_all([snap.status for snap in snapshots], settings, datetime.now(UTC), sidecar=ctx.sidecar,
+                           db=ctx.db or None)  # fmt: skip
+        snapshots = [dataclasses.replace(snap, status=j) for snap, j in zip(snapshots, judged, strict=True)]
         holder.episodes.update(snapshots, ctx.sidecar)
         for n, snap in enumerate(snapshots):
             start = holder.episodes.start(snap)
@@ -107,6 +114,8 @@ def with_context(settings: Settings, db: str, fn: Callable[[ActionContext], Acti
 def state_badge(snap: ModelSnapshot) -> str:
     if snap.state == "stopping":
         return f":red-badge[:material/hourglass_top: Stopping for {fmt_duration(snap.status.stopping_for_s)}]"
+    if snap.status.busy:  # Ollama shows Stopping, but it keeps serving: a stale expiry
+        return ":green-badge[:material/check_circle: Loaded · busy]"
     return ":green-badge[:material/check_circle: Loaded]"
 
 
@@ -132,11 +141,11 @@ def request_action(action: str, settings: Settings, db: str, model: str | None =
             pending["lines"] = plan.describe()
             pending["blocked"] = None if plan.ok else plan.refusal
         else:
+            # The check afterwards is the dialog's checkbox: said once, there, where it can be switched off.
             grace = float(settings.evict_grace_s)
             pending["lines"] = [
                 f"Soft-evict {model} (keep_alive 0); if it is still Stopping {grace:g} s after it began Stopping, hard-kill:",
                 *["  " + line for line in plan.describe()],
-                "Then send a tiny request and check that a new runner answers.",
             ]
     elif action == "evict":
         pending["lines"] = [f"Ask Ollama to unload {model} (keep_alive 0). It waits for in-flight requests; "
@@ -150,15 +159,16 @@ def request_action(action: str, settings: Settings, db: str, model: str | None =
     st.session_state[PENDING_KEY] = pending
 
 
-def _cancel_pending() -> None:
+def _cancel_pending(how: str = "the confirmation dialog was closed") -> None:
+    """Audit the pending action as `cancelled` (the user said no) and forget it."""
     pending = st.session_state.pop(PENDING_KEY, None)
     if not pending:
         return
     settings = ui.app_settings()
     ctx = context(settings, pending.get("db") or "")
     try:
-        result = ActionResult(pending["action"], pending.get("model") or "runner", "refused", "cancelled in the confirmation dialog",
-                              {}, 0.0, pending.get("params") or {}, "ui")  # fmt: skip
+        result = cancelled(pending["action"], pending.get("model") or "runner", f"{how}: nothing was done",
+                           pending.get("params") or {}, "ui")  # fmt: skip
         st.session_state[RESULT_KEY] = audit(ctx.sidecar, result).as_dict()
     finally:
         ctx.close()
@@ -193,15 +203,15 @@ def confirm_dialog(settings: Settings) -> None:
     st.markdown("This will:")
     st.code("\n".join(pending.get("lines") or []), language=None, wrap_lines=True)
     blocked = pending.get("blocked")
-    if blocked:
-        st.error(f"**Nothing to kill.** {blocked}", icon=":material/block:")
+    if blocked:  # the lines above already say why ("Will NOT kill anything: ..."): not twice
+        st.error("**Nothing to kill**: confirming is disabled.", icon=":material/block:")
     respawn = False
     if pending["action"] in ("hard_kill", "recover"):
         respawn = st.checkbox("Afterwards, send a tiny request and check that a new runner answers", value=True, key="dlg_respawn")
     left, right = st.columns(2)
     confirmed = left.button(f"Confirm {title.lower()}", type="primary", key="dlg_confirm", width="stretch", disabled=bool(blocked))
     if right.button("Cancel", key="dlg_cancel", width="stretch"):
-        _cancel_pending()
+        _cancel_pending("Cancel pressed in the confirmation dialog")
         st.rerun()
     if confirmed:
         with st.spinner(f"{title} in progress…"):
@@ -224,6 +234,8 @@ def show_last_result() -> None:
     text = f"**{ACTION_TITLES.get(result['action'], result['action'])}: {result['outcome']}.** {result['message']}"
     if result["outcome"] in ("done", "dry_run"):
         st.success(text, icon=":material/task_alt:")
+    elif result["outcome"] == "cancelled":
+        st.info(text, icon=":material/cancel:")
     elif result["outcome"] in ("stuck", "not_acknowledged"):
         st.warning(text, icon=":material/warning:")
     else:
@@ -295,17 +307,33 @@ def models_panel(settings: Settings, db: str, key: str, *, detailed: bool, heade
 
 
 def runner_state_line(state: RunnerState | None, requested: dict[str, Any] | None) -> str:
+    """Requested against applied, in words: 'max concurrency **2**, applied' / 'pause requested,
+    not yet applied' / 'paused' / 'running' (oasis_ops.control's wording)."""
     want = requested.get("max_concurrency") if requested else None
     want_paused = requested.get("paused") if requested else None
+    want_paused = want_paused if isinstance(want_paused, bool) else None
     if state is None:
-        return (f"requested: concurrency {want if want is not None else '–'}, paused {want_paused if want_paused is not None else '–'}"
-                " · **no runner has acknowledged anything** (is the harness using `RunnerControl`?)")  # fmt: skip
+        asked = []
+        if want is not None:
+            asked.append(f"max concurrency {want}")
+        if want_paused is not None:
+            asked.append("paused" if want_paused else "running")
+        wish = f"requested: {', '.join(asked)}" if asked else "nothing requested yet"
+        return f"{wish} · **no runner has acknowledged anything** (is the harness using `RunnerControl`?)"
     age = fmt_duration(state.heartbeat_age_s) if state.heartbeat_age_s is not None else "never"
     alive = ":green-badge[runner alive]" if state.alive else ":red-badge[runner not responding]"
-    return (f"{alive} pid {state.pid} · requested concurrency **{want if want is not None else '–'}**, applied "
-            f"**{state.max_concurrency if state.max_concurrency is not None else '–'}** · paused requested "
-            f"{want_paused if want_paused is not None else '–'}, applied {state.paused} · in flight {state.in_flight} · "
-            f"heartbeat {age} ago")  # fmt: skip
+    applied = state.max_concurrency
+    if want is not None and applied is not None and want != applied:
+        concurrency = f"max concurrency **{want}** requested, not yet applied (runner at **{applied}**)"
+    elif applied is not None and want is not None:
+        concurrency = f"max concurrency: requested **{want}**, applied **{applied}**"
+    elif applied is not None:
+        concurrency = f"max concurrency **{applied}** (nothing requested through oasis-ops)"
+    else:
+        concurrency = concurrency_wording(want, applied)
+    paused = pause_wording(want_paused, state.paused, alive=state.alive)
+    in_flight = f"{state.in_flight} in flight" if state.in_flight is not None else "in flight unknown"
+    return f"{alive} pid {state.pid} · {concurrency} · **{paused}** · {in_flight} · heartbeat {age} ago"
 
 
 def control_panel(settings: Settings, db: str, key: str) -> None:

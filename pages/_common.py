@@ -344,6 +344,17 @@ def fmt_count(n: float | int | None) -> str:
     return "–" if n is None or _isnan(n) else f"{int(n):,}"
 
 
+def fmt_per_min(rate: float | None) -> str:
+    """A per-minute rate short enough for a metric tile: '950/min', '22.2k/min', '1.3M/min'."""
+    if rate is None or _isnan(rate):
+        return "–"
+    if abs(rate) >= 1e6:
+        return f"{rate / 1e6:.1f}M/min"
+    if abs(rate) >= 1e4:
+        return f"{rate / 1e3:.1f}k/min"
+    return f"{rate:,.0f}/min"
+
+
 def fmt_rate(rate: float | None) -> str:
     """0.0293 -> '2.93%'; more decimals for small rates so 0.05% does not read as 0%."""
     if rate is None or _isnan(rate):

@@ -8,12 +8,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from oasis_ops import charts
 from oasis_ops.control import ControlChannel, control_dir_for
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.findings import WindowContext, timing_comparison
 from oasis_ops.diagnosis.incidents import Analysis, analyze
 from oasis_ops.diagnosis.preflight import Sources, run_preflight
-from oasis_ops.diagnosis.views import timing_chart
+from oasis_ops.diagnosis.views import timing_frame
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.settings import Settings
 from pages import _common as ui
@@ -100,7 +101,8 @@ def show_timings(analysis: Analysis, settings: Settings) -> None:
                 icon=":material/info:")  # fmt: skip
         return
     st.caption("Each dot is one request: a warm image encoder stays flat while a stalled generation climbs.")
-    st.altair_chart(timing_chart(timings, [i.window for i in analysis.incidents]), width="stretch")
+    windows = [(i.window.start, i.window.end) for i in analysis.incidents]
+    st.altair_chart(charts.timing_chart(timing_frame(timings), windows), width="stretch")
     rows = []
     for incident in analysis.incidents:
         before, during = timing_comparison(WindowContext(incident.window, analysis.telemetry, settings, model=incident.model))

@@ -12,16 +12,20 @@ writes to the sidecar (oasis_ops.sampler.views); every query is cached with a TT
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from oasis_ops.demo.world import REPLAY_DB_ENV
 from oasis_ops.errors import DatabaseMissing, DataError
 from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes import human_bytes
 from oasis_ops.sampler import views
+from oasis_ops.sampler.runsource import RunSource, classify
 from oasis_ops.sampler.views import LiveHeader, LiveWindow
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
@@ -70,6 +74,9 @@ def _model_line(model: views.ModelState, now: datetime, emulated: bool = False) 
         # From stopping_since at render time: the cached header may be a few seconds old.
         since = (now - model.stopping_since).total_seconds() if model.stopping_since else model.stopping_for_s
         state = f":red[**Stopping for {fmt_duration(since)}**]"
+    elif model.state == "loaded" and model.ollama_state == "stopping":
+        # Judged from evidence (oasis_ops.modelstate): it keeps serving; Ollama's expiry is stale.
+        state = ":green[**Loaded · busy**] :gray[(Ollama shows Stopping: its expiry is stale, renewed only when the runner goes idle)]"
     elif model.state == "loaded":
         state = ":green[**Loaded**]"
     else:
@@ -79,12 +86,13 @@ def _model_line(model: views.ModelState, now: datetime, emulated: bool = False) 
     return f"#### `{model.model}` {state}{stale}{badge}"
 
 
-def show_models(header: LiveHeader, now: datetime, flash: dict[str, Any]) -> None:
+def show_models(header: LiveHeader, now: datetime, flash: dict[str, Any], historical: bool = False) -> None:
     active = header.active_models
     if not active:
         gone = [m for m in header.models if m.state == "gone"]
-        last = f" (last: `{gone[-1].model}`, gone {ui.fmt_age(gone[-1].age_s)} ago)" if gone else ""
-        st.markdown(f"#### No model loaded{last}")
+        last = f" (last: `{gone[-1].model}`, gone {ui.fmt_age(gone[-1].age_s)} before)" if gone and historical else (
+            f" (last: `{gone[-1].model}`, gone {ui.fmt_age(gone[-1].age_s)} ago)" if gone else "")  # fmt: skip
+        st.markdown(f"#### No model loaded{last}" + (" at its last sample" if historical else ""))
         return
     for model in active[:4]:
         st.markdown(_model_line(model, now, model.model in flash.get("emulated", ())))
@@ -97,7 +105,8 @@ def show_models(header: LiveHeader, now: datetime, flash: dict[str, Any]) -> Non
                        help="High CPU while the split says 100% GPU is the signature of a compute graph spilled to the CPU.")  # fmt: skip
         cols[3].metric("CPU/GPU split", model.processor or "–", border=True, help="As `ollama ps` prints it: memory at load time, not where compute runs.")
         show_runner_slots(model)
-        st.caption(flash_line(flash.get("models", {}).get(model.model)))
+        if not historical:  # flash attention is read from the Ollama of now, not recorded per run
+            st.caption(flash_line(flash.get("models", {}).get(model.model)))
 
 
 RUNNER_HELP = ("From the llama-server runner's own GET /slots (and /metrics when it was started with --metrics; Ollama does not "
@@ -141,7 +150,12 @@ def show_host(header: LiveHeader, flash: dict[str, Any]) -> None:
         colour = {"warn": "orange", "critical": "red"}.get(level, "green")
         cols[2].caption(f":{colour}[{pressure:.1f} / 100]")
     rate = header.swapouts_per_min
-    cols[3].metric("Swap-outs", f"{rate:,.0f}/min" if rate is not None else "–", border=True, help="Pages swapped out per minute, over the newest minute of samples.")
+    cols[3].metric("Swap-outs", ui.fmt_per_min(rate), border=True,
+                   help="Pages swapped out per minute, over the newest minute of samples (k = thousand, M = million).")
+    if not flash:  # a finished run or replay: flash attention of today's Ollama says nothing about it
+        cols[4].metric("Flash attention", "–", border=True, help="Read from the Ollama of now: not shown for a past run.")
+        cols[4].caption("not recorded with the run")
+        return
     models = flash.get("models") or {}
     server = flash.get("server") or {}
     values = sorted({str(m.get("value") or "unknown") for m in models.values()})
@@ -165,13 +179,29 @@ def freshness_parts(header: LiveHeader, trials_stale_s: float | None) -> list[st
     return parts
 
 
-def show_sampler_state(header: LiveHeader, db: str) -> None:
+def show_source(source: RunSource) -> None:
+    """One line saying what the page shows: a live run, a finished run or a replay."""
+    badge = {"live": "green", "new": "green", "finished": "gray", "replay": "violet"}.get(source.kind, "gray")
+    icon = {"live": ":material/sensors:", "new": ":material/sensors:", "finished": ":material/history:",
+            "replay": ":material/replay:"}.get(source.kind, "")  # fmt: skip
+    when = f" · as of {ui.fmt_utc(source.as_of)}" if source.as_of is not None else ""
+    st.markdown(f":{badge}-badge[{icon} {source.label}]{when} · :gray[{source.detail}]")
+
+
+def show_sampler_state(header: LiveHeader, db: str, source: RunSource | None = None) -> None:
     beat = header.heartbeat
     start_cmd = f"`oasis-ops sample --db {db}`"
+    if source is not None and source.historical:
+        # A finished run or a replay: no advice (sampling now would add today's telemetry to its
+        # sidecar) and no warning about today's Ollama; what it recorded is said instead.
+        if not header.sidecar_exists:
+            st.info("**No telemetry was recorded for this run** (no sampler ran beside it): only its trials are shown.",
+                    icon=":material/sensors_off:")  # fmt: skip
+        return
     if not header.sidecar_exists:
         st.info(f"**No telemetry yet** for this run (`{header.sidecar_path}` does not exist). Start the sampler with {start_cmd}, "
                 "or the dashboard with the `sampler` setting on (the default).", icon=":material/sensors_off:")  # fmt: skip
-    elif beat is None or not beat.running:
+    elif (beat is None or not beat.running) and (source is None or source.sampler_advice):
         age = f"last tick {fmt_duration(beat.age_s)} ago" if beat is not None and beat.age_s is not None else "it never ticked"
         stopped = " It was stopped." if beat is not None and beat.stopped_at is not None else ""
         st.warning(f"**The sampler is down** ({age}).{stopped} Memory, model state and runner numbers below are stale. "
@@ -186,8 +216,14 @@ def show_sampler_state(header: LiveHeader, db: str) -> None:
                    icon=":material/hourglass_top:")  # fmt: skip
 
 
-def render_action_bar(slot: Any, header: LiveHeader, settings: Settings, db: str) -> None:
-    """Issue 5's action bar (pages/_actions.py), when present: drawn in the slot at the top."""
+def render_action_bar(slot: Any, header: LiveHeader, settings: Settings, db: str, source: RunSource | None = None) -> None:
+    """Issue 5's action bar (pages/_actions.py), when present: drawn in the slot at the top; only
+    where it acts on what the page shows (the Ollama of now, next to a live run)."""
+    if source is not None and not source.actions_apply:
+        with slot:
+            st.caption(f":material/block: No recovery actions here: they act on the Ollama this console reaches now "
+                       f"(`{settings.ollama_host}`), not on this {source.label.lower()}. Pick the live run in the sidebar to act.")  # fmt: skip
+        return
     try:
         from pages._actions import render_action_bar as action_bar  # type: ignore[import-not-found]
     except ModuleNotFoundError as exc:
@@ -198,12 +234,49 @@ def render_action_bar(slot: Any, header: LiveHeader, settings: Settings, db: str
         action_bar(header, settings, db)
 
 
-def trials_stale_s(settings: Settings, db: str) -> float | None:
-    """Age of the trial snapshot (refreshing it when due); None when the DB cannot be read."""
+def is_replay(db: str) -> bool:
+    """The demo's replayed incident (the database the demo offers as its replay)."""
+    replay = os.environ.get(REPLAY_DB_ENV, "").strip()
     try:
-        return ui.refresh(ui.source_handle(db, settings)).stale_s
-    except DataError:
-        return None
+        return bool(replay) and Path(replay).resolve() == Path(db).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def run_source(settings: Settings, db: str, header: LiveHeader, now: datetime) -> tuple[RunSource, float | None]:
+    """What the picked database is (live run, finished run, replay) and its trial snapshot's age."""
+    fresh = None
+    try:
+        fresh = ui.refresh(ui.source_handle(db, settings))
+    except DataError:  # missing or unreadable: judged from the sidecar alone
+        pass
+    source = classify(now=now, heartbeat=header.heartbeat, db_exists=fresh is not None or Path(db).expanduser().exists(),
+                      trials_live=bool(fresh and fresh.live), newest_trial_at=fresh.newest_trial_at if fresh else None,
+                      replay=is_replay(db))  # fmt: skip
+    return source, fresh.stale_s if fresh is not None else None
+
+
+def history_parts(header: LiveHeader, source: RunSource) -> list[str]:
+    """The caption under a finished run's header: when its telemetry and trials ended."""
+    beat = header.heartbeat
+    parts = [f"last sample {ui.fmt_utc(source.as_of)}" if source.as_of is not None else "nothing recorded"]
+    if beat is not None and beat.started_at is not None:
+        parts.append(f"sampler recorded from {ui.fmt_utc(beat.started_at)} ({beat.ticks or 0:,} ticks)")
+    return parts
+
+
+def host_badge(header: LiveHeader, source: RunSource) -> str:
+    """Whose memory the numbers above are, next to them: simulated, recorded, or this machine's."""
+    origin = (header.host or {}).get("source") or "no sample"
+    if header.simulated:
+        return ":orange-badge[:material/science: SIMULATED host memory: the demo emulator's, not this machine's]"
+    beat = header.heartbeat
+    where = beat.host if beat is not None and beat.host else "its host"
+    if source.kind == "replay":
+        return f":violet-badge[:material/replay: RECORDED host memory: {where}'s ({origin}), replayed]"
+    if source.historical:
+        return f":gray-badge[:material/history: host memory recorded on {where} ({origin})]"
+    return f":blue-badge[:material/memory: host memory of {where} ({origin}), read by the sampler]"
 
 
 def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
@@ -211,16 +284,24 @@ def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
     key = ui.settings_key(settings)
     # Rows are cached (shared by tabs); ages are computed now, so they never lag the cache.
     header = views.live_header_at(cached_header_rows(sidecar_path, key, _now_key(now, HEADER_TTL_S)), now)
-    flash = cached_flash(key, settings)
+    source, snapshot_age_s = run_source(settings, db, header, now)
+    shown_at = now
+    if source.as_of is not None:  # a finished run or replay: its state as of its last sample
+        shown_at = source.as_of
+        header = views.live_header_at(cached_header_rows(sidecar_path, key, source.as_of), source.as_of)
+    flash = cached_flash(key, settings) if not source.historical else {}
     action_slot = st.container()  # the action bar (issue 5) goes first, above the state it acts on
     with st.container(border=True):
-        show_sampler_state(header, db)
-        show_models(header, now, flash)
+        show_source(source)
+        show_sampler_state(header, db, source)
+        show_models(header, shown_at, flash, historical=source.historical)
         show_host(header, flash)
-        if header.simulated:
-            st.markdown(":orange-badge[:material/science: SIMULATED host memory: the demo emulator's, not this machine's]")
-        st.caption(" · ".join(freshness_parts(header, trials_stale_s(settings, db))) + f" · as of {ui.fmt_utc(now, with_date=False)}")
-    render_action_bar(action_slot, header, settings, db)
+        st.markdown(host_badge(header, source))
+        if source.historical:
+            st.caption(" · ".join(history_parts(header, source)))
+        else:
+            st.caption(" · ".join(freshness_parts(header, snapshot_age_s)) + f" · as of {ui.fmt_utc(now, with_date=False)}")
+    render_action_bar(action_slot, header, settings, db, source)
 
 
 # --- charts ---------------------------------------------------------------------------------------
@@ -242,6 +323,7 @@ def charts_section(settings: Settings, db: str, sidecar_path: str, minutes: int)
         handle = None
         note = f"Trials cannot be read: {exc}"
     start, end = views.window_bounds(_now_key(now, 10), minutes, newest, live)
+    start = start.replace(second=0, microsecond=0)  # whole minutes: the chart's axis starts on one (charts.time_domain)
     if handle is not None:
         version = ui.data_version(fresh)
         rollup = ui.cached_rollup(handle, handle.key, version, start, end, "1m", None, None)
@@ -250,7 +332,8 @@ def charts_section(settings: Settings, db: str, sidecar_path: str, minutes: int)
     window = cached_window(sidecar_path, ui.settings_key(settings), start, end)
     anchor = "now" if live or newest is None else "the run's newest trial (the run is not live)"
     st.caption(f"{ui.fmt_utc(start, with_date=False)} → {ui.fmt_utc(end, with_date=False)}, the last {minutes} min before {anchor}"
-               f" · telemetry in {window.bucket_s} s buckets · drag on the bottom strip to zoom")  # fmt: skip
+               f" · telemetry in {window.bucket_s} s buckets · drag on the bottom strip to zoom · dashed lines: state changes "
+               "and actions, labelled above the top panel where the labels fit (hover a line or its triangle for each)")  # fmt: skip
     if note:
         st.warning(note, icon=":material/database:")
     st.vega_lite_chart(spec=views.live_chart(rollup, window), width="stretch")

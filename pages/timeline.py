@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,8 @@ from oasis_ops.sampler import views
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials import auto_bucket, parse_time
+from oasis_ops.trials.rollup import machine_records, records_csv
+from oasis_ops.trials.span import range_parts, range_text
 from oasis_ops.trials.timeparse import bucket_seconds
 from pages import _common as ui
 from pages._report import report_button
@@ -37,6 +39,9 @@ class Range:
     run_id: str | None
     label: str
     is_run: bool = False
+    # The run's span (TrialSource.run_spans via runs(): first start, last end), when the range is a
+    # run: what the summary says, whatever extra time the chart shows around it.
+    span: tuple[datetime, datetime] | None = None
 
 
 def _ts(value: Any) -> datetime:
@@ -45,15 +50,11 @@ def _ts(value: Any) -> datetime:
     return stamp.to_pydatetime()
 
 
-def _span(start: datetime, end: datetime) -> str:
-    return ui.fmt_age((end - start).total_seconds())
-
-
 def _run_label(row: pd.Series) -> str:
+    """The run picker's line: the run's span (start, end, duration) by the one display rule."""
     run = row["run_id"] if row["run_id"] is not None and not pd.isna(row["run_id"]) else "(no run id)"
-    first, last = _ts(row["first_at"]), _ts(row["last_at"])
-    day = first.strftime("%Y-%m-%d")
-    return f"{run} · {day} {first:%H:%M}–{last:%H:%M} UTC · {int(row['trials']):,} trials"
+    start, end, duration = range_parts(_ts(row["first_at"]), _ts(row["ended_at"]))
+    return f"{run} · {start} → {end} UTC · {duration} · {int(row['trials']):,} trials"
 
 
 def choose_range(handle: ui.SourceHandle, version: str, live: bool, newest: datetime | None) -> Range | None:
@@ -78,9 +79,10 @@ def choose_range(handle: ui.SourceHandle, version: str, live: bool, newest: date
             row = runs.iloc[choice or 0]
             run_id = None if row["run_id"] is None or pd.isna(row["run_id"]) else str(row["run_id"])
             start, end = _ts(row["first_at"]), _ts(row["last_at"])
+            span = (start, _ts(row["ended_at"]))
             if live and choice == 0 and now - end < LIVE_TAIL:
                 end = now  # a live run: show the minutes with no trials up to now (a stall)
-            return Range(start, end + timedelta(microseconds=1), run_id, f"run `{run_id or '(all)'}`", is_run=True)
+            return Range(start, end + timedelta(microseconds=1), run_id, f"run `{run_id or '(all)'}`", is_run=True, span=span)
         if mode == "Last hours":
             hours = st.number_input("Hours", min_value=0.25, max_value=24.0 * 30, value=6.0, step=1.0, key="tl_hours")
             end = latest_end
@@ -195,10 +197,22 @@ def bucket_table(rollup: pd.DataFrame) -> None:
 
 
 def rollup_csv(rollup: pd.DataFrame) -> bytes:
-    """The rollup with the CLI's JSON keys; `minute` in ISO 8601 UTC."""
-    out = rollup.copy()
-    out["minute"] = pd.to_datetime(out["minute"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out.to_csv(index=False).encode("utf-8")
+    """Exactly `oasis-ops timeline --format csv`: the JSON keys, `minute` in ISO 8601 UTC,
+    latencies to 0.01 ms."""
+    return records_csv(machine_records(rollup)).encode("utf-8")
+
+
+def summary_caption(rng: Range, model: str | None, bucket: str) -> str:
+    """The line under "Summary": a run by its span (the same text as the run picker, the timeline
+    CLI, incidents and the reports), or the range; and how far the chart reaches beyond the run."""
+    if rng.span is not None:
+        first, last = rng.span
+        what = f"{rng.label}: {range_text(first, last)}"
+        if rng.end > last + timedelta(seconds=1):
+            what += " · the chart runs on past the run's end, to show what happened after its last trial"
+    else:
+        what = f"{rng.label}: {range_text(rng.start, rng.end)}"
+    return f"{what} · {model or 'all models'} · {bucket} buckets (trials by start time)"
 
 
 # Event kinds worth a marker on a post-mortem chart (samples-level noise stays off).
@@ -272,17 +286,17 @@ def render(settings: Settings) -> None:
     if rng.is_run and not fresh.live:
         after = timeline_markers(sidecar_path, rng.end, rng.end + RUN_TAIL)
         if not after.empty:
-            rng = Range(rng.start, _ts(after["ts"].max()) + timedelta(minutes=1), rng.run_id, rng.label, is_run=True)
+            rng = replace(rng, end=_ts(after["ts"].max()) + timedelta(minutes=1))
     bucket = auto_bucket(rng.start, rng.end) if bucket_pick == "auto" else str(bucket_pick)
 
     summary = ui.cached_summary(handle, handle.key, version, rng.start, rng.end, rng.run_id, model)
     rollup = ui.cached_rollup(handle, handle.key, version, rng.start, rng.end, bucket, rng.run_id, model)
 
+    if rng.is_run and model is not None:  # the span of this model's trials in the run, as `timeline --model` says it
+        model_span = ui.call(handle, lambda s: s.run_span(rng.run_id, model))
+        rng = replace(rng, span=(model_span.start, model_span.end) if model_span is not None else rng.span)
     st.subheader("Summary")
-    st.caption(
-        f"{rng.label} · {ui.fmt_utc(rng.start)} → {ui.fmt_utc(rng.end)} ({_span(rng.start, rng.end)})"
-        f" · {model or 'all models'} · {bucket} buckets"
-    )
+    st.caption(summary_caption(rng, model, bucket))
     show_metrics(summary)
 
     st.subheader("Latency and failures")
@@ -292,10 +306,14 @@ def render(settings: Settings) -> None:
     st.caption("Drag on the bottom strip to zoom every panel; double-click it to reset. Hover for the numbers of a bucket.")
     markers = timeline_markers(sidecar_path, rng.start, rng.end)
     runners = timeline_runners(sidecar_path, rng.start, rng.end, bucket_seconds(bucket))
-    extra = [lambda x: charts.runner_panel(runners, x)] if not runners.empty else []
-    st.altair_chart(charts.timeline_chart(rollup, markers=markers, log_latency=log_latency, extra_panels=extra), width="stretch")
+    width_s = bucket_seconds(bucket)
+    extra = [lambda x: charts.runner_panel(runners, x, bucket_s=width_s)] if not runners.empty else []
+    chart = charts.timeline_chart(rollup, markers=markers, log_latency=log_latency, extra_panels=extra,
+                                  domain=(rng.start, rng.end), bucket_s=width_s)  # fmt: skip
+    st.altair_chart(chart, width="stretch")
     if not markers.empty:
-        st.caption(f"Dashed lines: {len(markers)} state changes and actions from the telemetry sidecar.")
+        st.caption(f"Dashed lines: {len(markers)} state changes and actions from the telemetry sidecar, labelled above the "
+                   "top panel where the labels fit; hover a line or its triangle for each one.")  # fmt: skip
 
     threshold = float(settings.incident_min_failure_rate)
     failing = failing_buckets(rollup, threshold)
@@ -319,7 +337,9 @@ def render(settings: Settings) -> None:
         icon=":material/download:",
         on_click="ignore",
     )
-    report_button(path, settings, start=rng.start, end=rng.end, run_id=rng.run_id, model=model, key="tl_report")
+    # A run's report is the run's (as `oasis-ops report --run-id`), not the chart's wider range.
+    report_button(path, settings, start=None if rng.is_run else rng.start, end=None if rng.is_run else rng.end,
+                  run_id=rng.run_id, model=model, key="tl_report")  # fmt: skip
 
 
 settings = ui.page_setup("pages/timeline.py")

@@ -6,6 +6,7 @@ for what it says about a Stopping model, host memory, the sampler's heartbeat, a
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,7 +74,7 @@ def write_sidecar(path: Path, now: datetime, *, heartbeat_age_s: float, source: 
         {"ts": start + timedelta(seconds=500), "kind": "pressure", "model": None, "detail": {"from": "normal", "to": "warn"}},
     ]
     last_tick = now - timedelta(seconds=heartbeat_age_s)
-    beat = heartbeat_row(pid=1234, host="test", started_at=start, last_tick_at=last_tick, ticks=600, errors=0,
+    beat = heartbeat_row(pid=1234, started_at=start, last_tick_at=last_tick, ticks=600, errors=0,
                          interval_s=1.0, now=last_tick)  # fmt: skip
     Sidecar(path).write_batch({"host_samples": host, "model_samples": models, "events": events, "sampler_status": [beat]})
 
@@ -242,3 +243,21 @@ def test_a_blocked_api_ps_is_said_and_recovery_stays_offered(monkeypatch: pytest
         assert {"Hard-kill", "Recover"} <= labels  # a hard-kill finds its runner without /api/ps
     finally:
         ollama.close()
+
+
+def test_a_finished_run_is_shown_as_it_last_was_without_actions_or_sampler_advice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ended = datetime.now(UTC) - timedelta(days=3)
+    db = tmp_path / "trials.duckdb"
+    write_live_trials(db, ended)
+    write_sidecar(tmp_path / "trials.ops.duckdb", ended, heartbeat_age_s=0)
+    old = ended.timestamp()
+    os.utime(db, (old, old))  # finished three days ago: nothing written since
+    at = run_live(monkeypatch, db)
+    assert not at.exception
+    text = _text(at)
+    assert ":gray-badge[:material/history: Finished run]" in text and f"as of {ended:%Y-%m-%d %H:%M}" in text
+    assert "Stopping for 3m12s" in text  # its state at its last sample, not "for 3 days"
+    assert "oasis-ops sample" not in text and "The sampler is down" not in text  # no advice for a finished run
+    assert "No recovery actions here" in text and "Ollama is not reachable" not in text  # today's Ollama is not its concern
+    assert not [b for b in at.button if b.label in ("Evict", "Hard-kill", "Recover")]
+    assert "host memory recorded on" in text

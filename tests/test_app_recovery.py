@@ -112,7 +112,9 @@ def test_cancel_kills_nothing_and_is_audited(world: dict[str, object]) -> None:
     assert alive(runner)
     assert not [c for c in at.code if "SIGKILL" in c.value], "the dialog must be closed"
     rows = Sidecar(Path(str(world["db"])).with_name("trials.ops.duckdb")).actions_since(utc(-600))
-    assert list(rows["outcome"]) == ["refused"] and "cancelled" in str(rows["detail"][0])
+    # the user said no: `cancelled`, never `refused` (that is oasis-ops saying no)
+    assert list(rows["outcome"]) == ["cancelled"] and "Cancel pressed" in str(rows["detail"][0])
+    assert any("Hard-kill: cancelled." in i.value for i in at.info), [i.value for i in at.info]
 
 
 def test_runner_control_and_watchdog_switch(world: dict[str, object], tmp_path: Path) -> None:
@@ -132,6 +134,8 @@ def test_runner_control_and_watchdog_switch(world: dict[str, object], tmp_path: 
         at.button(key="rc_pause").click().run()
         at.button(key="dlg_confirm").click().run()
         assert limiter.paused
+        # in words: not "paused requested –, applied False"
+        assert "**paused**" in markdown(at) and "applied True" not in markdown(at), markdown(at)
     # the watchdog switch is persisted in the control directory and audited
     at.toggle(key="wd_enabled").set_value(True).run()
     assert (control_dir / "watchdog.json").is_file()
@@ -140,3 +144,18 @@ def test_runner_control_and_watchdog_switch(world: dict[str, object], tmp_path: 
     frame = at.dataframe[0].value
     assert list(frame["action"])[:3] == ["watchdog", "pause", "concurrency"]
     assert threading.active_count() >= 1
+
+
+def test_the_recover_dialog_says_each_thing_once(world: dict[str, object]) -> None:
+    runner = int(world["runner"])  # type: ignore[call-overload]
+    at = open_recovery()
+    at.button(key=f"rc_recover_{GEMMA}").click().run()
+    [code] = [c.value for c in at.code if "Soft-evict" in c.value]
+    shown = [code, *(c.label for c in at.checkbox)]
+    assert f"SIGKILL pid {runner}" in code
+    # the check afterwards is the checkbox's to say (it can be switched off): not also in the plan
+    assert sum(text.count("send a tiny request") for text in shown) == 1, shown
+    lines = [line.strip() for line in code.splitlines() if line.strip()]
+    assert len(lines) == len(set(lines)), lines
+    at.button(key="dlg_cancel").click().run()
+    assert alive(runner)

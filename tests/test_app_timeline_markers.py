@@ -57,5 +57,9 @@ def test_a_finished_run_extends_over_what_happened_after_its_last_trial(
     at = run_timeline(monkeypatch, db)
     assert not at.exception, [e.value for e in at.exception]
     captions = _captions(at)
-    assert "→ 2025-11-20 18:41:05 UTC" in captions, captions
+    # The summary gives the run's own span (its last trial ended 18:29:51) and says how far the chart reaches.
+    assert "run `run-new`: 2025-11-20 17:30:00 → 18:29:51 UTC (59 min 51 s)" in captions, captions
+    assert "the chart runs on past the run's end" in captions, captions
+    buckets = at.dataframe[0].value["bucket"]
+    assert str(buckets.iloc[-1]).startswith("2025-11-20 18:41")  # up to the Stopping at 18:40:05, not the one at 23:00
     assert "Dashed lines: 1 state changes and actions" in captions

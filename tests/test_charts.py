@@ -29,6 +29,10 @@ def _rollup(minutes: int = 30) -> pd.DataFrame:
     )
 
 
+def _x_scales(panel: dict) -> list[dict]:
+    return [layer["encoding"]["x"]["scale"] for layer in panel["layer"] if "x" in layer.get("encoding", {})]
+
+
 def test_timeline_chart_links_every_panel_to_one_brush() -> None:
     markers = pd.DataFrame(
         {
@@ -41,19 +45,63 @@ def test_timeline_chart_links_every_panel_to_one_brush() -> None:
     text = json.dumps(spec)
     panels = spec["vconcat"]
     assert len(panels) == 3  # latency, failure rate, overview
-    zoom = next(p for p in spec["params"] if p["name"] == "zoom")
-    assert zoom["select"] == {"type": "interval", "encodings": ["x"]}
-    assert zoom["views"] == [panels[-1]["name"]]  # the brush lives on the overview strip
-    # Both zoomable panels take their x domain from the overview's brush, on a UTC scale.
+    zoom = [p for layer in panels[-1]["layer"] for p in layer.get("params", []) if p["name"] == "zoom"]
+    assert [z["select"] for z in zoom] == [{"type": "interval", "encodings": ["x"]}]  # the brush is the strip's
+    # Both zoomable panels take their x domain from the overview's brush, on a UTC scale, no padding.
     for panel in panels[:2]:
-        scales = [layer["encoding"]["x"]["scale"] for layer in panel["layer"] if "x" in layer.get("encoding", {})]
-        assert scales and all(s == {"domain": {"param": "zoom"}, "type": "utc"} for s in scales)
-    # Markers: a rule on each zoomable panel, labelled on the top one only.
+        scales = _x_scales(panel)
+        assert scales and all(s == {"domain": {"param": "zoom"}, "type": "utc", "padding": 0} for s in scales)
+    # One domain for all: the bounds dataset holds the range widened to whole minutes.
+    bounds = [b["minute"] for b in spec["datasets"]["bounds"]]
+    assert bounds == [charts.epoch_ms(pd.Timestamp("2025-11-20 17:40", tz="UTC")),
+                      charts.epoch_ms(pd.Timestamp("2025-11-20 18:10", tz="UTC"))]
+    # Markers inside the domain only (18:06 is; nothing past 18:10 would be): a dashed rule on
+    # each zoomable panel, their labels an axis of the top panel only.
     assert text.count('"strokeDash"') == 2
-    assert text.count('"text": {"field": "label"') == 1
+    assert [m["label"] for m in spec["datasets"]["markers"]] == ["gemma4:e4b Stopping", "hard-kill pid 4242"]
+    top_axes = [layer["encoding"]["x"]["axis"] for layer in panels[0]["layer"]]
+    assert sum(1 for a in top_axes if a and a.get("orient") == "top") == 1
+    assert not any(a and a.get("orient") == "top" for layer in panels[1]["layer"] for a in [layer["encoding"]["x"]["axis"]])
     assert "hard-kill pid 4242" in text
-    # Failure is red; latency is shown in seconds.
-    assert charts.FAILURE_RED in text and '"seconds"' in text
+    # Failure bars are red; latency is shown in seconds.
+    assert charts.FAILURE_FILL in text and '"seconds"' in text
+
+
+def test_markers_outside_the_domain_are_left_out() -> None:
+    markers = pd.DataFrame({"ts": pd.to_datetime(["2025-11-20 19:00"], utc=True), "kind": ["loaded"], "label": ["late"]})
+    spec = charts.timeline_spec(_rollup(), markers)
+    assert spec["datasets"]["markers"] == []
+    assert '"strokeDash"' not in json.dumps(spec)  # no marker layers without markers
+
+
+def test_time_domain_is_whole_buckets() -> None:
+    lo, hi = charts.time_domain(pd.Timestamp("2025-11-20 17:35:20", tz="UTC"), pd.Timestamp("2025-11-20 18:05:14", tz="UTC"), 60)
+    assert (lo, hi) == (charts.epoch_ms(pd.Timestamp("2025-11-20 17:35", tz="UTC")),
+                        charts.epoch_ms(pd.Timestamp("2025-11-20 18:06", tz="UTC")))
+    lo, hi = charts.time_domain(pd.Timestamp("2025-11-20 17:35:20", tz="UTC"), pd.Timestamp("2025-11-20 17:35:20", tz="UTC"), 600)
+    assert hi - lo == 600_000 and lo % 600_000 == 0  # never empty, aligned to the bucket
+
+
+def test_all_zero_or_missing_values_give_a_plain_axis_never_nan() -> None:
+    assert charts.y_scale([0, 0, 0]) == {"zero": True, "domain": [0, 1.0]}
+    assert charts.y_scale([None, float("nan")]) == {"zero": True, "domain": [0, 1.0]}
+    assert charts.y_scale([]) == {"zero": True, "domain": [0, 1.0]}
+    assert charts.y_scale([0, 3]) == {"zero": True}
+
+
+def test_time_labels_carry_every_nonzero_field() -> None:
+    short, long = charts.time_label_expr(3_600_000), charts.time_label_expr(3 * 86_400_000)
+    assert "%b %d" not in short.split("?")[1] and "%H:%M:%S.%L" in short
+    assert "'%b %d %H:%M'" in long  # a multi-day chart dates every label
+
+
+def test_empty_layers_are_left_out() -> None:
+    rollup = _rollup(3)
+    rollup["p50_ms"] = float("nan")
+    rollup["p95_ms"] = float("nan")
+    rows = charts.trial_rows(rollup, 60)
+    assert charts.latency_layers({"name": "trials"}, rows) == []
+    assert charts.failure_layers({"name": "trials"}, rows)  # failure rates are there
 
 
 def test_prepare_rollup_converts_units_and_keeps_gaps() -> None:
@@ -67,6 +115,6 @@ def test_prepare_rollup_converts_units_and_keeps_gaps() -> None:
 
 def test_no_markers_adds_no_layers() -> None:
     assert charts.marker_layers(None) == []
-    assert charts.marker_layers(pd.DataFrame(columns=["ts", "kind", "label"])) == []
+    assert charts.marker_layers(charts.marker_rows(pd.DataFrame(columns=["ts", "kind", "label"]))) == []
     spec = charts.timeline_chart(_rollup(), log_latency=True).to_dict()
     assert '"type": "log"' in json.dumps(spec)

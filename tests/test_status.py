@@ -31,7 +31,7 @@ MODEL_KEYS = {
     "name", "state", "stopping_since", "stopping_for_s", "stopping_counted_from", "expires_at", "keep_alive_forever", "processor",
     "processor_cpu_percent", "processor_gpu_percent", "size_bytes", "size_vram_bytes", "context_length",
     "runner_pid", "runner_create_time", "runner_rss_bytes", "runner_cpu_percent", "runner_threads",
-    "runner_cmdline", "note", "flash_attention", "emulated",
+    "runner_cmdline", "note", "flash_attention", "emulated", "ollama_state", "busy", "judged",
 }  # fmt: skip
 HOST_KEYS = {
     "ts", "source", "simulated", "mem_total_bytes", "mem_free_bytes", "mem_available_bytes", "page_size",

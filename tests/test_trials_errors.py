@@ -110,14 +110,18 @@ def test_file_held_read_write_by_another_process_is_still_read(tmp_path: Path) -
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 10
-        locked = False
-        while time.time() < deadline and not locked:
-            try:
-                duckdb.connect(str(db), read_only=True).close()
-                time.sleep(0.05)
-            except duckdb.Error as exc:
-                locked = "lock" in str(exc).lower()
+        # wait for the writer's own signal: probing with connects of our own could take the
+        # file first and make the writer's read-write connect fail (a flake seen in CI)
+        ready = Path(str(result) + ".ready")
+        deadline = time.time() + 30
+        while time.time() < deadline and not ready.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the writer never opened the file"
+        try:
+            duckdb.connect(str(db), read_only=True).close()
+            locked = False
+        except duckdb.Error as exc:
+            locked = "lock" in str(exc).lower()
         assert locked, "the writer never held the lock; the test would prove nothing"
         time.sleep(0.5)
         with TrialSource(db, trial_settings()) as src:

@@ -74,7 +74,13 @@ def test_demo_world_runs_together_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
         assert _trials(demo / world.TRIALS_FILE) > first  # trials flow
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=40) == 0, (tmp_path / "demo.out").read_text()
+        try:
+            code = proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)  # the launcher prints its threads' stacks
+            time.sleep(2)
+            raise AssertionError("Ctrl-C did not stop the demo in 40 s:\n" + (tmp_path / "demo.out").read_text()[-12000:]) from None
+        assert code == 0, (tmp_path / "demo.out").read_text()
         gone, alive = psutil.wait_procs(list(family.values()), timeout=10)
         assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
     finally:

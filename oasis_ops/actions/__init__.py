@@ -1,8 +1,8 @@
 """Recovery actions (issue 5): soft evict, verified hard-kill, recover, and runner control.
 
 Every action takes an `ActionContext` (Ollama client, process list, sidecar for the audit log,
-control channel, who asked) and returns an `ActionResult`; every attempt, refused and dry-run
-ones included, is one row of the sidecar's `actions` table.
+control channel, who asked) and returns an `ActionResult`; every attempt, refused, cancelled and
+dry-run ones included, is one row of the sidecar's `actions` table.
 
     ctx = ActionContext.from_settings(settings, db="trials.duckdb", requested_by="cli")
     result = recover(ctx, "gemma4:e4b")      # evict -> grace -> hard-kill -> new runner answers
@@ -15,7 +15,7 @@ from oasis_ops.actions.control_actions import pause, resume, set_concurrency
 from oasis_ops.actions.evict import evict
 from oasis_ops.actions.kill import KillPlan, hard_kill, is_dead, own_tree, plan_kill
 from oasis_ops.actions.recover import recover
-from oasis_ops.actions.result import EXIT_CODES, OUTCOMES, ActionResult
+from oasis_ops.actions.result import EXIT_CODES, OUTCOMES, ActionResult, cancelled
 
 __all__ = [
     "EXIT_CODES",
@@ -26,6 +26,7 @@ __all__ = [
     "actions_markers",
     "audit",
     "audit_log",
+    "cancelled",
     "evict",
     "full_process_list",
     "hard_kill",

@@ -1,5 +1,5 @@
 """The audit log: every action attempt becomes one row of the sidecar's `actions` table
-(Contract 2), whoever asked, refused and dry-run attempts included; and its read side for the
+(Contract 2), whoever asked, refused, cancelled and dry-run attempts included; and its read side for the
 pages (a table, and chart markers)."""
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """What every recovery action returns: an ActionResult, with one outcome and its exit code.
 
-Outcomes and CLI exit codes (issue 5): done 0, dry_run 0, refused 1, failed 1, stuck 3,
-not_acknowledged 3. Bad usage (exit 2) never gets this far: it is a UsageError.
+Outcomes and CLI exit codes (issue 5): done 0, dry_run 0, refused 1, cancelled 1, failed 1,
+stuck 3, not_acknowledged 3. Bad usage (exit 2) never gets this far: it is a UsageError.
+
+`refused` is oasis-ops saying no (nothing safe to do, no audit log, no terminal to confirm on);
+`cancelled` is the user saying no (closed the confirmation dialog, pressed Cancel, answered the
+CLI's y/N with anything but y). Neither does anything; both are audited.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Outcome = Literal["done", "refused", "failed", "stuck", "not_acknowledged", "dry_run"]
-OUTCOMES: tuple[str, ...] = ("done", "refused", "failed", "stuck", "not_acknowledged", "dry_run")
+Outcome = Literal["done", "refused", "cancelled", "failed", "stuck", "not_acknowledged", "dry_run"]
+OUTCOMES: tuple[str, ...] = ("done", "refused", "cancelled", "failed", "stuck", "not_acknowledged", "dry_run")
 EXIT_CODES: dict[str, int] = {
     "done": 0,
     "dry_run": 0,
     "refused": 1,
+    "cancelled": 1,
     "failed": 1,
     "stuck": 3,
     "not_acknowledged": 3,
@@ -76,3 +81,9 @@ class Stopwatch:
     @property
     def ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0
+
+
+def cancelled(action: str, target: str | None, message: str, params: dict[str, Any] | None = None,
+              requested_by: str = "cli") -> ActionResult:  # fmt: skip
+    """The result of a confirmation the user declined: outcome `cancelled` (never `refused`)."""
+    return ActionResult(action, target, "cancelled", message, {}, 0.0, dict(params or {}), requested_by)

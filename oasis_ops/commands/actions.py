@@ -1,8 +1,8 @@
 """Recovery commands: evict, kill-runner, recover, concurrency, pause, resume, watchdog.
 
 Each takes `--db PATH` (its sidecar gets the audit row; its control directory is used) and
-`--json` (the ActionResult as one JSON object). Exit codes: 0 done (or dry run), 1 failed or
-refused, 2 bad usage, 3 not acknowledged or still stuck.
+`--json` (the ActionResult as one JSON object). Exit codes: 0 done (or dry run), 1 failed,
+refused or cancelled (y/N answered no), 2 bad usage, 3 not acknowledged or still stuck.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from oasis_ops.actions import (
     ActionContext,
     ActionResult,
     audit,
+    cancelled,
     evict,
     hard_kill,
     pause,
@@ -110,20 +111,22 @@ def report(result: ActionResult, as_json: bool) -> int:
 
 
 def _confirm(ctx: ActionContext, action: str, model: str, lines: list[str], params: dict[str, Any]) -> ActionResult | None:
-    """Ask y/N on a TTY; None when confirmed, else the (audited) refusal."""
+    """Ask y/N on a TTY; None when confirmed, else the (audited) result: `cancelled` when the
+    user answered anything but y (or Ctrl-D), `refused` when there is no terminal to ask on."""
     for line in lines:
         print(line)
     if not sys.stdin.isatty():
         message = "confirmation needed and no terminal to ask on: rerun with --yes"
-    else:
-        try:
-            answer = input(f"{action} {model}? [y/N] ").strip().lower()
-        except EOFError:
-            answer = ""
-        if answer in ("y", "yes"):
-            return None
-        message = "not confirmed"
-    return audit(ctx.sidecar, ActionResult(action, model, "refused", message, {}, 0.0, params, ctx.requested_by))
+        return audit(ctx.sidecar, ActionResult(action, model, "refused", message, {}, 0.0, params, ctx.requested_by))
+    try:
+        answer = input(f"{action} {model}? [y/N] ").strip().lower()
+    except EOFError:
+        answer = ""
+    if answer in ("y", "yes"):
+        return None
+    said = f"answered {answer!r}" if answer else "no answer"
+    return audit(ctx.sidecar, cancelled(action, model, f"{said} at the y/N prompt: nothing was done", params,
+                                        ctx.requested_by))  # fmt: skip
 
 
 def run_evict(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -42,6 +43,13 @@ def serve(services: Sequence[Service], lines: Sequence[str]) -> int:
         stop.set()
 
     previous = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        # `kill -USR1 <pid>` prints every thread's stack to stderr (the launcher's log): how a
+        # launcher that does not stop on Ctrl-C is diagnosed without a debugger.
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (ValueError, OSError):  # stderr is not a real file (embedded, captured): no dumps
+            pass
 
     def _ready() -> None:
         for line in lines:
@@ -76,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"  trial database: {db}{note}")
     else:
         lines.append("  no trial database configured: pass --db path/to/trials.duckdb, or try `oasis-ops demo`")
+    origin = settings.origins.get("ollama_host", "default")
+    lines.append(f"  Ollama: {settings.ollama_host} ({'the default' if origin == 'default' else origin}); "
+                 f"CLI commands in another shell read OLLAMA_HOST")  # fmt: skip
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {settings.host}: anyone who can reach this address can use the console", file=sys.stderr)
     lines.append(f"  server log: {log_path}")

@@ -50,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
 def format_text(analysis: Analysis) -> str:
     scan = analysis.scan
-    lines = [
-        f"{analysis.db}  {t.day_hm(scan.start)} .. {t.day_hm(scan.end)} UTC"
-        + (f"  run {scan.run_id}" if scan.run_id else "")
-        + f"  ({scan.baseline.minutes} minutes with trials)"
-    ]
+    if analysis.span is not None:  # the run's span: the same text as the timeline, the page and the report
+        what = analysis.span.label()
+    else:
+        what = f"{t.day_hm(scan.start)} .. {t.day_hm(scan.end)} UTC" + (f"  run {scan.run_id}" if scan.run_id else "")
+    lines = [f"{analysis.db}  {what}  ({scan.baseline.minutes} minutes with trials)"]
     base = scan.baseline
     if base.p95_median_ms is not None:
         lines.append(
@@ -63,6 +63,8 @@ def format_text(analysis: Analysis) -> str:
         )
     if not analysis.has_sidecar:
         lines.append(f"note: no telemetry sidecar at {analysis.sidecar}: windows only, no causes")
+    elif analysis.memory is not None:
+        lines.append(f"host memory: {analysis.memory.describe()}")
     if not analysis.incidents:
         lines.append("No incident window: every minute stayed within the run's own baseline.")
         return "\n".join(lines)

@@ -2,16 +2,15 @@
 
 A thin layer over oasis_ops.trials.TrialSource: the range defaults to the latest run (or the
 whole table when there is no run_id column); `--last` counts back from `--to`, else from the
-newest trial, so it also works on a finished run.
+newest trial, so it also works on a finished run. The table's header names the run by its span
+(TrialSource.run_span: the same start, end and duration as every other surface); JSON and CSV
+give latencies to 0.01 ms.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import math
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,9 +20,11 @@ import pandas as pd
 from oasis_ops.commands import settings_from
 from oasis_ops.errors import UsageError
 from oasis_ops.trials import TrialSource, auto_bucket, bucket_seconds, parse_duration, parse_time
+from oasis_ops.trials.rollup import OUTPUT_COLUMNS, machine_records, records_csv
+from oasis_ops.trials.span import RunSpan
 from oasis_ops.trials.timeparse import ceil_to_bucket
 
-FIELDS = ("minute", "trials", "ok", "timeouts", "errors", "failure_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+FIELDS = OUTPUT_COLUMNS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,10 +62,28 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(to_csv(records))
         else:
             fresh = source.freshness()
-            print(f"{fresh.source_path}  {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC  bucket {bucket}"
-                  + (f"  run {args.run_id}" if args.run_id else "") + (f"  model {args.model}" if args.model else ""))
+            print(header(fresh.source_path, start, end, bucket, _run_span(source, args), args.model))
             print(to_table(records))
     return 0
+
+
+def _run_span(source: TrialSource, args: argparse.Namespace) -> RunSpan | None:
+    """The run the table shows, when it shows a whole run (the default range, or --run-id without
+    a narrower --from/--to/--last); None for any other range."""
+    if args.start or args.end or args.last:
+        return None
+    run_id = args.run_id if args.run_id is not None else source.latest_run()
+    return source.run_span(run_id=run_id, model=args.model)
+
+
+def header(path: str, start: datetime, end: datetime, bucket: str, span: RunSpan | None, model: str | None) -> str:
+    """One line: the database, then the run by its span (the same text as the Timeline page, the
+    incidents and the report), or the range asked for; the bucket width."""
+    if span is not None:
+        what = span.label()
+    else:
+        what = f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
+    return f"{path}  {what}" + (f"  model {model}" if model else "") + f"  bucket {bucket} (trials by start time)"
 
 
 def _default_bucket(configured: str, start: datetime, end: datetime) -> str:
@@ -106,43 +125,13 @@ def _range(source: TrialSource, args: argparse.Namespace, last: timedelta | None
     return start, end
 
 
-def _clean(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-ready rows: minute as ISO 8601 UTC ('...Z'), NaN as None."""
-    records = []
-    for row in frame.itertuples(index=False):
-        minute = row.minute
-        records.append(
-            {
-                "minute": minute.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "trials": int(row.trials),
-                "ok": int(row.ok),
-                "timeouts": int(row.timeouts),
-                "errors": int(row.errors),
-                "failure_rate": _clean(float(row.failure_rate)),
-                "p50_ms": _clean(float(row.p50_ms)),
-                "p95_ms": _clean(float(row.p95_ms)),
-                "p99_ms": _clean(float(row.p99_ms)),
-                "max_ms": _clean(float(row.max_ms)),
-            }
-        )
-    return records
+    """JSON-ready rows: minute as ISO 8601 UTC ('...Z'), NaN as None, latencies to 0.01 ms."""
+    return machine_records(frame)
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
-    return out.getvalue()
+    return records_csv(records)
 
 
 def to_table(records: list[dict[str, Any]]) -> str:

@@ -5,7 +5,13 @@
 `AsyncResizableLimiter`, and acknowledges. Files live in `<trials stem>.control/` (mode 0700).
 """
 
-from oasis_ops.control.channel import ControlChannel, RunnerState, parse_state
+from oasis_ops.control.channel import (
+    ControlChannel,
+    RunnerState,
+    concurrency_wording,
+    parse_state,
+    pause_wording,
+)
 from oasis_ops.control.files import (
     CONTROL_FILE,
     STATE_FILE,
@@ -28,9 +34,11 @@ __all__ = [
     "RunnerControl",
     "RunnerState",
     "atomic_write_json",
+    "concurrency_wording",
     "control_dir_for",
     "ensure_control_dir",
     "parse_request",
     "parse_state",
+    "pause_wording",
     "read_json",
 ]

@@ -69,11 +69,40 @@ class RunnerState:
             status = f"runner gone (pid {self.pid} is not running)"
         else:
             status = "runner not responding"
+        counts = ", ".join(
+            part for part in (
+                f"{self.in_flight} in flight" if self.in_flight is not None else "",
+                f"{self.completed:,} completed" if self.completed is not None else "",
+            ) if part
+        )  # fmt: skip
         return (
-            f"{status} (pid {self.pid}, {age}; applied v{self.applied_version}: "
-            f"max_concurrency={self.max_concurrency}, paused={self.paused}, "
-            f"in_flight={self.in_flight}, completed={self.completed})"
+            f"{status} (pid {self.pid}, {age}; applied request v{self.applied_version}: "
+            f"{concurrency_wording(None, self.max_concurrency)}, {pause_wording(None, self.paused, alive=self.alive)}"
+            + (f"; {counts}" if counts else "") + ")"
         )
+
+
+def pause_wording(requested: bool | None, applied: bool | None, *, alive: bool = True) -> str:
+    """Paused or running, in words: 'paused', 'running', 'pause requested, not yet applied',
+    'resume requested, not yet applied (still paused)', or 'no runner state yet' ('(last known)'
+    is added when the runner is not alive)."""
+    if applied is None:
+        if requested is None:
+            return "no runner state yet"
+        return ("pause" if requested else "resume") + " requested, no runner has applied it"
+    if requested is not None and requested != applied:
+        return "pause requested, not yet applied" if requested else "resume requested, not yet applied (still paused)"
+    word = "paused" if applied else "running"
+    return word if alive else f"{word} (last known)"
+
+
+def concurrency_wording(requested: int | None, applied: int | None) -> str:
+    """'max concurrency 4', or 'max concurrency 2 requested, not yet applied (runner at 4)'."""
+    if applied is None:
+        return "max concurrency unknown" if requested is None else f"max concurrency {requested} requested, no runner has applied it"
+    if requested is not None and requested != applied:
+        return f"max concurrency {requested} requested, not yet applied (runner at {applied})"
+    return f"max concurrency {applied}"
 
 
 def _pid_alive(pid: int | None, create_time: float | None, host: str | None) -> bool | None:

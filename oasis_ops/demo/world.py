@@ -73,7 +73,49 @@ def live_model() -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="demo directory (default: a new ~/.cache/oasis-ops/demo-<time>); reused when given")
+    # The live run's shape, to try the console on a busier or idler run (e.g. keep-alive 15s,
+    # 3 in flight, no pause: the model is never idle, and Ollama's own expiry goes stale).
+    parser.add_argument("--keep-alive", default=None, metavar="DURATION",
+                        help="the emulator's OLLAMA_KEEP_ALIVE (a Go duration: 30s, 1m, 5m; default: Ollama's, 5m)")
+    parser.add_argument("--concurrency", type=_positive_int, default=HARNESS_CONCURRENCY, metavar="N",
+                        help=f"trials the simulated harness keeps in flight (default {HARNESS_CONCURRENCY})")
+    parser.add_argument("--think-s", type=_non_negative_float, default=HARNESS_THINK_S, metavar="S",
+                        help=f"each harness worker's pause between trials, seconds (default {HARNESS_THINK_S:g})")
     add_server_arguments(parser)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to 64")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds from 0 to 3600")
+    return value
+
+
+def _keep_alive(text: str | None) -> str | None:
+    """The --keep-alive value as Ollama would read it (refused with one line when it would not)."""
+    if text is None:
+        return None
+    from oasis_ops.demo.ollama.goparse import KeepAliveError, parse_go_duration
+
+    try:
+        parse_go_duration(text.strip())
+    except KeepAliveError:
+        if not text.strip().lstrip("-").isdigit():  # Ollama would silently use 5m instead
+            raise ValueError(f"--keep-alive {text!r}: not a duration Ollama reads (e.g. 30s, 1m, 5m, or seconds)") from None
+    return text.strip()
 
 
 def default_demo_dir(now: datetime | None = None) -> Path:
@@ -104,11 +146,12 @@ class EmulatorService(ChildService):
     errors. Stopped with SIGTERM (it stops its runners, which also exit when it is gone).
     """
 
-    def __init__(self, home: Path, port: int, *, latency_ms: float = EMULATOR_LATENCY_MS, load_ms: float = EMULATOR_LOAD_MS) -> None:
+    def __init__(self, home: Path, port: int, *, latency_ms: float = EMULATOR_LATENCY_MS, load_ms: float = EMULATOR_LOAD_MS,
+                 keep_alive: str | None = None) -> None:  # fmt: skip
         self.home = OllamaHome(home)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        env = emulator_env(self.home, port=port, latency_ms=latency_ms, load_ms=load_ms, host_mode="real")
+        env = emulator_env(self.home, port=port, latency_ms=latency_ms, load_ms=load_ms, host_mode="real", keep_alive=keep_alive)
         super().__init__(
             "ollama emulator",
             [str(self.home.bin_ollama), "serve"],
@@ -134,7 +177,8 @@ class EmulatorService(ChildService):
         super().start()
 
 
-def harness_service(settings: Settings, demo_dir: Path, ollama_url: str) -> ChildService:
+def harness_service(settings: Settings, demo_dir: Path, ollama_url: str, *, concurrency: int = HARNESS_CONCURRENCY,
+                    think_s: float = HARNESS_THINK_S) -> ChildService:  # fmt: skip
     """`python -m oasis_ops.demo.harness` on DIR/trials.duckdb; ready once its first trial is written."""
     db = demo_dir / TRIALS_FILE
     control_dir = control_dir_for(db, settings)
@@ -142,8 +186,8 @@ def harness_service(settings: Settings, demo_dir: Path, ollama_url: str) -> Chil
     argv = [
         sys.executable, "-m", "oasis_ops.demo.harness",
         "--db", str(db), "--ollama", ollama_url, "--model", model,
-        "--max-concurrency", str(HARNESS_CONCURRENCY), "--request-timeout-s", f"{HARNESS_TIMEOUT_S:g}",
-        *(["--no-images", "--num-predict", str(HARNESS_NUM_PREDICT), "--think-s", f"{HARNESS_THINK_S:g}"]
+        "--max-concurrency", str(concurrency), "--request-timeout-s", f"{HARNESS_TIMEOUT_S:g}",
+        *(["--no-images", "--num-predict", str(HARNESS_NUM_PREDICT), "--think-s", f"{think_s:g}"]
           if model == REAL_MODEL else []),
         "--evict-threshold", str(HARNESS_EVICT_THRESHOLD), "--control-dir", str(control_dir),
         "--runner-log", str(demo_dir / replay.RUNNER_LOG),
@@ -177,17 +221,39 @@ def world_settings(settings: Settings, demo_dir: Path, port: int) -> Settings:
     )
 
 
-def world_services(settings: Settings, demo_dir: Path, log_path: Path, *, replay_db: Path | None = None) -> list[Service]:
+def world_services(settings: Settings, demo_dir: Path, log_path: Path, *, replay_db: Path | None = None,
+                   keep_alive: str | None = None, concurrency: int = HARNESS_CONCURRENCY,
+                   think_s: float = HARNESS_THINK_S) -> list[Service]:  # fmt: skip
     """Everything the demo runs, in start order: emulator, harness, sampler, dashboard.
 
     `settings` must come from world_settings() (they carry the emulator's port)."""
     port = int(str(settings.ollama_host).rsplit(":", 1)[1])
-    emulator = EmulatorService(demo_dir / OLLAMA_DIR, port)
+    emulator = EmulatorService(demo_dir / OLLAMA_DIR, port, keep_alive=keep_alive)
     extra_env = {DEMO_DIR_ENV: str(demo_dir)}
     if replay_db is not None:
         extra_env[REPLAY_DB_ENV] = str(replay_db)
     dashboard = DashboardServer(settings, extra_env=extra_env, log_path=log_path)
-    return [emulator, harness_service(settings, demo_dir, emulator.url), *background_services(settings), dashboard]
+    harness = harness_service(settings, demo_dir, emulator.url, concurrency=concurrency, think_s=think_s)
+    return [emulator, harness, *background_services(settings), dashboard]
+
+
+def banner_lines(url: str, settings: Settings, replay_db: Path, log_path: Path) -> list[str]:
+    """What `oasis-ops demo` prints once everything is up. The emulator listens on a port of its
+    own, so the banner gives the `export OLLAMA_HOST=...` line that aims a second shell's CLI
+    commands at it; and it says what is real (the live run's host memory: this machine's) and
+    what is recorded (the replay's: the write-up's Mac)."""
+    return [
+        f"oasis-ops demo: {url}",
+        f"  live run (simulated harness -> {live_model()} on the Ollama emulator at {settings.ollama_host}): {settings.db}",
+        "    host memory: REAL (this machine's), read by the sampler",
+        f"  replayed incident (2025-11-20, the write-up's day): {replay_db}",
+        "    host memory: RECORDED (the write-up's Mac, reconstructed), not this machine's",
+        "  the Ollama emulator is on a port of its own: in another shell, aim oasis-ops (and curl) at it with",
+        f"    export OLLAMA_HOST={settings.ollama_host}",
+        f"    then e.g.: oasis-ops status --db {settings.db}   or   oasis-ops demo fault stall on",
+        "  this is a demo; to watch a real run: oasis-ops dashboard --db path/to/trials.duckdb",
+        f"  server log: {log_path}",
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -200,19 +266,18 @@ def main(args: argparse.Namespace) -> int:
         server = DashboardServer(settings, log_path=log_path)
         return serve([*background_services(settings), server], [f"oasis-ops dashboard: {server.url}", f"  trial database: {settings.db}"])
 
+    try:
+        keep_alive = _keep_alive(getattr(args, "keep_alive", None))
+    except ValueError as exc:
+        print(f"oasis-ops demo: {exc}", file=sys.stderr)
+        return 2
     demo_dir = (Path(args.dir).expanduser() if getattr(args, "dir", None) else default_demo_dir()).resolve()
     demo_dir.mkdir(parents=True, exist_ok=True)
     print(f"Preparing the demo world in {demo_dir} ...", flush=True)
     replay_db = ensure_replay(demo_dir)
     settings = world_settings(settings, demo_dir, free_port())
-    services = world_services(settings, demo_dir, log_path, replay_db=replay_db)
+    services = world_services(settings, demo_dir, log_path, replay_db=replay_db, keep_alive=keep_alive,
+                              concurrency=getattr(args, "concurrency", HARNESS_CONCURRENCY),
+                              think_s=getattr(args, "think_s", HARNESS_THINK_S))  # fmt: skip
     url = next((s.url for s in services if isinstance(s, DashboardServer)), "")
-    lines = [
-        f"oasis-ops demo: {url}",
-        f"  live run (simulated harness -> {live_model()} on the Ollama emulator at {settings.ollama_host}): {settings.db}",
-        f"  replayed incident (2025-11-20, the write-up's day): {replay_db}",
-        f"  switch faults: oasis-ops demo fault stall on --url {settings.ollama_host}   (or the Demo page)",
-        "  this is a demo; to watch a real run: oasis-ops dashboard --db path/to/trials.duckdb",
-        f"  server log: {log_path}",
-    ]
-    return serve(services, lines)
+    return serve(services, banner_lines(url, settings, replay_db, log_path))

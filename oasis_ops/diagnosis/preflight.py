@@ -168,9 +168,24 @@ def run_preflight(
     if tree is not None:
         checks.append(_runners(tree))
     if statuses is not None:
-        checks.append(_stopping(statuses, float(settings.evict_grace_s)))
+        checks.append(_stopping(judged_statuses(statuses, settings), float(settings.evict_grace_s)))
     checks.append(_concurrency(src.runner_state, apple, num_parallel))
     return PreflightResult(checks)
+
+
+def judged_statuses(statuses: list[ModelStatus], settings: Settings) -> list[ModelStatus]:
+    """Ollama's Stopping on a model that keeps serving is a stale expiry (oasis_ops.modelstate):
+    judged from the sidecar's samples and the trial DB when --db gives them."""
+    from datetime import UTC, datetime
+
+    from oasis_ops.modelstate import judge_all
+    from oasis_ops.sidecar import Sidecar, sidecar_path_for
+
+    sidecar = None
+    if settings.db or settings.sidecar:
+        path = sidecar_path_for(settings.db or None, settings)
+        sidecar = Sidecar(path, settings) if path.exists() else None
+    return judge_all(statuses, settings, datetime.now(UTC), sidecar=sidecar, db=settings.db or None)
 
 
 def _num_parallel(environ: dict[str, str]) -> int:
@@ -305,12 +320,17 @@ def _runners(tree: OllamaTree) -> Check:
 def _stopping(statuses: list[ModelStatus], grace_s: float) -> Check:
     stuck = [s for s in statuses if s.state == "stopping" and (s.stopping_for_s or 0) > grace_s]
     brief = [s for s in statuses if s.state == "stopping" and s not in stuck]
-    values = {"stopping": [{"model": s.name, "stopping_for_s": s.stopping_for_s} for s in stuck + brief]}
+    busy = [s for s in statuses if s.busy]
+    values = {"stopping": [{"model": s.name, "stopping_for_s": s.stopping_for_s} for s in stuck + brief],
+              "busy_with_stale_expiry": [s.name for s in busy]}  # fmt: skip
     if stuck:
         names = ", ".join(f"{s.name} for {t.duration(s.stopping_for_s)}" for s in stuck)
         return Check("stopping", BLOCK, f"stuck Stopping…: {names}; hard-kill its runner first (`oasis-ops recover MODEL`)", values)
     if brief:
         return Check("stopping", WARN, f"{', '.join(s.name for s in brief)} Stopping… right now (under {grace_s:g} s so far)", values)
+    if busy:
+        return Check("stopping", OK, f"no model Stopping… ({', '.join(s.name for s in busy)}: Ollama shows Stopping, but it "
+                                     "keeps serving: its expiry is stale)", values)  # fmt: skip
     return Check("stopping", OK, "no model Stopping…", values)
 
 

@@ -5,6 +5,11 @@ against the window), timeline, root causes with their evidence, what was ruled o
 vm_stat's own terms, runner state changes, actions taken, encoder versus generation timings,
 what to change, and how it was produced. Charts are inline SVG drawn by oasis_ops.diagnosis.svg:
 no network, no JavaScript, so the file opens offline and prints.
+
+Both formats render the same blocks, so they say the same thing: the run's start, end and
+duration are the run's span (oasis_ops.trials.span, the same text as the Timeline page, the
+timeline CLI and `oasis-ops incidents`), and host memory numbers carry where they come from
+(REAL, RECORDED or SIMULATED: Analysis.memory).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from oasis_ops.errors import ConfigError, UsageError
 from oasis_ops.logs.timefmt import parse_utc_offset
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
+from oasis_ops.trials.span import range_parts
 
 CONTEXT_BEFORE = timedelta(minutes=90)
 CONTEXT_AFTER = timedelta(minutes=30)
@@ -82,10 +88,31 @@ def _with_local(ts: datetime, zone: timezone | None) -> str:
     return f"{t.hm(ts)} UTC ({local:%H:%M} local)"
 
 
-def _summary_row(label: str, s: dict[str, Any], start: datetime, end: datetime) -> list[str]:
+def _period(start: datetime, end: datetime) -> str:
+    """'2025-11-20 09:00:01–18:04:59': a period by the display rule of oasis_ops.trials.span."""
+    a, b, _ = range_parts(start, end)
+    return f"{a}–{b}"
+
+
+def _run_bounds(analysis: Analysis) -> tuple[datetime, datetime]:
+    """The run's start and end (its span) when the analysis covers a whole run, else the range."""
+    span = analysis.span
+    return (span.start, span.end) if span is not None else (analysis.scan.start, analysis.scan.end)
+
+
+def _run_text(analysis: Analysis) -> str:
+    """'2025-11-20 09:00:01 → 18:04:59 UTC (9 h 4 min 58 s)'."""
+    start, end = _run_bounds(analysis)
+    a, b, d = range_parts(start, end)
+    return f"{a} → {b} UTC ({d})"
+
+
+def _summary_row(label: str, s: dict[str, Any], start: datetime, end: datetime, *, seconds: bool = False) -> list[str]:
+    """One impact row; `seconds` for periods bounded by the run's own start or end (its span, shown
+    to the second as everywhere else), minutes for the windows' minute-grid periods."""
     return [
         label,
-        f"{t.day_hm(start)}–{t.hm(end)}",
+        _period(start, end) if seconds else f"{t.day_hm(start)}–{t.hm(end)}",
         t.count(s.get("trials")),
         t.count(s.get("failures")),
         t.rate(s.get("failure_rate")),
@@ -134,7 +161,7 @@ def _compose(analysis: Analysis, settings: Settings, totals: dict[str, Any], aft
     model = incident.model if incident else scan.model
     run = scan.run_id or "(all runs)"
     if incident is None:
-        pm = PostMortem(f"Run report: {run}, {t.day_hm(scan.start)}–{t.hm(scan.end)} UTC — no incident", analysis=analysis)
+        pm = PostMortem(f"Run report: {run}, {_run_text(analysis)} — no incident", analysis=analysis)
     else:
         w = incident.window
         pm = PostMortem(f"Post-mortem: {model or 'model'} run {run}, {t.day_hm(w.start)}–{t.hm(w.end)} UTC", analysis=analysis)
@@ -165,7 +192,7 @@ def _summary(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], inciden
     scan = analysis.scan
     pm.add("h2", "Summary")
     if incident is None:
-        pm.add("p", f"Run {scan.run_id or '(all)'} ran {t.duration(scan.end - scan.start)} ({t.day_hm(scan.start)}–{t.hm(scan.end)} UTC): "
+        pm.add("p", f"Run {scan.run_id or '(all)'} ran {_run_text(analysis)}: "
                f"{t.count(totals.get('trials'))} trials, failure rate {t.rate(totals.get('failure_rate'))}, p50 "
                f"{t.ms(totals.get('p50_ms'))}, p95 {t.ms(totals.get('p95_ms'))}. No minute departed from the run's own "
                "baseline (robust p95 and failure-rate thresholds): there is no incident to explain.")  # fmt: skip
@@ -198,19 +225,18 @@ def _summary(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], inciden
         pm.add("p", f"At the end of the data ({t.hms(deadlock.values.get('last_stopping_sample'))} UTC) the runner was still stuck "
                f"in Stopping… and no trial had landed since {t.hm(w.end)} UTC: the run does not recover by itself.")  # fmt: skip
     pm.add("p", f"Run totals: {t.count(totals.get('ok'))} trials succeeded and {t.count(totals.get('failures'))} failed "
-           f"({t.rate(totals.get('failure_rate'))}) over {t.duration(scan.end - scan.start)}.")  # fmt: skip
+           f"({t.rate(totals.get('failure_rate'))}) over {_run_text(analysis)}.")  # fmt: skip
+    _memory_label(pm, analysis, "Host memory numbers in this report (here and in the evidence below) are ")
 
 
 def _impact_whole(pm: PostMortem, analysis: Analysis, totals: dict[str, Any]) -> None:
-    scan = analysis.scan
     pm.add("h2", "Impact")
     pm.add("table", ["period", "time (UTC)", "trials", "failures", "failure rate", "p50", "p95"],
-           [_summary_row("whole run", totals, scan.start, scan.end)])  # fmt: skip
+           [_summary_row("whole run", totals, *_run_bounds(analysis), seconds=True)])  # fmt: skip
 
 
 def _impact(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], after: dict[str, Any], incident: Incident) -> None:
     w = incident.window
-    scan = analysis.scan
     pm.add("h2", "Impact: the healthy period against the window")
     before = {"trials": w.trials_before, "failures": round(w.trials_before * (w.failure_rate_before or 0)),
               "failure_rate": w.failure_rate_before, "p50_ms": w.p50_ms_before, "p95_ms": w.p95_ms_before}  # fmt: skip
@@ -219,8 +245,8 @@ def _impact(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], after: d
     if w.p95_censored:
         rows[1][6] = "≥ " + rows[1][6]
     if after.get("trials"):
-        rows.append(_summary_row("after", after, w.end, scan.end))
-    rows.append(_summary_row("whole run", totals, scan.start, scan.end))
+        rows.append(_summary_row("after", after, w.end, _run_bounds(analysis)[1], seconds=True))
+    rows.append(_summary_row("whole run", totals, *_run_bounds(analysis), seconds=True))
     pm.add("table", ["period", "time (UTC)", "trials", "failures", "failure rate", "p50", "p95"], rows)
     notes = []
     if w.p95_censored:
@@ -286,6 +312,8 @@ def _causes(pm: PostMortem, incident: Incident) -> None:
     if not incident.confirmed:
         pm.add("p", "None confirmed.")
     for f in incident.confirmed:
+        if f.id == "memory_pressure":
+            _memory_label(pm, pm.analysis, "Host memory below: ")
         pm.add("finding", f)
     if incident.refuted:
         pm.add("h2", "Ruled out")
@@ -304,6 +332,7 @@ def _memory(pm: PostMortem, analysis: Analysis, incident: Incident) -> None:
     w = incident.window
     host = Telemetry.between(analysis.telemetry.host, w.start - timedelta(hours=1), w.end + CONTEXT_AFTER)
     pm.add("h2", "Memory, in vm_stat's terms")
+    _memory_label(pm, analysis, "These samples are ")
     if host.empty:
         pm.add("p", "No host samples in the sidecar around the window.")
         return
@@ -334,6 +363,13 @@ def _memory(pm: PostMortem, analysis: Analysis, incident: Incident) -> None:
     pm.add("p", "Pages free × page size is free memory; the page size is read from vm_stat's own header (16,384 bytes on "
            "Apple Silicon: multiplying by 4096 would understate free memory four times). Swapouts is vm_stat's cumulative "
            "counter: its slope is what matters.")  # fmt: skip
+
+
+def _memory_label(pm: PostMortem, analysis: Analysis | None, lead: str) -> None:
+    """Say where the host memory numbers come from (REAL, RECORDED or SIMULATED), next to them."""
+    memory = analysis.memory if analysis is not None else None
+    if memory is not None:
+        pm.add("p", f"{lead}**{memory.badge}**: {memory.describe().split(': ', 1)[-1]}.")
 
 
 def _pressure(row: dict[str, Any] | pd.Series) -> str:
@@ -480,7 +516,8 @@ def _charts(pm: PostMortem, analysis: Analysis, incident: Incident | None) -> No
             start=lo - timedelta(minutes=30), end=hi, left=svg.Axis("free memory (GB)", fmt=lambda v: f"{v:g}"),
             right=svg.Axis("Swapouts", fmt=svg.fmt_count_tick), shade=shade, markers=markers,
         )  # fmt: skip
-        pm.charts.append(Chart("memory", "Memory", chart, "Pages free × page size, and vm_stat's cumulative Swapouts counter."))
+        where = f" Host memory: {analysis.memory.describe()}." if analysis.memory is not None else ""
+        pm.charts.append(Chart("memory", "Memory", chart, "Pages free × page size, and vm_stat's cumulative Swapouts counter." + where))
     timings = Telemetry.between(tel.timings, lo, hi)
     if len(timings):
         ts = [t.as_dt(v) for v in timings["ts"]]

@@ -157,6 +157,15 @@ class ModelStatus:
     gpu_percent: float | None
     keep_alive_forever: bool
     details: dict[str, Any] = field(default_factory=dict)
+    # Ollama's own word ("loaded" | "stopping"); `state` is the console's judgement, which differs
+    # only when the evidence says a model past its expiry is serving (oasis_ops.modelstate).
+    ollama_state: str | None = None
+    busy: bool = False  # serving requests now (judged from evidence), None-free for simple reads
+    judged: str | None = None  # why the console's state differs from Ollama's word
+
+    def __post_init__(self) -> None:
+        if self.ollama_state is None:
+            object.__setattr__(self, "ollama_state", self.state)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +184,9 @@ class ModelStatus:
             "gpu_percent": self.gpu_percent,
             "keep_alive_forever": self.keep_alive_forever,
             "details": self.details,
+            "ollama_state": self.ollama_state,
+            "busy": self.busy,
+            "judged": self.judged,
         }
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
+from oasis_ops.modelstate import Serving, judge, trial_evidence
 from oasis_ops.probes import (
     ModelProbe,
     ModelSnapshot,
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 # Every sidecar write opens and closes the file (other processes write it too): ~20 ms of CPU
 # each here, so writes are what the 1%-of-a-core budget is spent on (see bench/bench_sampler.py).
+TRIAL_EVIDENCE_EVERY_S = 5.0  # how often the trial DB is asked whether a "Stopping" model still serves
 FLUSH_INTERVAL_S = 10.0  # batched writes: one short sidecar transaction every 10 s (events: at once)
 LOG_INTERVAL_S = 30.0  # server.log tailing (post-mortem data): a sidecar write when the log grew, at most this often
 HEARTBEAT_STALE_S = 30.0  # a last tick older than this (3 flushes) means the sampler is down
@@ -93,6 +95,7 @@ def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
     status = snapshot.status
     row.update(
         stopping_since=status.stopping_since,
+        ollama_state=status.ollama_state,
         processor=status.processor,
         runner_create_time=snapshot.runner_create_time,
         runner_threads=snapshot.runner_threads,
@@ -173,6 +176,8 @@ class Sampler:
         self._runner_of: dict[str, tuple[int, float | None]] = {}
         self._reachable: bool | None = None
         self._ps_blocked_since: datetime | None = None
+        self._trials: Any = None  # a TrialSource on settings.db, opened when evidence is needed
+        self._trial_evidence_cache: dict[str, tuple[float, datetime | None, Serving | None]] = {}
         self._pressure_level: str | None = None
         self._last_process_scan = float("-inf")
         self._last_log_poll = float("-inf")
@@ -314,6 +319,8 @@ class Sampler:
             self.client.close()
             self.host_source.close()
             self.runners.close()
+            if self._trials is not None:
+                self._trials.close()
 
     def _close_quietly(self) -> None:
         try:
@@ -419,6 +426,8 @@ class Sampler:
             if scan:
                 self._last_process_scan = mono
                 report.processes_scanned = True
+            snapshots = [self._judged(snap, report.ts, mono) for snap in snapshots]
+            statuses = [snap.status for snap in snapshots]
         else:
             snapshots = []
         report.models = snapshots
@@ -430,6 +439,46 @@ class Sampler:
             self.runners.sample(report.ts, mono, snapshots, report.runners, tree=self.probe.last_tree)
         except OasisOpsError as exc:
             self._count_error("runners", exc, report)
+
+    def _judged(self, snap: ModelSnapshot, now: datetime, mono: float) -> ModelSnapshot:
+        """The snapshot with its state judged from evidence (oasis_ops.modelstate): Ollama's
+        Stopping on a model that keeps serving is a stale expiry, not an unload."""
+        status = snap.status
+        if status.ollama_state != "stopping":
+            return snap
+        serving = self.runners.progress_of(snap.runner_pid, snap.runner_create_time)
+        if serving is None:
+            serving = self._trial_evidence(status, now, mono)
+        if serving is None and snap.runner_variant == "llama-server" and snap.runner_port and self.runners.undecided(snap.runner_pid, snap.runner_create_time):
+            # The sampler just met this runner: one more read (one tick) tells decoding from
+            # stuck. Saying "Stopping" meanwhile would put a false event on the timeline.
+            return replace(snap, status=replace(status, state="loaded", stopping_since=None,
+                                                judged="Ollama shows Stopping; reading its runner for progress"))  # fmt: skip
+        judged = judge(status, serving, now)
+        return replace(snap, status=judged) if judged is not status else snap
+
+    def _trial_evidence(self, status: ModelStatus, now: datetime, mono: float) -> Serving | None:
+        """Trials completing since the model's expiry, from the trial DB (read at most every
+        TRIAL_EVIDENCE_EVERY_S per model: it costs a snapshot refresh and a query)."""
+        cached = self._trial_evidence_cache.get(status.name)
+        if cached is not None and mono - cached[0] < TRIAL_EVIDENCE_EVERY_S and cached[1] == status.expires_at:
+            return cached[2]
+        serving: Serving | None = None
+        db = self.settings.db
+        if db and Path(db).expanduser().exists():
+            try:
+                if self._trials is None:
+                    from oasis_ops.trials import TrialSource
+
+                    self._trials = TrialSource(Path(db).expanduser(), self.settings)
+                self._trials.refresh()
+                serving = trial_evidence(self._trials.ended_ok_since, status, now)
+            except OasisOpsError as exc:
+                self._count_error("trials", exc)
+        if len(self._trial_evidence_cache) > 64:
+            self._trial_evidence_cache.clear()
+        self._trial_evidence_cache[status.name] = (mono, status.expires_at, serving)
+        return serving
 
     def _ps_blocked(self, report: TickReport, mono: float, exc: OllamaUnreachable) -> bool:
         """/api/ps did not answer: is Ollama down, or only its scheduler busy? From 0.32.4 /api/ps

@@ -41,6 +41,7 @@ class ModelState:
     runner_cpu_percent: float | None
     age_s: float
     runner: RunnerState | None = None  # its llama-server runner's newest read (Ollama >= 0.30)
+    ollama_state: str | None = None  # Ollama's word when it differs from `state` (a stale expiry)
 
 
 @dataclass
@@ -198,6 +199,7 @@ def live_header_at(rows: HeaderRows, now: datetime) -> LiveHeader:
                 runner_cpu_percent=row.get("runner_cpu_percent"),
                 age_s=_age(sampled, now) or 0.0,
                 runner=runner,
+                ollama_state=row.get("ollama_state") if isinstance(row.get("ollama_state"), str) else None,
             )
         )
     if header.models:

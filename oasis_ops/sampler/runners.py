@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from oasis_ops.modelstate import Serving
 from oasis_ops.probes import ModelSnapshot, OllamaTree
 from oasis_ops.probes.llama_server import (
     LlamaServerProbe,
@@ -106,6 +107,8 @@ class _RunnerWatch:
     future: Future[RunnerReading] | None = None  # a read still running on a reader thread
     no_progress_since: datetime | None = None  # set while a runner_no_progress event is open
     not_answering_since: datetime | None = None  # set while a runner_not_answering event is open
+    progress: Serving | None = None  # the newest read that showed it serving (tokens decoded)
+    reads: int = 0  # reads finished (answered or not): progress needs two
 
 
 class RunnerReader:
@@ -177,11 +180,29 @@ class RunnerReader:
             reading = readings.get(id(watch))
             if reading is None:  # still being read (more runners than readers): next time
                 continue
+            watch.reads += 1
             signals = watch.tracker.update(replace(reading, ts=ts, mono=mono))
+            if signals.tokens_per_s:  # tokens decoded since the previous read: it is serving
+                watch.progress = Serving(ts, f"its llama-server runner decoding ({signals.tokens_per_s:,.0f} tok/s)")
             row = runner_row(target, signals)
             rows.append(row)
             self._add("runner_samples", row)
             self._events(ts, target, watch, signals)
+
+    def progress_of(self, pid: int | None, create_time: float | None) -> Serving | None:
+        """When the runner (pid, create time) was last seen serving, or None."""
+        if pid is None:
+            return None
+        watch = self._runners.get((pid, create_time))
+        return watch.progress if watch is not None else None
+
+    def undecided(self, pid: int | None, create_time: float | None) -> bool:
+        """True while the llama-server runner (pid, create time) has had fewer than two reads
+        (answered or not), so whether it decodes is not known yet."""
+        if pid is None:
+            return False
+        watch = self._runners.get((pid, create_time))
+        return watch is None or watch.reads < 2
 
     def _read(self, watches: list[_RunnerWatch]) -> dict[int, RunnerReading]:
         """One read per runner: inline for one, else on up to MAX_RUNNER_READERS threads at once,

@@ -22,9 +22,19 @@ MAX_BUCKETS = 400  # chart points per series: aggregated in SQL, never raw sampl
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# Bucket widths that divide a minute or are whole minutes dividing an hour: telemetry bucket
+# edges fall on the trial rollup's minute edges, so bars line up from panel to panel.
+NICE_BUCKET_S = (10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
 def bucket_seconds_for(window: timedelta) -> int:
-    """10 s buckets up to an hour, wider beyond (at most MAX_BUCKETS points per series)."""
-    return max(10, int(-(-window.total_seconds() // MAX_BUCKETS)))
+    """10 s buckets up to an hour, wider beyond (at most MAX_BUCKETS points per series), always
+    one of NICE_BUCKET_S (or whole hours)."""
+    least = window.total_seconds() / MAX_BUCKETS
+    for width in NICE_BUCKET_S:
+        if width >= least:
+            return width
+    return int(-(-least // 3600)) * 3600
 
 
 TELEMETRY_COLUMNS = ["minute", "mem_free_bytes", "mem_available_bytes", "pages_free", "page_size",

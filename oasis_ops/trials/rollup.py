@@ -10,9 +10,13 @@ different row at the old end) drop the cache.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +31,9 @@ Compute = Callable[[int, int, int, str | None, str | None, Sequence[int]], pd.Da
 CacheKey = tuple[int, str | None, str | None]
 
 CLUSTER_GAP_BUCKETS = 60
+LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+# Machine output (JSON, CSV) gives latencies to 0.01 ms: 47417.06, never 47417.064999999995.
+LATENCY_DECIMALS = 2
 
 
 @dataclass
@@ -144,3 +151,53 @@ def to_grid(aggregates: pd.DataFrame, start_us: int, end_us: int, width_us: int)
         }
     )
     return out
+
+
+# --- machine output (`oasis-ops timeline --format json|csv`, the Timeline page's CSV) -----------
+def latency_ms(value: Any) -> float | None:
+    """A latency for machine output: rounded to 0.01 ms; None for NULL/NaN."""
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else round(number, LATENCY_DECIMALS)
+
+
+def _utc_stamp(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _rate(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def machine_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows of a to_grid() frame (keys OUTPUT_COLUMNS): minute as ISO 8601 UTC
+    ('...Z'), NaN as None, latencies to 0.01 ms."""
+    records = []
+    for row in frame.itertuples(index=False):
+        records.append(
+            {
+                "minute": _utc_stamp(row.minute).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "trials": int(row.trials),
+                "ok": int(row.ok),
+                "timeouts": int(row.timeouts),
+                "errors": int(row.errors),
+                "failure_rate": _rate(row.failure_rate),
+                **{column: latency_ms(getattr(row, column)) for column in LATENCY_COLUMNS},
+            }
+        )
+    return records
+
+
+def records_csv(records: list[dict[str, Any]]) -> str:
+    """machine_records() as CSV (same columns; None as an empty cell)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=OUTPUT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+    return out.getvalue()

@@ -35,10 +35,12 @@ from oasis_ops.trials.snapshot import (
     connect_read_only,
     snapshot_dir_for,
 )
+from oasis_ops.trials.span import RunSpan
 from oasis_ops.trials.timeparse import as_utc, bucket_seconds, ceil_to_bucket, floor_to_bucket
 
 # More appended rows than this in one refresh: drop the rollup cache instead of folding them in.
 MAX_DELTA_ROWS = 200_000
+ENDED_LOOKBACK = timedelta(hours=1)  # ended_ok_since(): trials longer than this are not looked for
 # Rollups over more (estimated) rows than this run in time chunks: a quantile's state cannot
 # spill to disk, so one query over 10M trials would need far more than the memory_limit.
 CHUNK_ROWS = 1_000_000
@@ -50,6 +52,8 @@ _EMPTY_RUNS = pd.DataFrame(
         "models": pd.Series(dtype="object"),
         "first_at": pd.Series(dtype="datetime64[us, UTC]"),
         "last_at": pd.Series(dtype="datetime64[us, UTC]"),
+        "ended_at": pd.Series(dtype="datetime64[us, UTC]"),
+        "duration_s": pd.Series(dtype="float64"),
         "trials": pd.Series(dtype="int64"),
         "failures": pd.Series(dtype="int64"),
     }
@@ -237,7 +241,8 @@ class TrialSource:
         both = pd.concat([self._groups, fresh], ignore_index=True)
         keys = ["run_id", "model"]
         merged = both.groupby(keys, dropna=False, sort=False).agg(
-            first_us=("first_us", "min"), last_us=("last_us", "max"), trials=("trials", "sum"), ok=("ok", "sum")
+            first_us=("first_us", "min"), last_us=("last_us", "max"), last_end_us=("last_end_us", "max"),
+            trials=("trials", "sum"), ok=("ok", "sum"),
         )
         self._groups = merged.reset_index()
 
@@ -247,27 +252,57 @@ class TrialSource:
         return _from_us(int(self._groups["last_us"].max()))
 
     def runs(self) -> pd.DataFrame:
-        """run_id, models (comma-separated), first_at, last_at, trials, failures; newest first."""
+        """run_id, models (comma-separated), first_at, last_at (newest start), ended_at, duration_s,
+        trials, failures; newest first. first_at / ended_at / duration_s are run_spans()'s."""
+        spans = self.run_spans()
+        if not spans:
+            return _EMPTY_RUNS.copy()
+        rows = [
+            {
+                "run_id": span.run_id,
+                "models": ", ".join(span.models),
+                "first_at": pd.Timestamp(span.start),
+                "last_at": pd.Timestamp(span.last_started),
+                "ended_at": pd.Timestamp(span.end),
+                "duration_s": span.duration.total_seconds(),
+                "trials": span.trials,
+                "failures": span.failures,
+            }
+            for span in spans
+        ]
+        return pd.DataFrame(rows).reset_index(drop=True)
+
+    def run_spans(self, model: str | None = None) -> list[RunSpan]:
+        """Every run's span (see oasis_ops.trials.span), newest first (by newest trial start)."""
         with self._lock:
             self._check_open()
             groups = self._groups
             if groups.empty:
-                return _EMPTY_RUNS.copy()
-            rows = []
-            for run_id, part in groups.groupby("run_id", dropna=False, sort=False):
-                models = sorted({str(m) for m in part["model"] if isinstance(m, str)})
-                rows.append(
-                    {
-                        "run_id": None if (run_id is None or (isinstance(run_id, float) and np.isnan(run_id))) else str(run_id),
-                        "models": ", ".join(models),
-                        "first_at": pd.Timestamp(int(part["first_us"].min()), unit="us", tz="UTC"),
-                        "last_at": pd.Timestamp(int(part["last_us"].max()), unit="us", tz="UTC"),
-                        "trials": int(part["trials"].sum()),
-                        "failures": int(part["trials"].sum() - part["ok"].sum()),
-                    }
-                )
-            frame = pd.DataFrame(rows).sort_values("last_at", ascending=False, kind="stable")
-            return frame.reset_index(drop=True)
+                return []
+            if model is not None:
+                groups = groups[(groups["model"] == model).to_numpy(dtype=bool, na_value=False)]
+            spans = [_span_of(_run_key(run_id), part) for run_id, part in groups.groupby("run_id", dropna=False, sort=False)]
+            return sorted(spans, key=lambda span: span.last_started, reverse=True)
+
+    def run_span(self, run_id: str | None = None, model: str | None = None) -> RunSpan | None:
+        """The span of one run (None: every trial, e.g. a table without a run_id column), of one
+        model when given: the one definition of a run's start, end and duration every surface
+        uses (oasis_ops.trials.span). None when no trial matches."""
+        with self._lock:
+            self._check_open()
+            part = self._matching_groups(run_id, model)
+            return None if part.empty else _span_of(run_id, part)
+
+    def _matching_groups(self, run_id: str | None, model: str | None) -> pd.DataFrame:
+        groups = self._groups
+        if groups.empty:
+            return groups
+        mask = np.ones(len(groups), dtype=bool)
+        if run_id is not None:
+            mask &= (groups["run_id"] == run_id).to_numpy(dtype=bool, na_value=False)
+        if model is not None:
+            mask &= (groups["model"] == model).to_numpy(dtype=bool, na_value=False)
+        return groups[mask]
 
     def models(self) -> list[str]:
         with self._lock:
@@ -278,20 +313,8 @@ class TrialSource:
 
     def time_bounds(self, run_id: str | None = None, model: str | None = None) -> tuple[datetime, datetime] | None:
         """First and last trial start time (UTC) matching the filters; None when there is none."""
-        with self._lock:
-            self._check_open()
-            groups = self._groups
-            if groups.empty:
-                return None
-            mask = np.ones(len(groups), dtype=bool)
-            if run_id is not None:
-                mask &= (groups["run_id"] == run_id).to_numpy(dtype=bool, na_value=False)
-            if model is not None:
-                mask &= (groups["model"] == model).to_numpy(dtype=bool, na_value=False)
-            part = groups[mask]
-            if part.empty:
-                return None
-            return _from_us(int(part["first_us"].min())), _from_us(int(part["last_us"].max()))
+        span = self.run_span(run_id, model)
+        return None if span is None else (span.start, span.last_started)
 
     def latest_run(self) -> str | None:
         """run_id of the run with the newest trial (None when the table has no run_id column)."""
@@ -428,8 +451,9 @@ class TrialSource:
                 self._summaries.popitem(last=False)
             return dict(result)
 
-    def completed_since(self, ts: datetime, run_id: str | None = None) -> int:
-        """Ok trials that started at or after `ts` (the watchdog's 'are trials completing')."""
+    def completed_since(self, ts: datetime, run_id: str | None = None, model: str | None = None) -> int:
+        """Ok trials that started at or after `ts` (the watchdog's 'are trials completing'), of
+        one model when `model` is given and the table has a model column."""
         with self._lock:
             self._check_open()
             mapping = self._state.mapping
@@ -437,8 +461,24 @@ class TrialSource:
                 **mapping.params(),
                 "from": mapping.time_value(ts),
                 "run_id": run_id,
+                "model": model if mapping.model_column is not None else None,
             }
             (count,) = _one(self._con, "trials_completed_since", params)
+            return int(count)
+
+    def ended_ok_since(self, ts: datetime, model: str | None) -> int:
+        """Ok trials (of `model`, when the table has a model column) that ended at or after `ts`,
+        whenever they started (within ENDED_LOOKBACK before `ts`): a model's runner served then."""
+        with self._lock:
+            self._check_open()
+            mapping = self._state.mapping
+            params = {
+                **mapping.params(),
+                "started_from": mapping.time_value(ts - ENDED_LOOKBACK),
+                "from_us": int(as_utc(ts).timestamp() * 1_000_000),
+                "model": model if mapping.model_column is not None else None,
+            }
+            (count,) = _one(self._con, "trials_ended_ok_since", params)
             return int(count)
 
     @property
@@ -474,6 +514,25 @@ def _one(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> t
     except duckdb.Error as exc:
         raise duck.translate(exc, name) from None
     return tuple(row)
+
+
+def _run_key(run_id: Any) -> str | None:
+    return None if run_id is None or (isinstance(run_id, float) and np.isnan(run_id)) else str(run_id)
+
+
+def _span_of(run_id: str | None, part: pd.DataFrame) -> RunSpan:
+    """The span of the (run, model) groups in `part`: start = first start, end = latest end (see
+    sql/trials_groups.sql), duration = end - start."""
+    trials = int(part["trials"].sum())
+    return RunSpan(
+        run_id=run_id,
+        start=_from_us(int(part["first_us"].min())),
+        end=_from_us(int(part["last_end_us"].max())),
+        last_started=_from_us(int(part["last_us"].max())),
+        trials=trials,
+        failures=trials - int(part["ok"].sum()),
+        models=tuple(sorted({str(m) for m in part["model"] if isinstance(m, str)})),
+    )
 
 
 def _float(value: Any) -> float | None:

@@ -4,6 +4,8 @@
 simulated harness, dashboard), with the sampler on: a thread of the launcher, started before
 any browser connects. The page must show the model's state and its real runner (PID, RSS as the
 OS reports it, llama-server's slots), this machine's memory, the sampler's heartbeat, and the chart.
+Then, with the replayed incident picked, one source at a time: the page says it shows a replay,
+as of its last sample, offers no action on today's Ollama and no "start the sampler" advice.
 """
 
 from __future__ import annotations
@@ -61,3 +63,20 @@ def test_live_page_shows_the_model_state_and_the_chart(page: Page, tmp_path: Pat
         page.screenshot(path=tmp_path / "live.png", full_page=True)
         chart.scroll_into_view_if_needed()
         chart.screenshot(path=tmp_path / "live_chart.png")
+        main = page.locator("[data-testid=stMain]")
+        expect(main.get_by_text(re.compile(r"Live run · Its sampler is running"))).to_be_visible()
+        expect(main.get_by_role("button", name=re.compile("Evict")).first).to_be_visible()  # acts on what is shown
+
+        # The replay picked: one source at a time.
+        picks = page.locator("[data-testid=stSidebar]").get_by_role("radiogroup", name="Quick pick")
+        picks.get_by_role("radio", name="Replayed incident 2025-11-20").click()
+        expect(main.get_by_text(re.compile(r"Replay \(recorded on eval-mbp\.local\)"))).to_be_visible()
+        expect(main.get_by_text(re.compile(r"as of 2025-11-20 1\d:\d\d:\d\d UTC")).first).to_be_visible()
+        wait_idle(page)
+        expect(main.get_by_text(re.compile(r"No recovery actions here"))).to_be_visible()
+        for name in ("Evict", "Hard-kill", "Recover", "Pause"):
+            expect(main.get_by_role("button", name=re.compile(name))).to_have_count(0)
+        expect(main.get_by_text(re.compile(r"oasis-ops sample"))).to_have_count(0)  # no advice to sample a finished run
+        expect(main.get_by_text(re.compile(r"Live run ·"))).to_have_count(0)
+        expect(main.get_by_text(re.compile("RECORDED host memory"))).to_be_visible()
+        page.screenshot(path=tmp_path / "live_replay.png", full_page=True)

@@ -1,7 +1,8 @@
 """Worst runner (a): holds the trial DB open read-write for the whole run, one insert every ~50 ms.
 
 Usage: hold_open.py DB SECONDS INTERVAL_S RESULT_JSON. Uses duckdb directly (not our helper).
-Every failed insert is recorded in the result as a lost trial.
+Every failed insert is recorded in the result as a lost trial. Once it holds the file it writes
+RESULT_JSON + ".ready", so the test never has to race its own connects against this one.
 """
 
 import datetime as dt
@@ -13,6 +14,7 @@ import duckdb
 
 db, seconds, interval, result_path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 con = duckdb.connect(db)
+open(result_path + ".ready", "w").close()
 attempted = inserted = 0
 failures = []
 deadline = time.time() + seconds

@@ -1,0 +1,117 @@
+"""A healthy demo left alone never shows "Stopping": not on the Live page, in `status`, in
+preflight, in the sidecar's judged state or its events.
+
+The demo runs as `make run` starts it, but busier: a short keep-alive and trials always in flight
+(`--keep-alive 15s --concurrency 3 --think-s 0`), so the runner is never idle, Ollama never
+renews its expiry and its own /api/ps (like `ollama ps`) reads "Stopping" once the keep-alive
+has passed while trials keep completing (after one idle moment: see _idle_once). The test checks that it did (else it would prove nothing), and that the
+console, judging from evidence, says Loaded · busy everywhere.
+
+By default it runs for SOAK_S = 90 s (the suite's budget); `OASIS_OPS_TEST_SOAK_S=600
+OASIS_OPS_TEST_SOAK_KEEP_ALIVE=1m` gives the issue's 10 minutes with keep-alive 1 minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from helpers_browser import open_console, wait_idle
+from helpers_server import ROOT, console_env, running_console
+from playwright.sync_api import Page, expect
+
+SOAK_S = float(os.environ.get("OASIS_OPS_TEST_SOAK_S", "90"))
+KEEP_ALIVE = os.environ.get("OASIS_OPS_TEST_SOAK_KEEP_ALIVE", "15s")
+LOOK_EVERY_S = 10.0
+
+
+def _cli(args: list[str], work: Path, ollama_host: str) -> subprocess.CompletedProcess[str]:
+    env = console_env(work, {"OLLAMA_HOST": ollama_host})
+    return subprocess.run([sys.executable, "-m", "oasis_ops", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+def _runner_state(db: Path) -> dict[str, object]:
+    states = list(db.parent.rglob("state.json"))  # the harness's control channel (Contract 3)
+    return json.loads(states[0].read_text()) if states else {}
+
+
+def _idle_once(db: Path, work: Path, ollama_host: str) -> None:
+    """Pause the run until nothing is in flight, then resume: the model goes idle once, so Ollama
+    sets its expiry (now + keep-alive). With trials always in flight from the first one, Ollama
+    never sets it and /api/ps shows now + keep-alive forever (its ps handler does so for an unset
+    expiry): never Stopping, and nothing to test. After this, the expiry goes stale."""
+    deadline = time.monotonic() + 90
+    while not (db.exists() and int(str(_runner_state(db).get("completed") or 0)) >= 3):
+        assert time.monotonic() < deadline, "no trial completed in 90 s"
+        time.sleep(1)
+    assert _cli(["pause", "--db", str(db)], work, ollama_host).returncode == 0
+    while not (_runner_state(db).get("paused") is True and _runner_state(db).get("in_flight") == 0):
+        assert time.monotonic() < deadline, f"the harness did not pause: {_runner_state(db)}"
+        time.sleep(0.5)
+    time.sleep(1.0)
+    assert _cli(["resume", "--db", str(db)], work, ollama_host).returncode == 0
+    while _runner_state(db).get("paused") is not False:
+        assert time.monotonic() < deadline, f"the harness did not resume: {_runner_state(db)}"
+        time.sleep(0.5)
+
+
+@pytest.mark.browser
+def test_a_healthy_busy_demo_never_shows_stopping(page: Page, tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    args = ["demo", "--dir", str(demo), "--keep-alive", KEEP_ALIVE, "--concurrency", "3", "--think-s", "0"]
+    with running_console(args, tmp_path / "console", env={"OASIS_OPS_SAMPLER": "true"}) as console:
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"export OLLAMA_HOST=(\S+)", console.log())) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert match, f"the demo banner printed no `export OLLAMA_HOST=` line:\n{console.log()}"
+        ollama_host = match.group(1)
+        db = demo / "trials.duckdb"
+        _idle_once(db, tmp_path, ollama_host)
+        open_console(page, console, "Live")
+        main = page.locator("[data-testid=stMain]")
+        looks = raw_stopping = 0
+        states: set[str] = set()
+        started = time.monotonic()
+        while time.monotonic() - started < SOAK_S:
+            time.sleep(LOOK_EVERY_S)
+            page.reload()
+            expect(page.locator("[data-testid=stApp]")).to_be_visible()
+            expect(main.locator("h1").first).to_be_visible()
+            wait_idle(page)
+            text = main.inner_text()
+            assert not re.search(r"\bStopping for\b|\bSTOPPING\b", text), f"the Live page says Stopping:\n{text[:3000]}"
+            done = _cli(["status", "--json", "--db", str(db)], tmp_path, ollama_host)
+            assert done.returncode in (0, 3), done.stderr
+            for model in json.loads(done.stdout)["models"]:
+                states.add(model["state"])
+                assert model["state"] != "stopping", model
+                if model["ollama_state"] == "stopping":
+                    raw_stopping += 1
+                    # busy, or in the first seconds after the expiry "checking that it still is"
+                    assert model["busy"] is True or "checking" in (model["judged"] or ""), model
+                    assert "Stopping" in (model["judged"] or ""), model
+            looks += 1
+        flight = _cli(["preflight", "--json", "--db", str(db)], tmp_path, ollama_host)
+        assert flight.returncode in (0, 1, 3), flight.stdout + flight.stderr  # this machine's memory may warn or block
+        stopping = next(c for c in json.loads(flight.stdout)["checks"] if c["id"] == "stopping")
+        assert stopping["status"] == "ok" and not stopping["values"]["stopping"], stopping
+        # Proof the condition was there: Ollama itself said Stopping while the console did not.
+        assert raw_stopping >= 1, f"Ollama never showed Stopping in {looks} looks: the test proved nothing"
+        assert "loaded" in states
+        page.screenshot(path=tmp_path / "live_busy.png", full_page=True)
+    # The console has stopped (its sampler too): the sidecar is free to read.
+    with duckdb.connect(str(demo / "trials.ops.duckdb"), read_only=True) as con:
+        judged = dict(con.execute("SELECT ollama_state, count(*) FROM model_samples GROUP BY ALL").fetchall())
+        wrong = con.execute("SELECT count(*) FROM model_samples WHERE state = 'stopping'").fetchone()
+        events = con.execute("SELECT count(*) FROM events WHERE kind = 'stopping'").fetchone()
+    assert judged.get("stopping", 0) >= 1, judged  # samples where Ollama said Stopping ...
+    assert wrong == (0,), "model_samples.state says stopping"  # ... and the judgement never did
+    assert events == (0,), "a 'stopping' event was raised"

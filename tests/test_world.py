@@ -48,8 +48,11 @@ def test_demo_world_runs_together_and_ctrl_c_leaves_nothing(tmp_path: Path) -> N
     argv = [sys.executable, "-m", "oasis_ops", "demo", "--dir", str(demo), "--port", str(port), "--log", str(tmp_path / "st.log")]
     env = console_env(tmp_path, {"OASIS_OPS_SAMPLER": "true"})
     log = (tmp_path / "demo.out").open("ab")
-    # Its own process group, so the SIGINT below is exactly what a terminal's Ctrl-C sends.
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own process group, so the SIGINT below is exactly what a terminal's Ctrl-C sends. Started
+    # with SIGINT ignored, as a background job of a non-interactive shell (and so some CI runners)
+    # starts it: Python then installs no KeyboardInterrupt handler, and the launcher must still stop.
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
     family: dict[int, psutil.Process] = {}
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -39,11 +39,23 @@ def serve(services: Sequence[Service], lines: Sequence[str]) -> int:
     """Run `services` until Ctrl-C or SIGTERM; print `lines` once they are all up."""
     stop = threading.Event()
 
+    running = threading.Event()  # set once every service is up
+
     def _on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, _on_term) if threading.current_thread() is threading.main_thread() else None
-    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+    def _on_int(signum: int, frame: FrameType | None) -> None:
+        if not running.is_set():
+            raise KeyboardInterrupt  # during start-up: stop what started, at once
+        stop.set()
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_term) if main_thread else None
+    # Ctrl-C too, explicitly: a process started with SIGINT ignored (a background job of a
+    # non-interactive shell, some CI runners) inherits that, and Python then raises no
+    # KeyboardInterrupt: Ctrl-C (or `kill -INT`) would do nothing.
+    previous_int = signal.signal(signal.SIGINT, _on_int) if main_thread else None
+    if hasattr(signal, "SIGUSR1") and main_thread:
         # `kill -USR1 <pid>` prints every thread's stack to stderr (the launcher's log): how a
         # launcher that does not stop on Ctrl-C is diagnosed without a debugger.
         try:
@@ -55,12 +67,15 @@ def serve(services: Sequence[Service], lines: Sequence[str]) -> int:
         for line in lines:
             print(line, flush=True)
         print("Press Ctrl-C to stop.", flush=True)
+        running.set()
 
     try:
         return run_services(services, on_ready=_ready, stop_event=stop)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def background_services(settings: Settings) -> list[Service]:

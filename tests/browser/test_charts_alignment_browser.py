@@ -65,10 +65,15 @@ def _measure(page: Page) -> list[dict[str, Any]]:
     return panels
 
 
+WORST: dict[str, float] = {}  # the largest offset seen per check, printed with -s
+
+
 def _same(a: list[float], b: list[float], what: str) -> None:
     assert len(a) == len(b), f"{what}: {len(a)} vs {len(b)} ({a[:8]} vs {b[:8]})"
     worst = max((abs(x - y) for x, y in zip(sorted(a), sorted(b), strict=True)), default=0.0)
     assert worst <= TOLERANCE_PX, f"{what}: off by {worst:.2f} px ({sorted(a)[:8]} vs {sorted(b)[:8]})"
+    key = what.split(": ", 1)[-1]
+    WORST[key] = max(WORST.get(key, 0.0), worst)
 
 
 def _near(x: float, xs: list[float]) -> bool:
@@ -128,7 +133,8 @@ def test_every_panel_shares_one_time_axis(page: Page, replay_console: ReplayCons
             expect(page.get_by_text(re.compile(r"Finished run")).first).to_be_visible()
         wait_idle(page)
         panels = _measure(page)
-        _check_one_axis(panels, f"{title} at {width} px")
+        numbers = _check_one_axis(panels, f"{title} at {width} px")
+        print(f"{title} at {width} px: {numbers}; worst offsets (px): { {k: round(v, 3) for k, v in WORST.items()} }")
         # Every panel is as wide as the strip: no axis label or legend made one narrower.
         assert all(len(p["bounds"]) == 2 for p in panels)
         page.locator("[data-testid=stVegaLiteChart]").first.screenshot(path=tmp_path / f"{title}-{width}.png")

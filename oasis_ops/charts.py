@@ -231,16 +231,40 @@ def _js(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def marker_label_axis(rows: Sequence[Mapping[str, Any]]) -> Spec:
+LABEL_CHAR_PX = 6.5  # a marker label's width per character at font size 10 (a generous estimate)
+MIN_CHART_PX = 700  # the narrowest chart the labels are spaced for (the Live/Timeline main column)
+
+
+def spaced_labels(times: Sequence[int], labels: Sequence[str], span_ms: float, *, width_px: float = MIN_CHART_PX) -> list[str]:
+    """Labels right-aligned at their times, greedily kept left to right only where one does not
+    reach the previous kept one on a chart `width_px` wide ('' for the others): decided here as
+    well as by Vega's own overlap removal, which a re-render with new data can skip."""
+    ms_per_px = max(span_ms, 1.0) / width_px
+    out: list[str] = []
+    last_end: float | None = None
+    for t, label in zip(times, labels, strict=True):
+        start = t - (len(label) * LABEL_CHAR_PX + 4) * ms_per_px
+        if last_end is None or start >= last_end:
+            out.append(label)
+            last_end = t
+        else:
+            out.append("")
+    return out
+
+
+def marker_label_axis(rows: Sequence[Mapping[str, Any]], span_ms: float | None = None) -> Spec:
     """An x axis above the top panel: its ticks are the markers, its labels theirs (markers at
-    the same instant share one). Vega drops a label that would overlap one already placed
-    (`greedy`) or stick out of the plot (`labelBound`): never overprinted, never clipped, at any
-    width or zoom; the rule and its tooltip stay."""
+    the same instant share one). Labels that would overlap on a MIN_CHART_PX-wide chart of
+    `span_ms` are left out (spaced_labels); Vega also drops a label that would overlap one
+    already placed (`greedy`) or stick out of the plot (`labelBound`): never overprinted, never
+    clipped; every marker keeps its rule and its tooltip."""
     by_time: dict[int, list[Mapping[str, Any]]] = {}
     for row in rows:
         by_time.setdefault(int(row[TIME_FIELD]), []).append(row)
     times = sorted(by_time)[-MAX_MARKER_LABELS:]
     labels = [" · ".join(dict.fromkeys(str(r["label"]) for r in by_time[t])) for t in times]
+    if span_ms is not None:
+        labels = spaced_labels(times, labels, span_ms)
     colors = [str(by_time[t][0]["color"]) for t in times]
     index = f"indexof({_js(times)}, +datum.value)"
     # `values` as an expression: plain numbers on a time axis compile to `datetime(ms)` calls,
@@ -292,7 +316,8 @@ def bounds_layer(name: str, *, brushed: bool = True) -> Spec:
     return {"name": f"{name}_bounds", "data": dict(BOUNDS), "mark": dict(BOUNDS_MARK), "encoding": {"x": x_enc(brushed=brushed)}}
 
 
-def finish_panel(spec: Spec, axis: Spec, markers: Sequence[Mapping[str, Any]], *, with_text: bool = False) -> Spec:
+def finish_panel(spec: Spec, axis: Spec, markers: Sequence[Mapping[str, Any]], *, with_text: bool = False,
+                 span_ms: float | None = None) -> Spec:  # fmt: skip
     """Pins a panel to the shared domain (bounds_layer), adds the marker layers and gives the
     panel its time axis. The panel's `name` prefixes its layers' names (the browser tests find
     the marks by them).
@@ -316,7 +341,7 @@ def finish_panel(spec: Spec, axis: Spec, markers: Sequence[Mapping[str, Any]], *
         if n == carrier:
             out.append(_with_x_axis(layer, axis))
         elif layer.get("name") == f"{name}_marker":
-            out.append(_with_x_axis(layer, marker_label_axis(markers)))
+            out.append(_with_x_axis(layer, marker_label_axis(markers, span_ms)))
         else:
             out.append(_with_x_axis(layer, None))
     return {**spec, "layer": out, "resolve": {**spec.get("resolve", {}), "axis": {"x": "independent"}}}
@@ -535,7 +560,8 @@ def timeline_spec(
         extra = build(x_enc())
         extra.setdefault("name", f"extra{n}")
         built.append(extra)
-    rows = [finish_panel(p, time_axis(span, labels=(n == len(built) - 1)), marks, with_text=(n == 0)) for n, p in enumerate(built)]
+    rows = [finish_panel(p, time_axis(span, labels=(n == len(built) - 1)), marks, with_text=(n == 0), span_ms=span)
+            for n, p in enumerate(built)]
     overview = overview_panel(data, trials, time_axis(span, title="time (UTC)"), "Trials per bucket: drag here to zoom, double-click to reset")
     return stack(rows, overview, {"trials": trials}, dom, marks)
 

@@ -295,7 +295,7 @@ def format_status(snap: dict[str, Any]) -> str:
                 asked = f", asked {flash['setting']}" if flash.get("setting") and flash["setting"] != flash["value"] else ""
                 lines.append(f"  {'':<24} flash attention {flash['value'] or 'unknown'}{asked} (from {flash['source']}: {flash['detail']})")
             if m.get("judged"):
-                lines.append(f"  {'':<24} Ollama shows Stopping; {m['judged']}")
+                lines.append(f"  {'':<24} {m['judged']}")  # it says what Ollama shows, and why
             if m.get("note"):
                 lines.append(f"  {'':<24} note: {m['note']}")
     elif ollama["reachable"]:

@@ -344,15 +344,15 @@ def fmt_count(n: float | int | None) -> str:
     return "–" if n is None or _isnan(n) else f"{int(n):,}"
 
 
-def fmt_per_min(rate: float | None) -> str:
-    """A per-minute rate short enough for a metric tile: '950/min', '22.2k/min', '1.3M/min'."""
-    if rate is None or _isnan(rate):
+def fmt_compact(n: float | None) -> str:
+    """A count short enough for a narrow metric tile: '950', '9,999', '22.2k', '1.3M'."""
+    if n is None or _isnan(n):
         return "–"
-    if abs(rate) >= 1e6:
-        return f"{rate / 1e6:.1f}M/min"
-    if abs(rate) >= 1e4:
-        return f"{rate / 1e3:.1f}k/min"
-    return f"{rate:,.0f}/min"
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if abs(n) >= 1e4:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:,.0f}"
 
 
 def fmt_rate(rate: float | None) -> str:

@@ -150,7 +150,7 @@ def show_host(header: LiveHeader, flash: dict[str, Any]) -> None:
         colour = {"warn": "orange", "critical": "red"}.get(level, "green")
         cols[2].caption(f":{colour}[{pressure:.1f} / 100]")
     rate = header.swapouts_per_min
-    cols[3].metric("Swap-outs", ui.fmt_per_min(rate), border=True,
+    cols[3].metric("Swap-outs / min", ui.fmt_compact(rate), border=True,
                    help="Pages swapped out per minute, over the newest minute of samples (k = thousand, M = million).")
     if not flash:  # a finished run or replay: flash attention of today's Ollama says nothing about it
         cols[4].metric("Flash attention", "–", border=True, help="Read from the Ollama of now: not shown for a past run.")

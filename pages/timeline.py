@@ -73,7 +73,9 @@ def choose_range(handle: ui.SourceHandle, version: str, live: bool, newest: date
                 "Run",
                 range(len(runs)),
                 format_func=lambda i: _run_label(runs.iloc[i]),
-                key="tl_run",
+                # one widget per database: with the same key, switching databases kept showing
+                # the other database's run label (the options, indices, looked unchanged)
+                key=f"tl_run:{handle.path}",
                 help="Runs newest first.",
             )
             row = runs.iloc[choice or 0]

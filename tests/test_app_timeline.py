@@ -123,7 +123,7 @@ def test_timeline_range_modes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     db = tmp_path / "trials.duckdb"
     expected = write_trials(db)
     at = run_timeline(monkeypatch, db)
-    at.selectbox(key="tl_run").set_value(1).run()  # the older run
+    next(s for s in at.selectbox if s.label == "Run").set_value(1).run()  # the older run
     assert _metrics(at)["Trials"] == "40" and _metrics(at)["Failures"] == "0"
 
     mode = at.button_group(key="tl_mode")

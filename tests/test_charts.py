@@ -118,3 +118,19 @@ def test_no_markers_adds_no_layers() -> None:
     assert charts.marker_layers(charts.marker_rows(pd.DataFrame(columns=["ts", "kind", "label"]))) == []
     spec = charts.timeline_chart(_rollup(), log_latency=True).to_dict()
     assert '"type": "log"' in json.dumps(spec)
+
+
+def test_marker_labels_that_would_overlap_are_left_out() -> None:
+    # four markers within a minute of a 30-minute chart: on 700 px, 1 min is ~23 px
+    t0 = charts.epoch_ms(pd.Timestamp("2025-11-20 18:00", tz="UTC"))
+    times = [t0, t0 + 10_000, t0 + 20_000, t0 + 20 * 60_000]
+    labels = ["sampler started", "pause runner (done)", "resume runner (done)", "loaded"]
+    kept = charts.spaced_labels(times, labels, 30 * 60_000)
+    assert kept == ["sampler started", "", "", "loaded"]
+    # a minute apart on a 2-minute chart 1400 px wide: ~700 px apart, both kept
+    assert charts.spaced_labels([t0, t0 + 60_000], labels[:2], 2 * 60_000, width_px=1400) == labels[:2]
+    spec = charts.timeline_spec(_rollup(), pd.DataFrame({"ts": pd.to_datetime(times, unit="ms", utc=True), "kind": "loaded",
+                                                         "label": labels}))
+    top = next(layer["encoding"]["x"]["axis"] for layer in spec["vconcat"][0]["layer"]
+               if layer["encoding"]["x"]["axis"] and layer["encoding"]["x"]["axis"].get("orient") == "top")
+    assert '"pause runner (done)"' not in top["labelExpr"] and '"sampler started"' in top["labelExpr"]

@@ -147,7 +147,7 @@ def test_the_replay_span_is_the_same_on_every_surface(
     at.run()
     at.switch_page("pages/timeline.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    picker = at.selectbox(key="tl_run")
+    picker = next(s for s in at.selectbox if s.label == "Run")
     assert picker.options[0] == f"oasis-20251120 · 2025-11-20 09:00:01 → 18:04:59 UTC · 9 h 4 min 58 s · {span.trials:,} trials"
     captions = " ".join(c.value for c in at.caption)
     assert f"run `oasis-20251120`: {REPLAY_SPAN}" in captions, captions

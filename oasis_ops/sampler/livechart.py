@@ -105,7 +105,8 @@ def live_chart(rollup: pd.DataFrame, window: LiveWindow) -> dict[str, Any]:
     rows.append(charts.panel("swap", "Swap-outs per minute (bars) and memory pressure 0-100 (line)" + tag, swap,
                              height=PANEL_HEIGHT, independent_y=True))
     last = len(rows) - 1
-    rows = [charts.finish_panel(p, charts.time_axis(span, labels=(n == last)), markers, with_text=(n == 0)) for n, p in enumerate(rows)]
+    rows = [charts.finish_panel(p, charts.time_axis(span, labels=(n == last)), markers, with_text=(n == 0), span_ms=span)
+            for n, p in enumerate(rows)]
     overview = charts.overview_panel(trial_data, trials, charts.time_axis(span, title="time (UTC)"),
                                      "Trials per minute: drag here to zoom every panel, double-click to reset")  # fmt: skip
     datasets: dict[str, Any] = {"trials": trials, "telemetry": telemetry, "runners": runners}

@@ -32,6 +32,10 @@ class ConfigError(UsageError):
     """A settings file or variable that cannot be used."""
 
 
+class TooManyBuckets(UsageError):
+    """A rollup that would materialise more than `max_buckets` buckets (a bound, not a bug)."""
+
+
 # --- data files -------------------------------------------------------------------------------
 class DataError(OasisOpsError):
     """A database or log file that cannot be read as expected."""

@@ -43,7 +43,7 @@ from oasis_ops.control import RunnerState, concurrency_wording, pause_wording
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.fmt import fmt_duration
 from oasis_ops.modelstate import judge_all
-from oasis_ops.probes import ModelProbe, ModelSnapshot, human_bytes
+from oasis_ops.probes import ModelProbe, ModelSnapshot
 from oasis_ops.probes.ollama import OllamaClient
 from oasis_ops.settings import Settings
 from oasis_ops.watchdog import WatchdogPolicy, read_switch, write_switch
@@ -122,8 +122,12 @@ def state_badge(snap: ModelSnapshot) -> str:
 def runner_text(snap: ModelSnapshot) -> str:
     if snap.runner_pid is None:
         return "no runner process matched" + (f" ({snap.note})" if snap.note else "")
-    cpu = f"{snap.runner_cpu_percent:.0f}%" if snap.runner_cpu_percent is not None else "–"
-    return f"runner pid **{snap.runner_pid}** · RSS {human_bytes(snap.runner_rss_bytes)} · CPU {cpu}"
+    # Only the runner's identity: its memory and CPU are the panel's (the sampler's) numbers, and
+    # a second reading here, taken at another instant, would show the same fact twice, differently.
+    # The confirmation dialog shows RSS as read just before the action.
+    created = snap.runner_create_time
+    since = f" · started {datetime.fromtimestamp(created, UTC):%H:%M:%S} UTC" if created else ""
+    return f"runner pid **{snap.runner_pid}**{since}"
 
 
 # --- pending actions and the dialog -----------------------------------------------------------

@@ -11,7 +11,7 @@ import streamlit as st
 
 from oasis_ops import charts
 from oasis_ops.actions import actions_markers
-from oasis_ops.errors import OasisOpsError, UsageError
+from oasis_ops.errors import OasisOpsError, TooManyBuckets, UsageError
 from oasis_ops.sampler import views
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
@@ -292,7 +292,11 @@ def render(settings: Settings) -> None:
     bucket = auto_bucket(rng.start, rng.end) if bucket_pick == "auto" else str(bucket_pick)
 
     summary = ui.cached_summary(handle, handle.key, version, rng.start, rng.end, rng.run_id, model)
-    rollup = ui.cached_rollup(handle, handle.key, version, rng.start, rng.end, bucket, rng.run_id, model)
+    try:
+        rollup = ui.cached_rollup(handle, handle.key, version, rng.start, rng.end, bucket, rng.run_id, model)
+    except TooManyBuckets as exc:  # an explicit bucket too narrow for the range: said, nothing drawn
+        st.error(str(exc), icon=":material/block:")
+        return
 
     if rng.is_run and model is not None:  # the span of this model's trials in the run, as `timeline --model` says it
         model_span = ui.call(handle, lambda s: s.run_span(rng.run_id, model))

@@ -20,9 +20,12 @@ WITH raw AS (
       AND ($model IS NULL OR columns(lambda c: c = $model_col)::VARCHAR = $model)
 ), latencies AS (
     SELECT
-        CASE WHEN $has_latency THEN latency_raw::DOUBLE
+        CASE WHEN $has_latency THEN TRY_CAST(latency_raw AS DOUBLE)
              ELSE (epoch_us(finished_raw) - epoch_us(started_raw)) / 1000.0
-        END AS latency_ms
+        END AS latency_any,
+        -- NaN, ±inf, negative and absurd (over 1e11 ms, ~3 years) values are not latencies: left out of
+        -- percentiles and max (as in trials_groups.sql)
+        CASE WHEN isfinite(latency_any) AND latency_any BETWEEN 0 AND 1e11 THEN latency_any END AS latency_ms
     FROM raw
 )
 SELECT latency_ms

@@ -20,9 +20,12 @@ WITH raw AS (
       AND ($model IS NULL OR columns(lambda c: c = $model_col)::VARCHAR = $model)
 ), mapped AS (
     SELECT
-        CASE WHEN $has_latency THEN latency_raw::DOUBLE
+        CASE WHEN $has_latency THEN TRY_CAST(latency_raw AS DOUBLE)
              ELSE (epoch_us(finished_raw) - epoch_us(started_raw)) / 1000.0
-        END AS latency_ms,
+        END AS latency_any,
+        -- NaN, ±inf, negative and absurd (over 1e11 ms, ~3 years) values are not latencies: left out of
+        -- percentiles and max (as in trials_groups.sql)
+        CASE WHEN isfinite(latency_any) AND latency_any BETWEEN 0 AND 1e11 THEN latency_any END AS latency_ms,
         CASE WHEN list_contains($ok_words, status_raw::VARCHAR) THEN 'ok'
              WHEN list_contains($timeout_words, status_raw::VARCHAR) THEN 'timeout'
              ELSE 'error'
@@ -35,8 +38,9 @@ WITH raw AS (
         count(*) FILTER (WHERE outcome = 'timeout') AS timeouts,
         count(*) FILTER (WHERE outcome = 'error') AS errors,
         count(latency_ms) AS with_latency,
+        count(latency_any) - count(latency_ms) AS invalid_latency,
         max(latency_ms) AS max_ms
     FROM mapped
 )
-SELECT trials, ok, timeouts, errors, with_latency, max_ms
+SELECT trials, ok, timeouts, errors, with_latency, invalid_latency, max_ms
 FROM totals;

@@ -226,6 +226,7 @@ def _summary(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], inciden
                f"in Stopping… and no trial had landed since {t.hm(w.end)} UTC: the run does not recover by itself.")  # fmt: skip
     pm.add("p", f"Run totals: {t.count(totals.get('ok'))} trials succeeded and {t.count(totals.get('failures'))} failed "
            f"({t.rate(totals.get('failure_rate'))}) over {_run_text(analysis)}.")  # fmt: skip
+    _invalid_latency(pm, totals)
     _memory_label(pm, analysis, "Host memory numbers in this report (here and in the evidence below) are ")
 
 
@@ -233,6 +234,14 @@ def _impact_whole(pm: PostMortem, analysis: Analysis, totals: dict[str, Any]) ->
     pm.add("h2", "Impact")
     pm.add("table", ["period", "time (UTC)", "trials", "failures", "failure rate", "p50", "p95"],
            [_summary_row("whole run", totals, *_run_bounds(analysis), seconds=True)])  # fmt: skip
+    _invalid_latency(pm, totals)
+
+
+def _invalid_latency(pm: PostMortem, totals: dict[str, Any]) -> None:
+    """Said once: trials whose latency is NaN, infinite, negative or absurd (the SQL leaves them out)."""
+    if totals.get("invalid_latency"):
+        pm.add("p", f"{totals['invalid_latency']:,} trials with an invalid latency (NaN, infinite, negative or over 1e11 ms) "
+               "are counted as trials but left out of every latency figure.")  # fmt: skip
 
 
 def _impact(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], after: dict[str, Any], incident: Incident) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from oasis_ops import duck
-from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError
+from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, TooManyBuckets
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials.mapping import TrialMapping
@@ -36,7 +36,13 @@ from oasis_ops.trials.snapshot import (
     snapshot_dir_for,
 )
 from oasis_ops.trials.span import RunSpan
-from oasis_ops.trials.timeparse import as_utc, bucket_seconds, ceil_to_bucket, floor_to_bucket
+from oasis_ops.trials.timeparse import (
+    as_utc,
+    auto_bucket,
+    bucket_seconds,
+    ceil_to_bucket,
+    floor_to_bucket,
+)
 
 # More appended rows than this in one refresh: drop the rollup cache instead of folding them in.
 MAX_DELTA_ROWS = 200_000
@@ -155,7 +161,9 @@ class TrialSource:
             return
         if appended > MAX_DELTA_ROWS:
             self._cache.clear()
-        elif len(self._cache):
+        # The groups first: _compute() reads only where trials are, by the groups' extent.
+        self._merge_groups(self._group_rows(skip_rows=old.trials))
+        if appended <= MAX_DELTA_ROWS and len(self._cache):
             params = {**self._base_params(), "skip_rows": old.trials, "max_rows": appended}
             rows = execute(self._con, "trials_new_rows", params).fetchnumpy()
             self._cache.apply_new_rows(
@@ -163,7 +171,6 @@ class TrialSource:
                 np.asarray(rows["run_id"], dtype=object),
                 np.asarray(rows["model"], dtype=object),
             )
-        self._merge_groups(self._group_rows(skip_rows=old.trials))
 
     def freshness(self) -> Freshness:
         with self._lock:
@@ -326,6 +333,13 @@ class TrialSource:
         return self._state.mapping.params()
 
     def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
+        if not self._groups.empty:
+            # Only where trials are: a range decades wider than the data costs no extra query.
+            first = int(self._groups["first_us"].min()) // width_us * width_us
+            last = int(self._groups["last_us"].max()) // width_us * width_us + width_us
+            from_us, to_us = max(from_us, first), min(to_us, last)
+            if to_us <= from_us:
+                return empty_aggregates()
         chunk_us = to_us - from_us
         if not only_buckets and not self._groups.empty:
             span_us = max(int(self._groups["last_us"].max()) - int(self._groups["first_us"].min()), 1)
@@ -406,6 +420,15 @@ class TrialSource:
         start_us = _us(floor_to_bucket(start, width_s))
         end_us = _us(ceil_to_bucket(end, width_s))
         width_us = width_s * 1_000_000
+        limit = int(self.settings.max_buckets)
+        if (end_us - start_us) // width_us > limit:
+            # Every bucket becomes a row (gaps included): past the bound, refuse with one line.
+            fits = auto_bucket(start, end, max_buckets=limit)
+            raise TooManyBuckets(
+                f"{as_utc(start):%Y-%m-%d %H:%M} → {as_utc(end):%Y-%m-%d %H:%M} UTC in {bucket} buckets is "
+                f"{(end_us - start_us) // width_us:,} buckets, more than max_buckets ({limit:,})",
+                hint=f"use a bucket of {fits} or wider, or a narrower range with --from/--to",
+            )
         if end_us <= start_us:
             end_us = start_us + width_us if as_utc(end) > as_utc(start) else start_us
         with self._lock:
@@ -431,7 +454,7 @@ class TrialSource:
                 "model": model,
             }
             (row,) = execute(self._con, "trials_summary", params).fetchall()
-            trials, ok, timeouts, errors, with_latency, max_ms = row
+            trials, ok, timeouts, errors, with_latency, invalid_latency, max_ms = row
             p50, p95, p99 = self._exact_percentiles(params) if with_latency else (None, None, None)
             failures = int(timeouts) + int(errors)
             result: dict[str, Any] = {
@@ -445,6 +468,8 @@ class TrialSource:
                 "p95_ms": _float(p95),
                 "p99_ms": _float(p99),
                 "max_ms": _float(max_ms),
+                # NaN, ±inf or negative latencies: counted as trials, left out of the latencies
+                "invalid_latency": int(invalid_latency or 0),
             }
             self._summaries[key] = result
             while len(self._summaries) > 16:

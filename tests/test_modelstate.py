@@ -153,8 +153,16 @@ def test_the_sampler_judges_a_busy_real_runner_loaded_and_status_agrees(
             monkeypatch.setenv("OLLAMA_HOST", emu.url)
             monkeypatch.setenv("OLLAMA_MODELS", str(emu.home.models_dir))
             # status reads the sidecar beside the trial db (<stem>.ops.duckdb); no trial db needed
-            assert cli_main(["status", "--json", "--db", str(tmp_path / "trials.duckdb")]) == 0
-            (entry,) = json.loads(capsys.readouterr().out)["models"]
+            def status_entry() -> dict[str, Any] | None:
+                # Under load the three requests can all end at once: Ollama renews the expiry
+                # (then it says loaded, rightly). Look again until it says Stopping.
+                assert cli_main(["status", "--json", "--db", str(tmp_path / "trials.duckdb")]) == 0
+                (entry,) = json.loads(capsys.readouterr().out)["models"]
+                assert entry["state"] == "loaded", entry  # never called Stopping while it serves
+                # busy once the evidence is newer than the expiry (the first seconds: "checking")
+                return entry if entry["ollama_state"] == "stopping" and entry["busy"] else None
+
+            entry = wait_until(status_entry, timeout=30, interval=0.5, what="status while Ollama shows Stopping")
             assert (entry["state"], entry["ollama_state"], entry["busy"]) == ("loaded", "stopping", True)
         finally:
             stop.set()

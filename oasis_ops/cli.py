@@ -17,20 +17,46 @@ from collections.abc import Sequence
 from oasis_ops import __version__
 from oasis_ops.errors import OasisOpsError
 
-# Module names under oasis_ops.commands; a missing module is skipped so partial trees still run.
-COMMANDS = (
-    "dashboard",
-    "timeline",
-    "sample",
-    "status",
-    "demo",
-    "actions",
-    "ingest",
-    "incidents",
-    "preflight",
-    "report",
-    "settings_cmd",
+# Every command: (name, module under oasis_ops.commands, help). `oasis-ops --help` lists them from
+# here, importing no command module; running a command imports only its own module (and what that
+# needs): `oasis-ops timeline` never loads the sampler, psutil or httpx. tests/test_lazy_imports.py
+# keeps these help texts equal to the ones the modules register.
+COMMAND_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("dashboard", "dashboard", "serve the dashboard (127.0.0.1 unless --host says otherwise)"),
+    ("timeline", "timeline", "per-minute trials, failure rate and p50/p95/p99 latency"),
+    ("sample", "sample", "run the telemetry sampler without the dashboard"),
+    ("status", "status", "one snapshot: Ollama, models and runners, host memory, flash attention"),
+    ("demo", "demo", "run the built-in demo world (what `make run` starts)"),
+    ("evict", "actions", "soft-unload a model (keep_alive 0); exit 3 when it stays Stopping"),
+    ("kill-runner", "actions", "SIGKILL the one verified runner process of a model"),
+    ("recover", "actions", "evict, wait, hard-kill if still Stopping, check a new runner answers"),
+    ("concurrency", "actions", "set the live runner's max concurrency (control channel)"),
+    ("pause", "actions", "pause the live runner (in-flight trials finish)"),
+    ("resume", "actions", "resume the live runner"),
+    ("watchdog", "actions", "run the watchdog headless (opt-in automatic recovery)"),
+    ("ingest-logs", "ingest", "ingest Ollama's server.log and the harness log into the sidecar"),
+    ("incidents", "incidents", "find incident windows in a run and diagnose their causes"),
+    ("preflight", "preflight", "check memory, swap, pressure, flash attention, runners and concurrency before a run"),
+    ("report", "report", "write the post-mortem report of a run (.md or .html)"),
+    ("settings", "settings_cmd", "show the resolved settings and their origins"),
 )
+COMMANDS = tuple(dict.fromkeys(module for _, module, _ in COMMAND_TABLE))  # module names, in order
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command named in `argv` (the first word that is not an option or --config's value)."""
+    names = {name for name, _, _ in COMMAND_TABLE}
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--config":
+            skip = True
+        elif token.startswith("-"):
+            continue
+        else:
+            return token if token in names else None
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,12 +66,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given `argv`, only the named command's module is imported (the others
+    are listed by name and help, from COMMAND_TABLE)."""
     parser = _Parser(prog="oasis-ops", description="Operations console for Ollama-backed evaluation runs.")
     parser.add_argument("--version", action="version", version=f"oasis-ops {__version__}")
     parser.add_argument("--config", help="settings file (TOML); also OASIS_OPS_CONFIG")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
+    if argv is None:
+        wanted = list(COMMANDS)
+    else:
+        chosen = command_in(argv)
+        wanted = [module for name, module, _ in COMMAND_TABLE if name == chosen][:1]
+    for name in wanted:
         try:
             module = importlib.import_module(f"oasis_ops.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -53,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for name, _, help_text in COMMAND_TABLE:  # the others: named, for --help, never run
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text)
     # `--config` works after the subcommand too (`oasis-ops timeline --config f.toml ...`);
     # SUPPRESS keeps a value given before the subcommand when it is not repeated after it.
     for subparser in sub.choices.values():
@@ -61,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

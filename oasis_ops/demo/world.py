@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,6 +129,33 @@ def default_demo_dir(now: datetime | None = None) -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
+
+
+IN_USE_S = 600.0  # a demo directory written to this recently may be a running demo: never removed
+
+
+def prune_demo_dirs(base: Path, keep: int, *, current: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove all but the `keep` newest `demo-<time>` directories under `base` (disk is bounded
+    too: each holds a hard-linked model, trial tables and logs). Never `current`, never one with a
+    file written in the last IN_USE_S (another demo may be running in it); keep 0 removes nothing.
+    Returns what was removed."""
+    if keep <= 0 or not base.is_dir():
+        return []
+    clock = time.time() if now is None else now
+    dirs = sorted((p for p in base.glob("demo-*") if p.is_dir() and not p.is_symlink()), key=lambda p: p.name, reverse=True)
+    removed = []
+    for old in dirs[keep:]:
+        if current is not None and old.resolve() == current.resolve():
+            continue
+        try:
+            newest = max((f.lstat().st_mtime for f in old.rglob("*")), default=old.lstat().st_mtime)
+        except OSError:
+            continue
+        if clock - newest < IN_USE_S:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old)
+    return removed
 
 
 def ensure_replay(demo_dir: Path) -> Path:
@@ -273,6 +302,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     demo_dir = (Path(args.dir).expanduser() if getattr(args, "dir", None) else default_demo_dir()).resolve()
     demo_dir.mkdir(parents=True, exist_ok=True)
+    if not getattr(args, "dir", None):
+        gone = prune_demo_dirs(demo_dir.parent, int(settings.keep_demo_dirs), current=demo_dir)
+        if gone:
+            print(f"Removed {len(gone)} older demo director{'y' if len(gone) == 1 else 'ies'} "
+                  f"(keep_demo_dirs = {settings.keep_demo_dirs}).", flush=True)  # fmt: skip
     print(f"Preparing the demo world in {demo_dir} ...", flush=True)
     replay_db = ensure_replay(demo_dir)
     settings = world_settings(settings, demo_dir, free_port())

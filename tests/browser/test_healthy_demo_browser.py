@@ -27,6 +27,9 @@ from helpers_browser import open_console, wait_idle
 from helpers_server import ROOT, console_env, running_console
 from playwright.sync_api import Page, expect
 
+from oasis_ops.control import ControlChannel, RunnerState, control_dir_for
+from oasis_ops.settings import load_settings
+
 SOAK_S = float(os.environ.get("OASIS_OPS_TEST_SOAK_S", "60"))
 KEEP_ALIVE = os.environ.get("OASIS_OPS_TEST_SOAK_KEEP_ALIVE", "15s")
 LOOK_EVERY_S = 8.0
@@ -38,9 +41,9 @@ def _cli(args: list[str], work: Path, ollama_host: str) -> subprocess.CompletedP
                           timeout=60, check=False)  # fmt: skip
 
 
-def _runner_state(db: Path) -> dict[str, object]:
-    states = list(db.parent.rglob("state.json"))  # the harness's control channel (Contract 3)
-    return json.loads(states[0].read_text()) if states else {}
+def _runner_state(db: Path) -> RunnerState | None:
+    """The harness's state through the control channel (Contract 3), as `oasis-ops` reads it."""
+    return ControlChannel(control_dir_for(db, load_settings(env={}))).runner_state()
 
 
 def _idle_once(db: Path, work: Path, ollama_host: str) -> None:
@@ -49,16 +52,16 @@ def _idle_once(db: Path, work: Path, ollama_host: str) -> None:
     never sets it and /api/ps shows now + keep-alive forever (its ps handler does so for an unset
     expiry): never Stopping, and nothing to test. After this, the expiry goes stale."""
     deadline = time.monotonic() + 90
-    while not (db.exists() and int(str(_runner_state(db).get("completed") or 0)) >= 3):
+    while not (db.exists() and (state := _runner_state(db)) is not None and (state.completed or 0) >= 3):
         assert time.monotonic() < deadline, "no trial completed in 90 s"
         time.sleep(1)
     assert _cli(["pause", "--db", str(db)], work, ollama_host).returncode == 0
-    while not (_runner_state(db).get("paused") is True and _runner_state(db).get("in_flight") == 0):
+    while not ((state := _runner_state(db)) is not None and state.paused is True and state.in_flight == 0):
         assert time.monotonic() < deadline, f"the harness did not pause: {_runner_state(db)}"
         time.sleep(0.5)
     time.sleep(1.0)
     assert _cli(["resume", "--db", str(db)], work, ollama_host).returncode == 0
-    while _runner_state(db).get("paused") is not False:
+    while (state := _runner_state(db)) is None or state.paused is not False:
         assert time.monotonic() < deadline, f"the harness did not resume: {_runner_state(db)}"
         time.sleep(0.5)
 

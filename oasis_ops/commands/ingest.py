@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from oasis_ops.commands import note_missing_trial_db, settings_from
+from oasis_ops.commands.progress import ProgressBar, wanted
 from oasis_ops.errors import UsageError
 from oasis_ops.logs.ingest import IngestReport, ingest_logs
 from oasis_ops.sidecar import sidecar_path_for
@@ -30,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runner-log", metavar="FILE", help="the harness's runner.log")
     p.add_argument("--utc-offset", metavar="+HH:MM", help="offset of the naive local times (Gin, harness); default: this machine's")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar on stderr for files over 4 MB (auto: when stderr is a terminal)",
+    )
     p.set_defaults(func=run)
 
 
@@ -49,13 +57,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --db PATH (the trial database) or --sidecar PATH")
     sidecar = sidecar_path_for(settings.db or None, settings)
     note_missing_trial_db(settings, f"the log rows go to {sidecar}")
-    report = ingest_logs(
-        sidecar,
-        server_logs=server_logs,
-        runner_log=args.runner_log,
-        utc_offset=settings.log_utc_offset,
-        settings=settings,
-    )
+    bar = ProgressBar(sys.stderr) if wanted(args.progress, sys.stderr) else None
+    try:
+        report = ingest_logs(
+            sidecar,
+            server_logs=server_logs,
+            runner_log=args.runner_log,
+            utc_offset=settings.log_utc_offset,
+            settings=settings,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     if args.json:
         print(json.dumps({"sidecar": str(sidecar), **report.as_dict()}, indent=2))
     else:

@@ -29,9 +29,11 @@ Behaviour (also in the README):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +45,7 @@ import pyarrow as pa
 from oasis_ops import duck
 from oasis_ops.errors import DataError, UsageError
 from oasis_ops.logs.harness import HarnessLogParser
-from oasis_ops.logs.rows import ParseCounts
+from oasis_ops.logs.rows import COLUMNS, ParseCounts, Rows
 from oasis_ops.logs.server import ServerLogParser
 from oasis_ops.logs.timefmt import LocalClock
 from oasis_ops.settings import Settings
@@ -55,8 +57,8 @@ LogKind = Literal["server", "harness"]
 HEAD_BYTES = 4096
 HEAD_OFFSET_BYTES = 1 << 20  # read for the first slog offset before parsing a server log
 MAX_LINE_BYTES = 1 << 20
-DEFAULT_CHUNK_BYTES = 8 << 20
-READ_BYTES = 4 << 20
+DEFAULT_CHUNK_BYTES = 64 << 20
+READ_BYTES = 16 << 20
 
 _INSERT_SQL = {
     "log_requests": ("logs_insert_requests", "logs_batch_requests"),
@@ -266,7 +268,46 @@ def to_arrow(columns: dict[str, list[Any]], source_file: str) -> pa.Table:
         else:
             arrays[name] = pa.array(values, type=pa.string())
     arrays["source_file"] = pa.array([source_file] * n, type=pa.string())
-    return pa.table(arrays)
+    return pa.table(arrays, schema=_schema_for(columns))
+
+
+def _schema_for(columns: dict[str, list[Any]]) -> pa.Schema:
+    for table, names in COLUMNS.items():
+        if tuple(columns) == names:
+            return _schema(table)
+    raise ValueError(f"unknown column set {tuple(columns)}")
+
+
+def take_tables(rows: Rows, source_file: str) -> dict[str, pa.Table]:
+    """Everything a parser holds, one Arrow table per sidecar table (rows made line by line and
+    rows made in bulk by the vectorised path, in the same column order and types)."""
+    taken, pieces = rows.take(), rows.take_pieces()
+    tables: dict[str, pa.Table] = {}
+    for table, cols in taken.items():
+        parts = [to_arrow(cols, source_file)] if cols["line_no"] else []
+        for piece in pieces[table]:
+            n = len(piece["line_no"])
+            arrays = {c: piece[c] for c in COLUMNS[table]}
+            arrays["source_file"] = pa.array([source_file] * n, type=pa.string()) if n else pa.array([], pa.string())
+            parts.append(pa.table(arrays, schema=_schema(table)))
+        if parts:
+            tables[table] = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+    return tables
+
+
+def _schema(table: str) -> pa.Schema:
+    fields = []
+    for name in (*COLUMNS[table], "source_file"):
+        if name == "ts":
+            kind: pa.DataType = pa.timestamp("us", tz="UTC")
+        elif name in _INT_COLUMNS:
+            kind = pa.int64()
+        elif name in _FLOAT_COLUMNS:
+            kind = pa.float64()
+        else:
+            kind = pa.string()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
 
 
 # --- reading one file ---------------------------------------------------------------------------
@@ -313,11 +354,12 @@ def read_chunks(
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     max_bytes: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Any:
     """Feed whole lines from `cursor.offset` to the parser; yield after every ~chunk_bytes.
 
     Advances cursor.offset / line_no past consumed lines only; a partial last line stays unread.
-    `max_bytes` bounds one call (the follower's tick).
+    `max_bytes` bounds one call (the follower's tick). `progress(offset)` after each read.
     """
     handle.seek(cursor.offset)
     carry = b""
@@ -353,6 +395,13 @@ def read_chunks(
         parser.feed_bytes(whole, cursor.line_no + 1)
         cursor.line_no += whole.count(b"\n")
         cursor.offset += len(whole)
+        if len(carry) > MAX_LINE_BYTES:  # the last line is already too long: drop it, count it once
+            parser.counts.junk += 1
+            cursor.offset += len(carry)
+            carry = b""
+            cursor.skipping = True
+        if progress is not None:
+            progress(cursor.offset)
         since_yield += len(whole)
         if since_yield >= chunk_bytes:
             since_yield = 0
@@ -375,24 +424,55 @@ def _identity(cursor: FileCursor, handle: BinaryIO) -> None:
     cursor.head = head_hash(handle, cursor.offset)
 
 
-def _flush(store: LogStore, cursor: FileCursor, handle: BinaryIO) -> None:
-    """Write what the parser holds plus the cursor's offset; then expect that offset."""
+def _flush(store: LogStore, cursor: FileCursor, handle: BinaryIO, committer: Committer | None = None) -> None:
+    """Write what the parser holds plus the cursor's offset; then expect that offset. With a
+    committer the write runs in its thread while the caller reads on."""
     _identity(cursor, handle)
     size = os.fstat(handle.fileno()).st_size
-    taken = cursor.parser.rows.take()
-    tables = {t: to_arrow(cols, cursor.path) for t, cols in taken.items() if cols["line_no"]}
+    tables = take_tables(cursor.parser.rows, cursor.path)
     new = cursor.state(size)
     old = cursor.stored
     if not tables and old is not None and (old.inode, old.offset_bytes, old.head_hash) == (new.inode, new.offset_bytes, new.head_hash):
         return  # nothing new: no write at all
-    store.commit(tables, cursor.path, cursor.stored, new)
+    if committer is None:
+        store.commit(tables, cursor.path, old, new)
+    else:
+        committer.submit(store.commit, tables, cursor.path, old, new)
     cursor.stored = new
+
+
+class Committer:
+    """One commit at a time in a background thread, so DuckDB writes chunk N (it releases the
+    GIL) while the parser reads chunk N+1. `submit` first waits for the previous commit and
+    raises its error, so nothing is written after a failed chunk; `wait` at the end."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oasis-log-commit")
+        self._pending: Future[None] | None = None
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Let a commit in flight finish (its error, if any, is the caller's to have seen)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # noqa: BLE001 - already failing: the first error is the one to report
+                pass
+        self._pool.shutdown(wait=True)
 
 
 def commit_pending(store: LogStore, cursor: FileCursor) -> None:
     """Write the rows a parser still holds (after `finish()`), with the cursor's offset as it is."""
-    taken = cursor.parser.rows.take()
-    tables = {t: to_arrow(cols, cursor.path) for t, cols in taken.items() if cols["line_no"]}
+    tables = take_tables(cursor.parser.rows, cursor.path)
     if not tables:
         return
     size = cursor.stored.size if cursor.stored is not None and cursor.stored.size is not None else cursor.offset
@@ -409,8 +489,10 @@ def ingest_file(
     *,
     stored: dict[str, StoredOffset] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: Callable[[int], None] | None = None,
 ) -> FileResult:
-    """Ingest one file to its end (whole lines), in chunks of one transaction each."""
+    """Ingest one file to its end (whole lines), in chunks of one transaction each;
+    `progress(offset)` after every read (the CLI's progress bar)."""
     abs_path = str(Path(path).expanduser().resolve())
     stored = store.offsets() if stored is None else stored
     try:
@@ -424,11 +506,16 @@ def ingest_file(
         cursor = FileCursor(abs_path, kind, make_parser(kind, clock, handle), offset=start, stored=stored.get(abs_path))
         cursor.line_no = count_lines(handle, start) if start else 0
         result = FileResult(abs_path, kind, how, start, continued_from=continued_from)
-        for _ in read_chunks(cursor, handle, chunk_bytes=chunk_bytes):
-            _flush(store, cursor, handle)
-        cursor.parser.finish()
-        if cursor.parser.rows.total():
-            _flush(store, cursor, handle)
+        committer = Committer()
+        try:
+            for _ in read_chunks(cursor, handle, chunk_bytes=chunk_bytes, progress=progress):
+                _flush(store, cursor, handle, committer)
+            cursor.parser.finish()
+            if cursor.parser.rows.total():
+                _flush(store, cursor, handle, committer)
+            committer.wait()
+        finally:
+            committer.close()
         result.end_offset = cursor.offset
         result.counts = cursor.parser.counts
         result.utc_offset, result.utc_offset_source = offset_info(cursor.parser)
@@ -445,12 +532,14 @@ def ingest_logs(
     utc_offset: str | None = None,
     settings: Settings | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
     """Ingest the given server logs (in the order given: oldest first, e.g. server-1.log then
     server.log) and the harness runner log into the sidecar. `utc_offset` ('+01:00') converts
     the naive local times of Gin, Go plain-logger and harness lines; empty or None: a server log
     uses the offset its own slog lines state (else this machine's zone), the harness log this
-    machine's zone. Each FileResult says which offset was used."""
+    machine's zone. Each FileResult says which offset was used. `progress(path, offset, size)`
+    is called after every read (the CLI draws its bar from it)."""
     if not server_logs and runner_log is None:
         raise UsageError("nothing to ingest: give --server-log FILE and/or --runner-log FILE")
     clock = LocalClock(utc_offset or None)
@@ -462,5 +551,20 @@ def ingest_logs(
     if runner_log is not None:
         jobs.append((runner_log, "harness"))
     for path, kind in jobs:
-        report.files.append(ingest_file(store, path, kind, clock, stored=stored, chunk_bytes=chunk_bytes))
+        on_read = None
+        if progress is not None:
+            label, size = str(path), _size(path)
+            on_read = functools.partial(_report, progress, label, size)
+        report.files.append(ingest_file(store, path, kind, clock, stored=stored, chunk_bytes=chunk_bytes, progress=on_read))
     return report
+
+
+def _size(path: str | os.PathLike[str]) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _report(progress: Callable[[str, int, int], None], label: str, size: int, offset: int) -> None:
+    progress(label, offset, max(size, offset))

@@ -113,9 +113,19 @@ class Rows:
         self.columns: dict[str, dict[str, list[Any]]] = {
             table: {c: [] for c in cols} for table, cols in COLUMNS.items()
         }
+        # rows made in bulk (oasis_ops.logs.fastpath): column name -> Arrow array, per table
+        self.pieces: dict[str, list[dict[str, Any]]] = {table: [] for table in COLUMNS}
+
+    def add_piece(self, table: str, columns: dict[str, Any]) -> None:
+        self.pieces[table].append(columns)
+
+    def take_pieces(self) -> dict[str, list[dict[str, Any]]]:
+        taken = self.pieces
+        self.pieces = {table: [] for table in COLUMNS}
+        return taken
 
     def count(self, table: str) -> int:
-        return len(self.columns[table]["line_no"])
+        return len(self.columns[table]["line_no"]) + sum(len(p["line_no"]) for p in self.pieces[table])
 
     def total(self) -> int:
         return sum(self.count(t) for t in self.columns)

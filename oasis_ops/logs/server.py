@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from oasis_ops.errors import ConfigError
+from oasis_ops.logs.fastpath import FAST_MIN_BYTES, FastPathMixin
 from oasis_ops.logs.golines import (
     PLAIN_ATTR,
     PLAIN_LEVEL,
@@ -65,13 +66,17 @@ from oasis_ops.logs.timefmt import (
 from oasis_ops.logs.timings import GEN_PATHS, TimingsMixin
 
 MAX_CHATTER = 4096  # distinct chatter lines remembered (a cache: cleared when full)
+MAX_SLOG_CACHE = 4096  # parsed slog lines remembered by their text after the time (cleared when full)
+SLOG_CACHE_KEY_CHARS = 2048  # longer slog lines are parsed every time
+# kinds LoadsMixin._attribute adds to (load_id, model, repeat): their detail is made per line
+_LOAD_KINDS = frozenset({"runner_start", "runner_started", "load_request", "flash_attention", "runner_discovery"})
 
 OFFSET_GIVEN = "given (--utc-offset / setting log_utc_offset)"
 OFFSET_FROM_SLOG = "stated by this file's slog lines"
 OFFSET_MACHINE = "this machine's zone (the file states no slog offset)"
 
 
-class ServerLogParser(PrefixesMixin, TimingsMixin, LoadsMixin):
+class ServerLogParser(FastPathMixin, PrefixesMixin, TimingsMixin, LoadsMixin):
     """Stateful parser of one server.log stream (state: timing blocks and requests waiting for
     each other, the current model load, the learned UTC offset).
 
@@ -79,8 +84,9 @@ class ServerLogParser(PrefixesMixin, TimingsMixin, LoadsMixin):
     taken. Call `finish()` at the end of the input to emit rows still waiting.
     """
 
-    def __init__(self, clock: LocalClock, *, auto_offset: bool | None = None) -> None:
+    def __init__(self, clock: LocalClock, *, auto_offset: bool | None = None, fast_min_bytes: int = FAST_MIN_BYTES) -> None:
         self.clock = clock
+        self.fast_min_bytes = fast_min_bytes  # chunks at least this big take the vectorised path
         # No offset given: learn it from the slog lines (LocalClock(None) is "not given").
         self.auto_offset = clock.tz is None if auto_offset is None else auto_offset
         self._gin_clock = clock
@@ -97,6 +103,7 @@ class ServerLogParser(PrefixesMixin, TimingsMixin, LoadsMixin):
         self._untimed: list[tuple[str | None, str, str, dict[str, Any], int]] = []  # events waiting for a time
         self._init_loads()
         self._chatter: set[str] = set()  # lines known to be unrecognised chatter
+        self._slog_cache: dict[str, tuple[str | None, str | None, str, dict[str, Any], str | None]] = {}
         self._req_cols: dict[str, list[Any]] | None = None  # the lists `_req_add` appends to
         self._req_add: tuple[Any, ...] = ()
 
@@ -138,6 +145,8 @@ class ServerLogParser(PrefixesMixin, TimingsMixin, LoadsMixin):
     # -- feeding
     def feed_bytes(self, data: bytes, first_line_no: int) -> None:
         """`data` holds whole lines (ending with a newline)."""
+        if len(data) >= self.fast_min_bytes and self.feed_fast(data, first_line_no):
+            return
         self.feed_lines(split_chunk(data), first_line_no, cr=b"\r" in data)
 
     def feed_lines(self, lines: Iterable[str | None], first_line_no: int, *, cr: bool = True) -> None:
@@ -245,11 +254,49 @@ class ServerLogParser(PrefixesMixin, TimingsMixin, LoadsMixin):
             self._request(line_no, ts, latency_ms)
 
     def _slog(self, line: str, line_no: int) -> None:
-        fields = parse_slog_fields(line)
-        if fields is None or "time" not in fields:
-            self.counts.junk += 1
-            return
-        stamp = fields["time"]
+        # slog lines repeat but for their time ("aborting completion request...", "load
+        # request"): what the rest of the line parses to is cached by its text
+        cut = line.find(" ", 5)
+        key = line[cut + 1 :] if 5 < cut and line[5] != '"' and len(line) - cut < SLOG_CACHE_KEY_CHARS else None
+        cached = self._slog_cache.get(key) if key is not None else None
+        if cached is not None:
+            stamp = line[5:cut]
+            level, msg, kind, detail, encoded = cached
+            if encoded is not None:  # a kind no load owns and no flash statement: the row as cached
+                try:
+                    ts = rfc3339_us(stamp, self._gin_clock)
+                except (ValueError, OverflowError, IndexError):
+                    self.counts.junk += 1
+                    return
+                if self.auto_offset:
+                    offset = offset_of(stamp)
+                    if offset is not None and offset != self.offset_text:
+                        self._learn(offset, line_no)
+                self._timed(ts)
+                cols = self.rows.columns["log_events"]
+                cols["ts"].append(ts)
+                cols["level"].append(level)
+                cols["msg"].append(msg)
+                cols["kind"].append(kind)
+                cols["detail"].append(encoded)
+                cols["line_no"].append(line_no)
+                events = self.counts.events
+                events[kind] = events.get(kind, 0) + 1
+                return
+            detail = dict(detail)  # _event adds keys to it (load_id, repeat)
+        else:
+            fields = parse_slog_fields(line)
+            if fields is None or "time" not in fields:
+                self.counts.junk += 1
+                return
+            stamp = fields["time"]
+            kind, detail = classify_slog(fields)
+            level, msg = fields.get("level"), fields.get("msg")
+            if key is not None and stamp == line[5:cut]:
+                if len(self._slog_cache) >= MAX_SLOG_CACHE:
+                    self._slog_cache.clear()
+                plain = kind not in _LOAD_KINDS and "flash_evidence" not in detail
+                self._slog_cache[key] = (level, msg, kind, dict(detail), to_json(detail) if plain else None)
         try:
             ts = rfc3339_us(stamp, self._gin_clock)
         except (ValueError, OverflowError, IndexError):
@@ -260,8 +307,7 @@ class ServerLogParser(PrefixesMixin, TimingsMixin, LoadsMixin):
             if offset is not None and offset != self.offset_text:
                 self._learn(offset, line_no)
         self._timed(ts)
-        kind, detail = classify_slog(fields)
-        self._event(ts, fields.get("level"), fields.get("msg"), kind, detail, line_no)
+        self._event(ts, level, msg, kind, detail, line_no)
 
     def _plain(self, m: re.Match[str], line_no: int) -> None:
         """Go's standard logger: `2025/02/16 20:51:57 routes.go:1186: INFO server config env=...`."""

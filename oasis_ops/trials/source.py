@@ -120,7 +120,13 @@ class TrialSource:
 
     # --- snapshot lifecycle -------------------------------------------------------------------
     def _open(self, copy: Path) -> duckdb.DuckDBPyConnection:
-        return connect_read_only(copy, memory_limit=self.settings.duckdb_memory_limit, threads=int(self.settings.duckdb_threads))
+        con = connect_read_only(copy, memory_limit=self.settings.duckdb_memory_limit, threads=int(self.settings.duckdb_threads))
+        try:
+            con.execute(sql("trials_mapped_macro"))  # the column mapping every trials_*.sql reads through
+        except duckdb.Error as exc:
+            con.close()
+            raise duck.translate(exc, str(self.path)) from None
+        return con
 
     def _validate(self, con: duckdb.DuckDBPyConnection) -> SnapshotState:
         mapping = TrialMapping.resolve(con, self.settings, where=str(self.path))

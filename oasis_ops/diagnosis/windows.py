@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from oasis_ops.errors import TooManyBuckets
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
 from oasis_ops.trials.timeparse import as_utc
@@ -182,12 +183,19 @@ def departures(rollup: pd.DataFrame, baseline: Baseline, min_failure_rate: float
     return flags, reasons
 
 
-def merge(flags: np.ndarray, gap: int) -> list[tuple[int, int]]:
-    """Index ranges [i, j] (inclusive) of departing minutes, merged across gaps of <= `gap` minutes."""
+def minute_numbers(rollup: pd.DataFrame) -> np.ndarray:
+    """Each row's minute since the epoch (a sparse rollup skips the empty ones)."""
+    return pd.to_datetime(rollup["minute"], utc=True).to_numpy(dtype="datetime64[m]").astype("int64")
+
+
+def merge(flags: np.ndarray, gap: int, minutes: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Index ranges [i, j] (inclusive) of departing minutes, merged across gaps of <= `gap`
+    minutes; `minutes` (minute numbers per row) measures the gaps when rows skip minutes."""
     spans: list[tuple[int, int]] = []
+    at = minutes if minutes is not None else np.arange(len(flags))
     for index in np.flatnonzero(flags):
         i = int(index)
-        if spans and i - spans[-1][1] - 1 <= gap:
+        if spans and int(at[i]) - int(at[spans[-1][1]]) - 1 <= gap:
             spans[-1] = (spans[-1][0], i)
         else:
             spans.append((i, i))
@@ -238,7 +246,12 @@ def find_windows(
         start = as_utc(start) if start is not None else run_start
         end = as_utc(end) if end is not None else run_end
     start, end = as_utc(start), as_utc(end)
-    rollup = source.rollup(start, end, "1m", run_id=run_id, model=model)
+    try:
+        rollup = source.rollup(start, end, "1m", run_id=run_id, model=model)
+    except TooManyBuckets:
+        # too wide to grid every minute (start times over decades: a clock bug, a bad import):
+        # scan only the minutes that hold trials; gaps are measured in real minutes (merge)
+        rollup = source.rollup_sparse(start, end, "1m", run_id=run_id, model=model)
     sigma = float(settings.incident_threshold_sigma)
     min_rate = float(settings.incident_min_failure_rate)
     baseline = baseline_of(rollup, sigma, min_rate) if len(rollup) else Baseline(0, None, None, 0.0, None)
@@ -249,7 +262,7 @@ def find_windows(
     scan.departing = flags
     minutes = pd.to_datetime(rollup["minute"], utc=True)
     previous_end = start
-    for i, j in merge(flags, merge_gap_min):
+    for i, j in merge(flags, merge_gap_min, minute_numbers(rollup)):
         part = rollup.iloc[i : j + 1]
         failures = int(part["timeouts"].sum() + part["errors"].sum())
         departing = int(flags[i : j + 1].sum())

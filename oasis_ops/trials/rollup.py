@@ -128,7 +128,15 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 def to_grid(aggregates: pd.DataFrame, start_us: int, end_us: int, width_us: int) -> pd.DataFrame:
     """Every bucket in [start_us, end_us), empty ones with 0 trials and NaN rates/percentiles."""
-    grid = np.arange(start_us, end_us, width_us, dtype="int64")
+    return _frame(aggregates, np.arange(start_us, end_us, width_us, dtype="int64"))
+
+
+def to_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """Only the buckets that hold trials, in time order (a sparse rollup)."""
+    return _frame(aggregates, np.sort(aggregates.index.to_numpy(dtype="int64")))
+
+
+def _frame(aggregates: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
     frame = aggregates.reindex(grid)
     for column in COUNT_COLUMNS:
         frame[column] = frame[column].fillna(0).astype("int64")

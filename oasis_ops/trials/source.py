@@ -27,7 +27,7 @@ from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, TooMan
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials.mapping import TrialMapping
-from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid
+from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid, to_rows
 from oasis_ops.trials.snapshot import (
     LIVE_WINDOW_S,
     Freshness,
@@ -441,6 +441,45 @@ class TrialSource:
             self._check_open()
             aggregates = self._cache.get(start_us, end_us, width_us, run_id, model) if end_us > start_us else empty_aggregates()
         return to_grid(aggregates, start_us, end_us, width_us)
+
+    def rollup_sparse(
+        self,
+        start: datetime,
+        end: datetime,
+        bucket: str = "1m",
+        run_id: str | None = None,
+        model: str | None = None,
+    ) -> pd.DataFrame:
+        """Like rollup(), but only the buckets that hold trials (no empty rows), so its size
+        follows the data, not the range: a run whose start times span centuries (a clock bug)
+        still scans in 1-minute buckets. TooManyBuckets beyond max_buckets buckets WITH trials."""
+        width_s = bucket_seconds(bucket)
+        start_us = _us(floor_to_bucket(start, width_s))
+        end_us = _us(ceil_to_bucket(end, width_s))
+        width_us = width_s * 1_000_000
+        if end_us <= start_us:
+            return to_grid(empty_aggregates(), start_us, start_us, width_us)
+        limit = int(self.settings.max_buckets)
+        with self._lock:
+            self._check_open()
+            mapping = self._state.mapping
+            params = {
+                **self._base_params(),
+                "from": mapping.time_value(_from_us(start_us)),
+                "to": mapping.time_value(_from_us(end_us)),
+                "width_us": width_us,
+                "run_id": run_id,
+                "model": model,
+            }
+            (count,) = _one(self._con, "trials_bucket_count", params)
+            if int(count) > limit:
+                raise TooManyBuckets(
+                    f"{as_utc(start):%Y-%m-%d %H:%M} → {as_utc(end):%Y-%m-%d %H:%M} UTC has trials in {int(count):,} "
+                    f"{bucket} buckets, more than max_buckets ({limit:,})",
+                    hint="narrow the range with --from/--to",
+                )
+            aggregates = self._compute(start_us, end_us, width_us, run_id, model, ())
+        return to_rows(aggregates)
 
     def summary(self, start: datetime, end: datetime, run_id: str | None = None, model: str | None = None) -> dict[str, Any]:
         """trials, ok, timeouts, errors, failures, failure_rate, p50_ms, p95_ms, p99_ms, max_ms over [start, end)."""

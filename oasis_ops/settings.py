@@ -60,7 +60,7 @@ SETTINGS: tuple[Setting, ...] = (
     # --- rollups and pages
     S("bucket", str, "1m", "Default rollup bucket (e.g. 1m, 5m, 1h)."),
     S("keep_demo_dirs", int, 3, "How many of the newest automatic demo directories (`demo-<time>` under the cache) `oasis-ops demo` keeps: older ones are removed when a new one starts, unless written to in the last 10 minutes (0 keeps all; a `--dir` is never removed)."),
-    S("max_buckets", int, 100_000, "Most buckets one rollup materialises (timeline, pages, incidents, report): beyond it an automatic bucket gets coarser, an explicit one is refused (exit 2) naming a bucket that fits."),
+    S("max_buckets", int, 200_000, "Most buckets one rollup materialises (timeline, pages, incidents, report): beyond it an automatic bucket gets coarser, an explicit one is refused (exit 2) naming a bucket that fits."),
     S("live_refresh_s", float, 5.0, "Live page header refresh period, seconds (0 turns it off)."),
     S("live_window_min", int, 30, "Live page chart window, minutes."),
     # --- dashboard server

@@ -48,7 +48,7 @@ def test_an_explicit_bucket_that_does_not_fit_is_refused_with_one_line(wide_db: 
     done = _run(["timeline", "--db", str(wide_db), "--bucket", "1m", "--format", "csv"], tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "more than max_buckets (100,000)" in lines[0] and "use a bucket of" in lines[0], lines
+    assert len(lines) == 1 and "more than max_buckets (200,000)" in lines[0] and "use a bucket of" in lines[0], lines
     assert done.stdout == ""
     assert _peak_rss_mb() < PEAK_RSS_BOUND_MB
 

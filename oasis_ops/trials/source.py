@@ -26,6 +26,7 @@ from oasis_ops import duck
 from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, TooManyBuckets
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
+from oasis_ops.trials import groupcache
 from oasis_ops.trials.mapping import TrialMapping
 from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid, to_rows
 from oasis_ops.trials.snapshot import (
@@ -246,7 +247,23 @@ class TrialSource:
         return self._query_df("trials_groups", params)
 
     def _rebuild_groups(self, skip_rows: int) -> None:
+        state = self._state
+        if skip_rows == 0:
+            cached = groupcache.load(self._snapshots.directory, state.mapping)
+            if cached is not None:
+                groups, covered, last_row = cached
+                same_start = covered == 0 or (
+                    covered <= state.trials and groupcache.fingerprint(self._row_at(self._con, state.mapping, covered - 1)) == last_row
+                )
+                if same_start:
+                    self._groups = groups
+                    if covered < state.trials:  # the table grew since: group only the new rows
+                        self._merge_groups(self._group_rows(skip_rows=covered))
+                        groupcache.save(self._snapshots.directory, state.mapping, self._groups, state.trials, state.last_row)
+                    return
         self._groups = self._group_rows(skip_rows)
+        if skip_rows == 0:
+            groupcache.save(self._snapshots.directory, state.mapping, self._groups, state.trials, state.last_row)
 
     def _merge_groups(self, fresh: pd.DataFrame) -> None:
         if fresh.empty:

@@ -1,0 +1,63 @@
+"""The run/model groups saved between processes (oasis_ops.trials.groupcache): used when the
+table is the same, extended when it only grew, recomputed when it changed otherwise."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from helpers_trials import T0, Row, create_canonical, insert_canonical, trial_settings
+
+from oasis_ops.trials import TrialSource
+
+
+def _counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = TrialSource._group_rows
+
+    def counting(self: TrialSource, skip_rows: int):  # type: ignore[no-untyped-def]
+        calls.append(skip_rows)
+        return original(self, skip_rows)
+
+    monkeypatch.setattr(TrialSource, "_group_rows", counting)
+    return calls
+
+
+def test_groups_are_reused_extended_and_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "trials.duckdb"
+    create_canonical(db, [Row(T0 + timedelta(seconds=i), 4000.0, "ok", run_id="run-1") for i in range(100)])
+    settings = trial_settings()
+    calls = _counted(monkeypatch)
+    with TrialSource(db, settings) as src:
+        assert src.latest_run() == "run-1"
+    assert calls == [0]  # first process: a full scan, saved
+    with TrialSource(db, settings) as src:
+        assert src.latest_run() == "run-1" and src.run_span("run-1").trials == 100  # type: ignore[union-attr]
+    assert calls == [0]  # same table: no scan at all
+    con = duckdb.connect(str(db))
+    insert_canonical(con, [Row(T0 + timedelta(hours=1, seconds=i), 4000.0, "ok", run_id="run-2") for i in range(10)], first_id=101)
+    con.close()
+    with TrialSource(db, settings) as src:
+        assert src.latest_run() == "run-2" and src.run_span("run-2").trials == 10  # type: ignore[union-attr]
+        assert src.run_span("run-1").trials == 100  # type: ignore[union-attr]
+    assert calls == [0, 100]  # grew: only the 10 new rows grouped
+    # rewritten (not appended): the last row differs, so everything is grouped again
+    db.unlink()
+    create_canonical(db, [Row(T0 + timedelta(seconds=i), 4000.0, "ok", run_id="run-9") for i in range(110)])
+    with TrialSource(db, settings) as src:
+        assert src.latest_run() == "run-9" and src.run_span("run-9").trials == 110  # type: ignore[union-attr]
+    assert calls == [0, 100, 0]
+
+
+def test_a_damaged_cache_file_is_ignored(tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    create_canonical(db, [Row(T0 + timedelta(seconds=i), 4000.0, "ok") for i in range(20)])
+    settings = trial_settings()
+    with TrialSource(db, settings) as src:
+        cache = src._snapshots.directory / "groups.json"
+    assert cache.is_file()
+    cache.write_text("{not json")
+    with TrialSource(db, settings) as src:
+        assert src.run_span("run-1").trials == 20  # type: ignore[union-attr]

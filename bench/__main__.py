@@ -1,4 +1,5 @@
-"""Discover bench/bench_*.py and run each module's main(); argv names select modules."""
+"""`python -m bench`: the one table of bench/bench_cost.py (make bench). `python -m bench all`
+runs every bench/bench_*.py module's main(); other arguments name modules."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def discover() -> list[str]:
 
 def main(argv: list[str]) -> int:
     names = discover()
-    wanted = argv or names
+    wanted = names if argv == ["all"] else (argv or ["cost"])
     unknown = [n for n in wanted if n.removeprefix("bench_") not in names]
     if unknown:
         print(f"bench: unknown benchmark(s) {unknown}; available: {names}", file=sys.stderr)

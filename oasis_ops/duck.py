@@ -14,7 +14,7 @@ import duckdb
 
 from oasis_ops.errors import DatabaseCorrupt, DatabaseLocked, DatabaseMissing, DataError
 
-DEFAULT_MEMORY_LIMIT = "256MB"
+DEFAULT_MEMORY_LIMIT = "64MB"
 DEFAULT_THREADS = 2
 
 _LOCK_RE = re.compile(r"Could not set lock|Conflicting lock", re.I)

@@ -55,7 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("timeout_words", list, ["timeout"], "Status values that mean a timeout."),
     S("error_words", list, ["error"], "Status values that mean an error (any other value also counts as an error)."),
     # --- DuckDB resource limits for every connection we open
-    S("duckdb_memory_limit", str, "256MB", "memory_limit of every DuckDB connection we open."),
+    S("duckdb_memory_limit", str, "64MB", "memory_limit of every DuckDB connection we open (small: the console runs beside a memory-starved run; a larger one only keeps more of the file cached)."),
     S("duckdb_threads", int, 2, "threads of every DuckDB connection we open."),
     # --- rollups and pages
     S("bucket", str, "1m", "Default rollup bucket (e.g. 1m, 5m, 1h)."),

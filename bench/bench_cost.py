@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, cache_dir, quick, write_result
+from bench.common import ROOT, cache_dir, quick, used, write_result
 
 RUNS = 3
 START = datetime(2025, 8, 1, tzinfo=UTC)
@@ -88,7 +88,7 @@ def trials_db() -> Path:
     n = n_trials()
     path = cache_dir() / f"cost_trials_{n}.duckdb"
     if path.exists():
-        return path
+        return used(path)
     from oasis_ops.trials.generate import generate_trials
 
     tmp = path.with_suffix(".tmp.duckdb")
@@ -108,7 +108,7 @@ def server_log() -> Path:
     size = (20 if quick() else 200) << 20
     path = cache_dir() / f"server_{size >> 20}mb.log"
     if path.exists() and abs(path.stat().st_size - size) < (1 << 20):
-        return path
+        return used(path)
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers_logs import write_server_log
 

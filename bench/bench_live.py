@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import cache_dir, quick, run_child, write_result
+from bench.common import cache_dir, quick, run_child, used, write_result
 
 TARGETS = {"refresh_ms": 100.0, "rss_mb": 300.0}
 WINDOW_MIN = 30
@@ -40,7 +40,7 @@ def telemetry_sidecar(n_rows: int, end: datetime) -> Path:
 
     path = cache_dir() / f"telemetry_{n_rows}_{int(end.timestamp())}.ops.duckdb"
     if path.exists():
-        return path
+        return used(path)
     tmp = path.with_suffix(".tmp.duckdb")
     tmp.unlink(missing_ok=True)
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Log ingestion benchmark: a realistic 100 MB server.log into a fresh sidecar.
 
-Generates the log once (bench/results/server_100mb.log, reused while its size matches), then
+Generates the log once (server_100mb.log in the bench cache, reused while its size matches), then
 measures, each in a fresh subprocess so peak RSS belongs to that step alone:
   baseline  `for line in f: pass` over the file (the floor: reading lines in Python)
   naive     one regex tried per shape on every line, values converted, nothing stored
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from bench.common import cache_dir, used
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -77,7 +79,7 @@ print(json.dumps(info))
 def ensure_log(path: Path) -> Path:
     """The 100 MB log, generated once (deterministic seed) and reused."""
     if path.exists() and abs(path.stat().st_size - TARGET_BYTES) < 1024 * 1024:
-        return path
+        return used(path)
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers_logs import write_server_log
 
@@ -100,7 +102,7 @@ def run_step(step: str, log: Path, sidecar: Path) -> dict[str, float]:
 
 
 def main() -> int:
-    log = ensure_log(RESULTS / "server_100mb.log")
+    log = ensure_log(cache_dir() / "server_100mb.log")
     size_mb = log.stat().st_size / (1024 * 1024)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_logs_") as tmp:

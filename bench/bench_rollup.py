@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import cache_dir, median_ms, peak_rss_mb, quick, run_child, write_result
+from bench.common import cache_dir, median_ms, peak_rss_mb, quick, run_child, used, write_result
 
 RATE_PER_S = 2.0
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -35,7 +35,7 @@ def dataset(n: int) -> Path:
 
     path = cache_dir() / f"trials_{n}.duckdb"
     if path.exists():
-        return path
+        return used(path)
     minutes = n / RATE_PER_S / 60.0
     end = START + timedelta(minutes=minutes)
     tmp = path.with_suffix(".tmp.duckdb")

@@ -21,10 +21,24 @@ def quick() -> bool:
     return os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
 
+KEEP_INPUTS = 8  # generated inputs kept in the cache (BENCH_KEEP_INPUTS): the newest used
+
+
 def cache_dir() -> Path:
-    """Generated inputs are large: kept outside the tree and reused between runs."""
+    """Generated inputs are large: kept outside the tree and reused between runs. Disk stays
+    bounded: beyond the newest BENCH_KEEP_INPUTS files (by last use, see `used`), the oldest go."""
     path = Path(os.environ.get("BENCH_CACHE_DIR", "/tmp/oasis-ops-bench"))
     path.mkdir(parents=True, exist_ok=True)
+    keep = int(os.environ.get("BENCH_KEEP_INPUTS", KEEP_INPUTS))
+    files = sorted((p for p in path.iterdir() if p.is_file() and not p.is_symlink()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def used(path: Path) -> Path:
+    """Mark a cached input as just used (its mtime), so pruning keeps it."""
+    os.utime(path)
     return path
 
 

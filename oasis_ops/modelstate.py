@@ -115,10 +115,49 @@ def _aware(value: Any) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.now().astimezone().tzinfo)
 
 
+class RunnerLooks:
+    """A one-shot command's own reads of llama-server runners (`status` looks twice, 1 s apart):
+    a runner that decoded tokens between the two looks is serving now, whatever the sampler last
+    saw. Keyed by process identity (pid, create time); the rule is the sampler's (RunnerTracker:
+    tokens/s above 0 from /metrics or /slots)."""
+
+    def __init__(self, timeout_s: float = 1.0) -> None:
+        self.timeout_s = timeout_s
+        self._runners: dict[tuple[int, float | None], tuple[str, Any, Any, float]] = {}
+
+    def look(self, targets: list[tuple[str, int, float | None, int]]) -> None:
+        """Read each (model, runner pid, create time, port) once."""
+        from oasis_ops.probes.llama_server import LlamaServerProbe, RunnerTracker
+
+        for model, pid, create_time, port in targets:
+            key = (pid, create_time)
+            entry = self._runners.get(key)
+            if entry is None:
+                probe = LlamaServerProbe(f"http://127.0.0.1:{port}", timeout_s=self.timeout_s)
+                entry = (model, probe, RunnerTracker(no_progress_s=3600.0), 0.0)
+            model, probe, tracker, _ = entry
+            signals = tracker.update(probe.read())
+            self._runners[key] = (model, probe, tracker, signals.tokens_per_s or 0.0)
+
+    def serving(self, now: datetime) -> dict[str, Serving]:
+        out: dict[str, Serving] = {}
+        for model, _probe, _tracker, rate in self._runners.values():
+            if rate > 0:
+                out[model] = Serving(now, f"its llama-server runner decoded {rate:.0f} tokens/s between two looks")
+        return out
+
+    def close(self) -> None:
+        for _model, probe, _tracker, _rate in self._runners.values():
+            probe.close()
+        self._runners.clear()
+
+
 def judge_all(statuses: list[ModelStatus], settings: Settings, now: datetime, *,
-              sidecar: Sidecar | None = None, db: str | os.PathLike[str] | None = None) -> list[ModelStatus]:  # fmt: skip
+              sidecar: Sidecar | None = None, db: str | os.PathLike[str] | None = None,
+              seen: dict[str, Serving] | None = None) -> list[ModelStatus]:  # fmt: skip
     """One-shot judgement for `status` and preflight: each model Ollama calls Stopping is checked
-    against the sidecar (the sampler's reads) and the trial DB (trials completing since its expiry)."""
+    against what the caller saw itself (`seen`: its own runner reads), the sidecar (the sampler's
+    reads) and the trial DB (trials completing since its expiry)."""
     if not any(s.ollama_state == "stopping" for s in statuses):
         return statuses
     source: Any = None
@@ -128,7 +167,9 @@ def judge_all(statuses: list[ModelStatus], settings: Settings, now: datetime, *,
             if status.ollama_state != "stopping":
                 out.append(status)
                 continue
-            serving = sidecar_evidence(sidecar, status.name, now) if sidecar is not None else None
+            serving = (seen or {}).get(status.name)
+            if serving is None and sidecar is not None:
+                serving = sidecar_evidence(sidecar, status.name, now)
             if serving is None and db and Path(db).expanduser().exists():
                 try:
                     if source is None:

@@ -19,7 +19,7 @@ from typing import Any
 from oasis_ops.actions.episodes import episode_start_from_sidecar
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
 from oasis_ops.fmt import fmt_duration
-from oasis_ops.modelstate import judge_all
+from oasis_ops.modelstate import RunnerLooks, judge_all
 from oasis_ops.probes import (
     HostSample,
     ModelProbe,
@@ -152,6 +152,7 @@ def take_status(
     probe = ModelProbe(client, process_list, settings.ollama_models or None, clock)
     errors: list[str] = []
     sidecar = Sidecar(sidecar_path, settings) if sidecar_path else None
+    looks = RunnerLooks()
     try:
         # Ollama first: whether it serves the demo's simulated host decides the host source.
         ollama: dict[str, Any] = {"url": client.base_url, "reachable": False, "version": None, "error": None}
@@ -182,8 +183,18 @@ def take_status(
                 ollama["error"] = str(exc)
                 return []
 
+        # Ollama's Stopping on a llama-server runner: read the runner at both looks, so a runner
+        # decoding between them is known to serve now, not only as of the sampler's last read.
+        def look_at_runners(snapshots: list[ModelSnapshot]) -> None:
+            targets = [(m.model, m.runner_pid, m.runner_create_time, m.runner_port) for m in snapshots
+                       if m.status.ollama_state == "stopping" and m.runner_variant == "llama-server"
+                       and m.runner_pid is not None and m.runner_port]  # fmt: skip
+            if targets:
+                looks.look(targets)  # type: ignore[arg-type]
+
         host1, host_error = host_now()
         models = models_now()
+        look_at_runners(models)
         rate: float | None = None
         rate_from: str | None = None
         if sidecar is not None and host1 is not None:
@@ -205,10 +216,13 @@ def take_status(
             host_error = host_error or error2
             if need_cpu:
                 models = models_now() or models
+                look_at_runners(models)
         if host_error:
             errors.append(f"host memory: {host_error}")
         if models:  # Ollama's Stopping on a model that keeps serving is a stale expiry: judge it
-            judged = judge_all([m.status for m in models], settings, clock(), sidecar=sidecar, db=settings.db or None)
+            now = clock()
+            judged = judge_all([m.status for m in models], settings, now, sidecar=sidecar, db=settings.db or None,
+                               seen=looks.serving(now))  # fmt: skip
             models = [dataclasses.replace(m, status=j) for m, j in zip(models, judged, strict=True)]
 
         # The demo's emulated models (a Python stand-in, not a real runner) say so everywhere.
@@ -252,6 +266,7 @@ def take_status(
             "errors": errors,
         }
     finally:
+        looks.close()
         if own_client:
             client.close()
         if own_host:

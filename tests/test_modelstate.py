@@ -211,3 +211,48 @@ def test_trials_completing_judge_an_emulated_0_20_runner_busy_but_a_stuck_unload
         set_fault(emu.url, "stall", False)
         stuck.join(30)
         sampler.close()
+
+
+def test_status_own_two_looks_at_a_runner_tell_decoding_from_stuck() -> None:
+    """RunnerLooks (status's own reads, 1 s apart): a runner whose slot decoded tokens between the
+    looks serves now; one whose counters did not move tells nothing. A real HTTP server on 127.0.0.1."""
+    import http.server
+    import threading
+
+    from oasis_ops.modelstate import RunnerLooks
+
+    decoded = {"n": 10, "step": 5}
+
+    class Slots(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path != "/slots":
+                self.send_response(501)
+                self.end_headers()
+                return
+            decoded["n"] += decoded["step"]
+            body = json.dumps([{"id": 0, "id_task": 7, "is_processing": True, "n_ctx": 4096, "n_decoded": decoded["n"]}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slots)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        now = datetime.now(UTC)
+        for step, serving in ((5, True), (0, False)):
+            decoded["step"] = step
+            looks = RunnerLooks()
+            looks.look([("smollm2:135m", 4242, 1.0, port)])
+            time.sleep(0.05)
+            looks.look([("smollm2:135m", 4242, 1.0, port)])
+            seen = looks.serving(now)
+            looks.close()
+            assert ("smollm2:135m" in seen) is serving, seen
+    finally:
+        server.shutdown()

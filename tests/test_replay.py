@@ -12,6 +12,7 @@ import pytest
 
 from oasis_ops import cli
 from oasis_ops.demo import replay
+from oasis_ops.logs.ingest import take_tables
 from oasis_ops.logs.parse import HarnessLogParser, LocalClock, ServerLogParser
 from oasis_ops.probes.macos import parse_sysctl, parse_vm_stat
 from oasis_ops.settings import load_settings
@@ -137,6 +138,7 @@ def test_server_log_parses_cleanly_with_the_incident_in_it(out: Path) -> None:
     parser = ServerLogParser(LocalClock(replay.UTC_OFFSET))
     parser.feed_bytes((out / replay.SERVER_LOG).read_bytes(), 1)
     parser.finish()
+    tables = take_tables(parser.rows, replay.SERVER_LOG)  # rows made line by line and in bulk
     counts = parser.counts
     assert counts.junk == 0
     # Ollama 0.30.6: one llama-server spawn, its "started in" line twice (as Ollama prints it),
@@ -144,8 +146,7 @@ def test_server_log_parses_cleanly_with_the_incident_in_it(out: Path) -> None:
     assert counts.events["server_config"] == 1 and counts.events["runner_start"] == 1
     assert counts.events["runner_started"] == 2 and "load_request" not in counts.events
     assert counts.events["flash_attention"] == 1
-    requests = pd.DataFrame(parser.rows.columns["log_requests"])
-    requests["ts"] = pd.to_datetime(requests["ts"], unit="us", utc=True)
+    requests = tables["log_requests"].to_pandas().sort_values("line_no")
     chats = requests[requests["path"] == "/api/chat"]
     aborted = chats[chats["latency_ms"] == 60_000.0]  # Gin prints 1m0s
     assert set(aborted["status"]) == {500}  # a client leaving a request that waits for the runner: 500, not 499
@@ -154,8 +155,7 @@ def test_server_log_parses_cleanly_with_the_incident_in_it(out: Path) -> None:
     assert chats["latency_ms"].max() == pytest.approx(248_239.102)
     evict = requests[requests["path"] == "/api/generate"]
     assert len(evict) == 1 and evict["ts"].iloc[0] == pd.Timestamp(utc(18, 4, 13))
-    timings = pd.DataFrame(parser.rows.columns["log_timings"])
-    timings["ts"] = pd.to_datetime(timings["ts"], unit="us", utc=True)
+    timings = tables["log_timings"].to_pandas().sort_values("line_no")
     assert timings["ts"].notna().all()
     # The warm encoder: 17 ms on every model call, the failed ones in the window included.
     assert set(timings["image_encode_ms"]) == {17.0}

@@ -61,3 +61,24 @@ def test_a_damaged_cache_file_is_ignored(tmp_path: Path) -> None:
     cache.write_text("{not json")
     with TrialSource(db, settings) as src:
         assert src.run_span("run-1").trials == 20  # type: ignore[union-attr]
+
+
+def test_stale_snapshot_directories_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from oasis_ops.trials.snapshot import prune_source_dirs
+
+    root = tmp_path / "snapshots"
+    keep = root / "0123456789abcdef"
+    old, recent, busy, other = (root / n for n in ("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc", "not-a-source-dir"))
+    for d in (keep, old, recent, busy, other):
+        d.mkdir(parents=True)
+    (old / "groups.json").write_text("{}")
+    (old / f"snap-{2**22 + 12345}-x-1.duckdb").write_text("")  # a dead process's copy
+    (busy / f"snap-{os.getpid()}-x-1.duckdb").write_text("")  # a running process's copy
+    week_ago = time.time() - 8 * 86400
+    for d in (keep, old, busy, other):
+        os.utime(d, (week_ago, week_ago))
+    assert prune_source_dirs(root, keep=keep) == [old]
+    assert not old.exists() and keep.is_dir() and recent.is_dir() and busy.is_dir() and other.is_dir()

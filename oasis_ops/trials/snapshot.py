@@ -166,6 +166,7 @@ class Snapshotter(Generic[T]):
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         private_dir(self.directory)
         self._remove_orphans()
+        prune_source_dirs(self.directory.parent, keep=self.directory)
 
     # --- public -------------------------------------------------------------------------------
     def source_sig(self) -> SourceSig:
@@ -318,6 +319,39 @@ class Snapshotter(Generic[T]):
                 continue
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+STALE_SOURCE_DIR_S = 7 * 86400.0  # a source not opened for a week: its directory goes
+
+
+def prune_source_dirs(root: Path, *, keep: Path, max_age_s: float = STALE_SOURCE_DIR_S, now: float | None = None) -> list[Path]:
+    """Disk stays bounded: remove the per-source directories (16 hex digits) under `root` that
+    nobody opened for `max_age_s` and that hold no snapshot of a running process (their saved
+    run groups and orphan copies with them). Returns what was removed."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for directory in entries:
+        name = directory.name
+        if directory == keep or len(name) != 16 or any(c not in "0123456789abcdef" for c in name):
+            continue
+        try:
+            if not stat.S_ISDIR(directory.lstat().st_mode) or now - directory.stat().st_mtime < max_age_s:
+                continue
+            files = list(directory.iterdir())
+            if any(_alive(int(p.name.split("-")[1])) for p in files if p.name.startswith("snap-") and p.name.split("-")[1].isdigit()):
+                continue
+            for path in files:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+            directory.rmdir()
+            removed.append(directory)
+        except (OSError, ValueError):
+            continue
+    return removed
 
 
 def _alive(pid: int) -> bool:

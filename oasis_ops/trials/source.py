@@ -51,6 +51,9 @@ ENDED_LOOKBACK = timedelta(hours=1)  # ended_ok_since(): trials longer than this
 # Rollups over more (estimated) rows than this run in time chunks: a quantile's state cannot
 # spill to disk, so one query over 10M trials would need far more than the memory_limit.
 CHUNK_ROWS = 1_000_000
+# one bucket's latencies that an exact quantile may hold in memory (8 bytes each, and DuckDB
+# doubles its buffers: 400k fits the 64MB memory_limit); more go through the histogram path
+BUCKET_VALUES_BOUND = 400_000
 PERCENTILES = (0.5, 0.95, 0.99)
 
 _EMPTY_RUNS = pd.DataFrame(
@@ -367,6 +370,10 @@ class TrialSource:
         if not only_buckets and not self._groups.empty:
             span_us = max(int(self._groups["last_us"].max()) - int(self._groups["first_us"].min()), 1)
             rows_per_us = max(self._state.trials, 1) / span_us
+            if rows_per_us * width_us > BUCKET_VALUES_BOUND:
+                # buckets so full that an exact quantile would hold more latencies than
+                # memory_limit allows: each bucket's percentiles from its histogram instead
+                return self._bounded_buckets(from_us, to_us, width_us, run_id, model)
             chunk_us = max(width_us, int(CHUNK_ROWS / rows_per_us) // width_us * width_us)
         parts = [
             self._compute_one(lo, min(lo + chunk_us, to_us), width_us, run_id, model, only_buckets)
@@ -388,7 +395,20 @@ class TrialSource:
             "model": model,
             "only_buckets": list(only_buckets),
         }
-        frame = self._query_df("trials_rollup", params)
+        try:
+            frame = execute(self._con, "trials_rollup", params).df()
+        except duckdb.OutOfMemoryException:
+            # more latencies in this range than memory_limit holds for exact quantiles (the
+            # rows are denser here than on average): halve it, down to one bucket
+            buckets = (to_us - from_us + width_us - 1) // width_us
+            if buckets <= 1:
+                return self._bounded_buckets(from_us, to_us, width_us, run_id, model)
+            middle = from_us + buckets // 2 * width_us
+            halves = [self._compute_one(a, b, width_us, run_id, model, only_buckets) for a, b in ((from_us, middle), (middle, to_us))]
+            halves = [h for h in halves if len(h)]
+            return pd.concat(halves) if len(halves) > 1 else (halves[0] if halves else empty_aggregates())
+        except duckdb.Error as exc:
+            raise duck.translate(exc, str(self.path)) from None
         if frame.empty:
             return empty_aggregates()
         frame = frame.set_index("bucket_us")
@@ -399,6 +419,23 @@ class TrialSource:
         for column in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
             frame[column] = frame[column].astype("float64")
         return frame
+
+    def _bounded_buckets(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None) -> pd.DataFrame:
+        """Aggregates of each non-empty bucket in [from_us, to_us) with exact percentiles in bounded
+        memory (summary(): a per-millisecond histogram, then only the values around each rank).
+        Called for buckets of BUCKET_VALUES_BOUND trials or more, so there are few of them."""
+        rows: dict[int, dict[str, Any]] = {}
+        for lo in range(from_us, to_us, width_us):
+            found = self.summary(_from_us(lo), _from_us(min(lo + width_us, to_us)), run_id=run_id, model=model)
+            if found["trials"]:
+                rows[lo] = {c: found[c] for c in AGG_COLUMNS}
+        if not rows:
+            return empty_aggregates()
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.index = pd.Index(list(rows), dtype="int64", name="bucket_us")
+        for column in AGG_COLUMNS:
+            frame[column] = frame[column].astype("int64" if column in ("trials", "ok", "timeouts", "errors") else "float64")
+        return frame[list(AGG_COLUMNS)]
 
     def _exact_percentiles(self, params: dict[str, Any]) -> list[float | None]:
         """Exact quantile_cont percentiles over a range with bounded memory: a per-millisecond

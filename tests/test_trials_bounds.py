@@ -1,5 +1,7 @@
-"""The run/model groups saved between processes (oasis_ops.trials.groupcache): used when the
-table is the same, extended when it only grew, recomputed when it changed otherwise."""
+"""Bounded cost of reading trials: the run/model groups saved between processes
+(oasis_ops.trials.groupcache: used when the table is the same, extended when it only grew,
+recomputed otherwise), stale snapshot directories pruned, and exact percentiles within
+memory_limit (full buckets by histogram, ranges too dense for memory halved)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,65 @@ def test_stale_snapshot_directories_are_pruned(tmp_path: Path) -> None:
         os.utime(d, (week_ago, week_ago))
     assert prune_source_dirs(root, keep=keep) == [old]
     assert not old.exists() and keep.is_dir() and recent.is_dir() and busy.is_dir() and other.is_dir()
+
+
+def _rows_for_bounds() -> list[Row]:
+    import random
+
+    rng = random.Random(4)
+    rows = [Row(T0 + timedelta(seconds=i * 0.5), rng.lognormvariate(8.3, 0.3), "timeout" if i % 50 == 0 else "ok") for i in range(3000)]
+    rows.append(Row(T0 + timedelta(seconds=100), None, "error"))
+    return rows
+
+
+def test_full_buckets_take_the_bounded_percentiles_and_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buckets holding more latencies than memory_limit allows an exact quantile to keep
+    (BUCKET_VALUES_BOUND) get their percentiles from the histogram path: the same numbers."""
+    from helpers_trials import assert_rollup_equal, independent_rollup
+
+    import oasis_ops.trials.source as source_module
+
+    db = tmp_path / "trials.duckdb"
+    rows = _rows_for_bounds()
+    create_canonical(db, rows)
+    start, end = T0, T0 + timedelta(minutes=30)
+    expected = independent_rollup(rows, start, end, timedelta(minutes=5))
+    monkeypatch.setattr(source_module, "BUCKET_VALUES_BOUND", 100)
+    calls: list[int] = []
+    original = TrialSource._bounded_buckets
+
+    def counting(self: TrialSource, *args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(TrialSource, "_bounded_buckets", counting)
+    with TrialSource(db, trial_settings()) as src:
+        assert_rollup_equal(src.rollup(start, end, "5m"), expected)
+    assert calls  # the bounded path was taken
+
+
+def test_a_range_too_dense_for_memory_is_halved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's out-of-memory on a range (rows denser than the average): halved down to one
+    bucket, which takes the bounded path; the answer is the same."""
+    from helpers_trials import assert_rollup_equal, independent_rollup
+
+    import oasis_ops.trials.source as source_module
+
+    db = tmp_path / "trials.duckdb"
+    rows = _rows_for_bounds()
+    create_canonical(db, rows)
+    start, end = T0, T0 + timedelta(minutes=30)
+    expected = independent_rollup(rows, start, end, timedelta(minutes=5))
+    original = source_module.execute
+    failed: list[int] = []
+
+    def failing(con, name, params):  # type: ignore[no-untyped-def]
+        if name == "trials_rollup" and params["to"] - params["from"] > timedelta(minutes=5):
+            failed.append(1)
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 32.0 MiB")
+        return original(con, name, params)
+
+    monkeypatch.setattr(source_module, "execute", failing)
+    with TrialSource(db, trial_settings()) as src:
+        assert_rollup_equal(src.rollup(start, end, "5m"), expected)
+    assert failed

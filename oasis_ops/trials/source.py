@@ -267,6 +267,7 @@ class TrialSource:
         self._groups = self._group_rows(skip_rows)
         if skip_rows == 0:
             groupcache.save(self._snapshots.directory, state.mapping, self._groups, state.trials, state.last_row)
+            duck.trim(self._con, self.settings.duckdb_memory_limit)  # a scan of every row: give its blocks back
 
     def _merge_groups(self, fresh: pd.DataFrame) -> None:
         if fresh.empty:
@@ -379,6 +380,8 @@ class TrialSource:
             self._compute_one(lo, min(lo + chunk_us, to_us), width_us, run_id, model, only_buckets)
             for lo in range(from_us, to_us, max(chunk_us, width_us))
         ]
+        if len(parts) > 1 or to_us - from_us >= chunk_us:
+            duck.trim(self._con, self.settings.duckdb_memory_limit)  # a big range: give its blocks back
         parts = [p for p in parts if len(p)]
         if not parts:
             return empty_aggregates()

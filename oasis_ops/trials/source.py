@@ -27,6 +27,7 @@ from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, TooMan
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials import groupcache
+from oasis_ops.trials.bounded import bounded_buckets
 from oasis_ops.trials.mapping import TrialMapping
 from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid, to_rows
 from oasis_ops.trials.snapshot import (
@@ -425,20 +426,21 @@ class TrialSource:
 
     def _bounded_buckets(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None) -> pd.DataFrame:
         """Aggregates of each non-empty bucket in [from_us, to_us) with exact percentiles in bounded
-        memory (summary(): a per-millisecond histogram, then only the values around each rank).
-        Called for buckets of BUCKET_VALUES_BOUND trials or more, so there are few of them."""
-        rows: dict[int, dict[str, Any]] = {}
-        for lo in range(from_us, to_us, width_us):
-            found = self.summary(_from_us(lo), _from_us(min(lo + width_us, to_us)), run_id=run_id, model=model)
-            if found["trials"]:
-                rows[lo] = {c: found[c] for c in AGG_COLUMNS}
-        if not rows:
-            return empty_aggregates()
-        frame = pd.DataFrame.from_dict(rows, orient="index")
-        frame.index = pd.Index(list(rows), dtype="int64", name="bucket_us")
-        for column in AGG_COLUMNS:
-            frame[column] = frame[column].astype("int64" if column in ("trials", "ok", "timeouts", "errors") else "float64")
-        return frame[list(AGG_COLUMNS)]
+        memory (oasis_ops.trials.bounded: counts, a per-millisecond histogram, then only the values
+        around each rank): for buckets of BUCKET_VALUES_BOUND trials or more."""
+        mapping = self._state.mapping
+        params = {
+            **self._base_params(),
+            "from": mapping.time_value(_from_us(from_us)),
+            "to": mapping.time_value(_from_us(to_us)),
+            "run_id": run_id,
+            "model": model,
+        }
+        try:
+            frame = bounded_buckets(lambda name, p: execute(self._con, name, p), params, from_us, width_us, PERCENTILES, AGG_COLUMNS)
+        except duckdb.Error as exc:
+            raise duck.translate(exc, str(self.path)) from None
+        return frame if len(frame) else empty_aggregates()
 
     def _exact_percentiles(self, params: dict[str, Any]) -> list[float | None]:
         """Exact quantile_cont percentiles over a range with bounded memory: a per-millisecond

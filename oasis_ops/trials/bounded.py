@@ -31,6 +31,37 @@ def _ranks(total: int, percentiles: Sequence[float]) -> list[tuple[int, int, flo
     return out
 
 
+def exact_percentiles(run: Run, params: dict[str, Any], percentiles: Sequence[float]) -> list[float | None]:
+    """Exact quantile_cont percentiles over a range with bounded memory: a per-millisecond
+    histogram locates each rank's bin, then only that bin's values are read."""
+    hist = run("trials_latency_histogram", params).fetchnumpy()
+    bins = np.asarray(hist["bin_ms"], dtype="int64")
+    counts = np.asarray(hist["n"], dtype="int64")
+    total = int(counts.sum())
+    if total == 0:
+        return [None for _ in percentiles]
+    cumulative = np.cumsum(counts)
+    values_by_bin: dict[int, np.ndarray] = {}
+
+    def value_at(rank: int) -> float:
+        i = int(np.searchsorted(cumulative, rank, side="right"))
+        if i not in values_by_bin:
+            lo = int(bins[i])
+            rows = run("trials_latency_values", {**params, "bin_lo": float(lo), "bin_hi": float(lo + 1)}).fetchnumpy()
+            values_by_bin[i] = np.asarray(rows["latency_ms"], dtype="float64")
+        before = int(cumulative[i] - counts[i])
+        return float(values_by_bin[i][rank - before])
+
+    result: list[float | None] = []
+    for q in percentiles:
+        position = (total - 1) * q  # linear interpolation, as quantile_cont and numpy
+        lower = int(np.floor(position))
+        upper = min(lower + 1, total - 1)
+        low_value = value_at(lower)
+        result.append(low_value + (value_at(upper) - low_value) * (position - lower))
+    return result
+
+
 def bounded_buckets(run: Run, params: dict[str, Any], from_us: int, width_us: int, percentiles: Sequence[float],
                     columns: Sequence[str]) -> pd.DataFrame:  # fmt: skip
     """Aggregates (`columns`: trials, ok, timeouts, errors, p50_ms, p95_ms, p99_ms, max_ms) of each

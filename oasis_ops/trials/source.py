@@ -27,7 +27,7 @@ from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, TooMan
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials import groupcache
-from oasis_ops.trials.bounded import bounded_buckets
+from oasis_ops.trials.bounded import bounded_buckets, exact_percentiles
 from oasis_ops.trials.mapping import TrialMapping
 from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid, to_rows
 from oasis_ops.trials.snapshot import (
@@ -443,34 +443,7 @@ class TrialSource:
         return frame if len(frame) else empty_aggregates()
 
     def _exact_percentiles(self, params: dict[str, Any]) -> list[float | None]:
-        """Exact quantile_cont percentiles over a range with bounded memory: a per-millisecond
-        histogram locates each rank's bin, then only that bin's values are read."""
-        hist = execute(self._con, "trials_latency_histogram", params).fetchnumpy()
-        bins = np.asarray(hist["bin_ms"], dtype="int64")
-        counts = np.asarray(hist["n"], dtype="int64")
-        total = int(counts.sum())
-        if total == 0:
-            return [None for _ in PERCENTILES]
-        cumulative = np.cumsum(counts)
-        values_by_bin: dict[int, np.ndarray] = {}
-
-        def value_at(rank: int) -> float:
-            i = int(np.searchsorted(cumulative, rank, side="right"))
-            if i not in values_by_bin:
-                lo = int(bins[i])
-                rows = execute(self._con, "trials_latency_values", {**params, "bin_lo": float(lo), "bin_hi": float(lo + 1)}).fetchnumpy()
-                values_by_bin[i] = np.asarray(rows["latency_ms"], dtype="float64")
-            before = int(cumulative[i] - counts[i])
-            return float(values_by_bin[i][rank - before])
-
-        result: list[float | None] = []
-        for q in PERCENTILES:
-            position = (total - 1) * q  # linear interpolation, as quantile_cont and numpy
-            lower = int(np.floor(position))
-            upper = min(lower + 1, total - 1)
-            low_value = value_at(lower)
-            result.append(low_value + (value_at(upper) - low_value) * (position - lower))
-        return result
+        return exact_percentiles(lambda name, p: execute(self._con, name, p), params, PERCENTILES)
 
     def rollup(
         self,

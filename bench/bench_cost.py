@@ -5,7 +5,7 @@ Inputs (generated once into the bench cache, BENCH_CACHE_DIR, default /tmp/oasis
 10M trials at one per second (115.7 days; run-1 then run-2, the latest, of 1M), and a 200 MB
 server.log (tests/helpers_logs.py). BENCH_QUICK=1: 1M trials and a 20 MB log, a smoke run.
 
-Rows (each whole-process figure is the median of 3 runs of the command as a user types it, in
+Rows (each whole-process figure is the median of 5 runs of the command as a user types it, in
 its own process, start-up included; peak RSS from wait4 for that process alone):
   timeline over 2000..2100     `oasis-ops timeline --from 2000-01-01 --to 2100-01-01` (100-year width)
   timeline, latest run         `oasis-ops timeline` (the default range)
@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.common import ROOT, cache_dir, quick, used, write_result
 
-RUNS = 3
+RUNS = 5
 START = datetime(2025, 8, 1, tzinfo=UTC)
 TARGETS = {
     "full_whole_x": 4.0,  # pandas whole-process / ours whole-process, at any width

@@ -49,18 +49,13 @@ def trim(con: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
     """Give back the blocks DuckDB keeps cached after a big scan (up to memory_limit, held for
     as long as the connection lives): lowering the limit evicts them, then it is restored. The
     console's RSS then stays near its working set (measured: -54 MB after grouping 10M trials)."""
+    from oasis_ops.sqlfiles import sql
+
     try:
-        con.execute("SET memory_limit = '1MB'")
-        con.execute(f"SET memory_limit = '{_checked_limit(memory_limit)}'")
+        con.execute(sql("duck_memory_limit"), {"limit": "1MB"})
+        con.execute(sql("duck_memory_limit"), {"limit": memory_limit})
     except duckdb.Error:
         pass
-
-
-def _checked_limit(text: str) -> str:
-    # a setting's value, put into a statement: only digits, a dot and a unit (no quoting issues)
-    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[A-Za-z]{0,3}\s*", text):
-        raise ValueError(f"not a memory limit: {text!r}")
-    return text.strip()
 
 
 def translate(exc: BaseException, where: str) -> DataError:

@@ -132,7 +132,7 @@ def test_kill_runner_ends_a_sigstopped_real_runner_and_a_fresh_one_serves(tmp_pa
             assert find_runner_pid(emu.pid) == new and proc_cmdline(new)[0].endswith("/llama-server")
             warning = 'msg="llama-server process no longer running" sys=9 string="signal: killed"'
             # written by the emulator's watcher of the runner, a moment after the reap
-            wait_until(lambda: warning in emu.server_log.read_text(), 10, what="the runner's exit in server.log")
+            wait_until(lambda: warning in emu.server_log.read_text(), 30, what="the runner's exit in server.log")
         finally:
             if proc_stat(old) is not None:
                 os.kill(old, signal.SIGCONT)

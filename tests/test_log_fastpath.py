@@ -3,9 +3,10 @@
 Each input is parsed twice: once with every chunk forced through the vectorised path (and cut
 into small parts, so the two-thread pipeline runs), once with the vectorised path off. Rows
 (all tables, every column) and counts must be identical. Inputs: every server.log fixture
-(real shapes from tests/fixtures/real, named in its README) and a generated log with the
-lines that must fall back: invalid UTF-8, CRLF ends, a leap second, compound Go durations,
-ANSI Gin lines, over-long lines, an offset change halfway, a task id reused.
+(real shapes from tests/fixtures/real, named in its README) and a generated log with awkward
+lines: some read in bulk (compound Go durations such as 1m1.5s and 3h2m1.5s, CRLF ends), some
+that must fall back (invalid UTF-8, a leap second, an impossible date, ANSI Gin lines, over-long
+lines, junk numbers), an offset change halfway, a task id reused, polls over the pairing window.
 """
 
 from __future__ import annotations

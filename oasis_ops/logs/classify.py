@@ -44,7 +44,6 @@ _FAST_PREFIXES = ("[GIN] ", "slot ", "time=", "image ")
 # event kinds of the ordered Python pass
 _P, _T_PROMPT, _T_EVAL, _T_TOTAL, _LAUNCHED, _IMG_ENC, _IMG_DEC, _GEN = range(8)
 _BULK = -2  # a Gin line read in bulk, outside the ordered pass
-_TASK = 8  # a task's launch, image and timing lines in a row, as one event
 
 PART_BYTES = 2 << 20  # the unit of the two-thread pipeline
 

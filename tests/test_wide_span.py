@@ -124,3 +124,30 @@ def test_the_timeline_page_answers_auto_and_refuses_1m_with_one_line(wide_db: Pa
     next(s for s in at.selectbox if s.label == "Bucket").set_value("1m").run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and "more than max_buckets" in at.error[0].value
+
+
+@pytest.mark.parametrize("page", ["pages/live.py", "pages/diagnostics.py"])
+def test_the_live_and_diagnostics_pages_answer_on_the_wide_table(wide_db: Path, tmp_path: Path, page: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The Live page shows the 30 minutes before the newest trial; Diagnostics scans the run's
+    minutes with trials (sparse): both answer, no exception, no error box."""
+    import socket
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("OASIS_OPS_DB", str(wide_db))
+    monkeypatch.setenv("OASIS_OPS_LIVE_REFRESH_S", "0")
+    monkeypatch.setenv("OASIS_OPS_SNAPSHOT_DIR", str(tmp_path / "snap-ui"))
+    monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{closed}")  # nobody answers
+    monkeypatch.setenv("OASIS_OPS_SERVER_LOG", "/nonexistent/server.log")
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title and at.title[0].value in ("Live", "Diagnostics")

@@ -100,7 +100,7 @@ def test_full_buckets_take_the_bounded_percentiles_and_agree(tmp_path: Path, mon
     (BUCKET_VALUES_BOUND) get their percentiles from the histogram path: the same numbers."""
     from helpers_trials import assert_rollup_equal, independent_rollup
 
-    import oasis_ops.trials.source as source_module
+    import oasis_ops.trials.queries as source_module
 
     db = tmp_path / "trials.duckdb"
     rows = _rows_for_bounds()
@@ -126,7 +126,7 @@ def test_a_range_too_dense_for_memory_is_halved(tmp_path: Path, monkeypatch: pyt
     bucket, which takes the bounded path; the answer is the same."""
     from helpers_trials import assert_rollup_equal, independent_rollup
 
-    import oasis_ops.trials.source as source_module
+    import oasis_ops.trials.queries as source_module
 
     db = tmp_path / "trials.duckdb"
     rows = _rows_for_bounds()

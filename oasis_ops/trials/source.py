@@ -1,20 +1,20 @@
 """TrialSource: the one way the library reads a trial database (Contract 1).
 
 It reads lock-free snapshots (see snapshot.py), maps the user's columns from settings (see
-mapping.py) and answers rollups from an incrementally refreshed cache (see rollup.py). All
-public methods are thread-safe (one lock; DuckDB work happens on the snapshot connection).
+mapping.py), keeps the per-(run, model) groups (saved between processes: groupcache.py) and
+answers rollups, summaries and counts (the query half: queries.py) from an incrementally
+refreshed cache (see rollup.py). All public methods are thread-safe (one lock; DuckDB work
+happens on the snapshot connection).
 """
 
 from __future__ import annotations
 
-import functools
-import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 
 from oasis_ops import duck
-from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError, TooManyBuckets
+from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials import groupcache
-from oasis_ops.trials.bounded import bounded_buckets, exact_percentiles
 from oasis_ops.trials.mapping import TrialMapping
-from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid, to_rows
+from oasis_ops.trials.queries import TrialQueries, _from_us, _one, execute
+from oasis_ops.trials.rollup import RollupCache
 from oasis_ops.trials.snapshot import (
     LIVE_WINDOW_S,
     Freshness,
@@ -38,24 +38,9 @@ from oasis_ops.trials.snapshot import (
     snapshot_dir_for,
 )
 from oasis_ops.trials.span import RunSpan
-from oasis_ops.trials.timeparse import (
-    as_utc,
-    auto_bucket,
-    bucket_seconds,
-    ceil_to_bucket,
-    floor_to_bucket,
-)
 
 # More appended rows than this in one refresh: drop the rollup cache instead of folding them in.
 MAX_DELTA_ROWS = 200_000
-ENDED_LOOKBACK = timedelta(hours=1)  # ended_ok_since(): trials longer than this are not looked for
-# Rollups over more (estimated) rows than this run in time chunks: a quantile's state cannot
-# spill to disk, so one query over 10M trials would need far more than the memory_limit.
-CHUNK_ROWS = 1_000_000
-# one bucket's latencies that an exact quantile may hold in memory (8 bytes each, and DuckDB
-# doubles its buffers: 400k fits the 64MB memory_limit); more go through the histogram path
-BUCKET_VALUES_BOUND = 400_000
-PERCENTILES = (0.5, 0.95, 0.99)
 
 _EMPTY_RUNS = pd.DataFrame(
     {
@@ -80,15 +65,7 @@ class SnapshotState:
     last_row: tuple[Any, ...] | None  # fingerprint of the row at position trials - 1
 
 
-def _us(value: datetime) -> int:
-    return int((as_utc(value) - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
-
-
-def _from_us(value: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))
-
-
-class TrialSource:
+class TrialSource(TrialQueries):
     """Read-only, lock-free view of a (possibly live) trial database."""
 
     def __init__(
@@ -356,237 +333,6 @@ class TrialSource:
         runs = self.runs()
         return None if runs.empty else runs.iloc[0]["run_id"]
 
-    # --- rollups ------------------------------------------------------------------------------
-    def _base_params(self) -> dict[str, Any]:
-        return self._state.mapping.params()
-
-    def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
-        if not self._groups.empty:
-            # Only where trials are: a range decades wider than the data costs no extra query.
-            first = int(self._groups["first_us"].min()) // width_us * width_us
-            last = int(self._groups["last_us"].max()) // width_us * width_us + width_us
-            from_us, to_us = max(from_us, first), min(to_us, last)
-            if to_us <= from_us:
-                return empty_aggregates()
-        chunk_us = to_us - from_us
-        if not only_buckets and not self._groups.empty:
-            span_us = max(int(self._groups["last_us"].max()) - int(self._groups["first_us"].min()), 1)
-            rows_per_us = max(self._state.trials, 1) / span_us
-            if rows_per_us * width_us > BUCKET_VALUES_BOUND:
-                # buckets so full that an exact quantile would hold more latencies than
-                # memory_limit allows: each bucket's percentiles from its histogram instead
-                return self._bounded_buckets(from_us, to_us, width_us, run_id, model)
-            chunk_us = max(width_us, int(CHUNK_ROWS / rows_per_us) // width_us * width_us)
-        parts = [
-            self._compute_one(lo, min(lo + chunk_us, to_us), width_us, run_id, model, only_buckets)
-            for lo in range(from_us, to_us, max(chunk_us, width_us))
-        ]
-        if len(parts) > 1 or to_us - from_us >= chunk_us:
-            duck.trim(self._con, self.settings.duckdb_memory_limit)  # a big range: give its blocks back
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return empty_aggregates()
-        return pd.concat(parts) if len(parts) > 1 else parts[0]
-
-    def _compute_one(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
-        mapping = self._state.mapping
-        params = {
-            **self._base_params(),
-            "from": mapping.time_value(_from_us(from_us)),
-            "to": mapping.time_value(_from_us(to_us)),
-            "width_us": width_us,
-            "run_id": run_id,
-            "model": model,
-            "only_buckets": list(only_buckets),
-        }
-        try:
-            frame = execute(self._con, "trials_rollup", params).df()
-        except duckdb.OutOfMemoryException:
-            # more latencies in this range than memory_limit holds for exact quantiles (the
-            # rows are denser here than on average): halve it, down to one bucket
-            buckets = (to_us - from_us + width_us - 1) // width_us
-            if buckets <= 1:
-                return self._bounded_buckets(from_us, to_us, width_us, run_id, model)
-            middle = from_us + buckets // 2 * width_us
-            halves = [self._compute_one(a, b, width_us, run_id, model, only_buckets) for a, b in ((from_us, middle), (middle, to_us))]
-            halves = [h for h in halves if len(h)]
-            return pd.concat(halves) if len(halves) > 1 else (halves[0] if halves else empty_aggregates())
-        except duckdb.Error as exc:
-            raise duck.translate(exc, str(self.path)) from None
-        if frame.empty:
-            return empty_aggregates()
-        frame = frame.set_index("bucket_us")
-        frame.index = frame.index.astype("int64")
-        frame = frame[list(AGG_COLUMNS)]
-        for column in ("trials", "ok", "timeouts", "errors"):
-            frame[column] = frame[column].astype("int64")
-        for column in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
-            frame[column] = frame[column].astype("float64")
-        return frame
-
-    def _bounded_buckets(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None) -> pd.DataFrame:
-        """Aggregates of each non-empty bucket in [from_us, to_us) with exact percentiles in bounded
-        memory (oasis_ops.trials.bounded: counts, a per-millisecond histogram, then only the values
-        around each rank): for buckets of BUCKET_VALUES_BOUND trials or more."""
-        mapping = self._state.mapping
-        params = {
-            **self._base_params(),
-            "from": mapping.time_value(_from_us(from_us)),
-            "to": mapping.time_value(_from_us(to_us)),
-            "run_id": run_id,
-            "model": model,
-        }
-        try:
-            frame = bounded_buckets(lambda name, p: execute(self._con, name, p), params, from_us, width_us, PERCENTILES, AGG_COLUMNS)
-        except duckdb.Error as exc:
-            raise duck.translate(exc, str(self.path)) from None
-        return frame if len(frame) else empty_aggregates()
-
-    def _exact_percentiles(self, params: dict[str, Any]) -> list[float | None]:
-        return exact_percentiles(lambda name, p: execute(self._con, name, p), params, PERCENTILES)
-
-    def rollup(
-        self,
-        start: datetime,
-        end: datetime,
-        bucket: str = "1m",
-        run_id: str | None = None,
-        model: str | None = None,
-    ) -> pd.DataFrame:
-        """One row per bucket in [start, end), empty buckets included (see OUTPUT_COLUMNS)."""
-        width_s = bucket_seconds(bucket)
-        start_us = _us(floor_to_bucket(start, width_s))
-        end_us = _us(ceil_to_bucket(end, width_s))
-        width_us = width_s * 1_000_000
-        limit = int(self.settings.max_buckets)
-        if (end_us - start_us) // width_us > limit:
-            # Every bucket becomes a row (gaps included): past the bound, refuse with one line.
-            fits = auto_bucket(start, end, max_buckets=limit)
-            raise TooManyBuckets(
-                f"{as_utc(start):%Y-%m-%d %H:%M} → {as_utc(end):%Y-%m-%d %H:%M} UTC in {bucket} buckets is "
-                f"{(end_us - start_us) // width_us:,} buckets, more than max_buckets ({limit:,})",
-                hint=f"use a bucket of {fits} or wider, or a narrower range with --from/--to",
-            )
-        if end_us <= start_us:
-            end_us = start_us + width_us if as_utc(end) > as_utc(start) else start_us
-        with self._lock:
-            self._check_open()
-            aggregates = self._cache.get(start_us, end_us, width_us, run_id, model) if end_us > start_us else empty_aggregates()
-        return to_grid(aggregates, start_us, end_us, width_us)
-
-    def rollup_sparse(
-        self,
-        start: datetime,
-        end: datetime,
-        bucket: str = "1m",
-        run_id: str | None = None,
-        model: str | None = None,
-    ) -> pd.DataFrame:
-        """Like rollup(), but only the buckets that hold trials (no empty rows), so its size
-        follows the data, not the range: a run whose start times span centuries (a clock bug)
-        still scans in 1-minute buckets. TooManyBuckets beyond max_buckets buckets WITH trials."""
-        width_s = bucket_seconds(bucket)
-        start_us = _us(floor_to_bucket(start, width_s))
-        end_us = _us(ceil_to_bucket(end, width_s))
-        width_us = width_s * 1_000_000
-        if end_us <= start_us:
-            return to_grid(empty_aggregates(), start_us, start_us, width_us)
-        limit = int(self.settings.max_buckets)
-        with self._lock:
-            self._check_open()
-            mapping = self._state.mapping
-            params = {
-                **self._base_params(),
-                "from": mapping.time_value(_from_us(start_us)),
-                "to": mapping.time_value(_from_us(end_us)),
-                "width_us": width_us,
-                "run_id": run_id,
-                "model": model,
-            }
-            (count,) = _one(self._con, "trials_bucket_count", params)
-            if int(count) > limit:
-                raise TooManyBuckets(
-                    f"{as_utc(start):%Y-%m-%d %H:%M} → {as_utc(end):%Y-%m-%d %H:%M} UTC has trials in {int(count):,} "
-                    f"{bucket} buckets, more than max_buckets ({limit:,})",
-                    hint="narrow the range with --from/--to",
-                )
-            aggregates = self._compute(start_us, end_us, width_us, run_id, model, ())
-        return to_rows(aggregates)
-
-    def summary(self, start: datetime, end: datetime, run_id: str | None = None, model: str | None = None) -> dict[str, Any]:
-        """trials, ok, timeouts, errors, failures, failure_rate, p50_ms, p95_ms, p99_ms, max_ms over [start, end)."""
-        key = (_us(start), _us(end), run_id, model)
-        with self._lock:
-            self._check_open()
-            cached = self._summaries.get(key)
-            if cached is not None:
-                self._summaries.move_to_end(key)
-                return dict(cached)
-            mapping = self._state.mapping
-            params = {
-                **self._base_params(),
-                "from": mapping.time_value(start),
-                "to": mapping.time_value(end),
-                "run_id": run_id,
-                "model": model,
-            }
-            (row,) = execute(self._con, "trials_summary", params).fetchall()
-            trials, ok, timeouts, errors, with_latency, invalid_latency, max_ms = row
-            p50, p95, p99 = self._exact_percentiles(params) if with_latency else (None, None, None)
-            failures = int(timeouts) + int(errors)
-            result: dict[str, Any] = {
-                "trials": int(trials),
-                "ok": int(ok),
-                "timeouts": int(timeouts),
-                "errors": int(errors),
-                "failures": failures,
-                "failure_rate": failures / trials if trials else None,
-                "p50_ms": _float(p50),
-                "p95_ms": _float(p95),
-                "p99_ms": _float(p99),
-                "max_ms": _float(max_ms),
-                # NaN, ±inf or negative latencies: counted as trials, left out of the latencies
-                "invalid_latency": int(invalid_latency or 0),
-            }
-            self._summaries[key] = result
-            while len(self._summaries) > 16:
-                self._summaries.popitem(last=False)
-            return dict(result)
-
-    def completed_since(self, ts: datetime, run_id: str | None = None, model: str | None = None) -> int:
-        """Ok trials that started at or after `ts` (the watchdog's 'are trials completing'), of
-        one model when `model` is given and the table has a model column."""
-        with self._lock:
-            self._check_open()
-            mapping = self._state.mapping
-            params = {
-                **mapping.params(),
-                "from": mapping.time_value(ts),
-                "run_id": run_id,
-                "model": model if mapping.model_column is not None else None,
-            }
-            (count,) = _one(self._con, "trials_completed_since", params)
-            return int(count)
-
-    def ended_ok_since(self, ts: datetime, model: str | None) -> int:
-        """Ok trials (of `model`, when the table has a model column) that ended at or after `ts`,
-        whenever they started (within ENDED_LOOKBACK before `ts`): a model's runner served then."""
-        with self._lock:
-            self._check_open()
-            mapping = self._state.mapping
-            params = {
-                **mapping.params(),
-                "started_from": mapping.time_value(ts - ENDED_LOOKBACK),
-                "from_us": int(as_utc(ts).timestamp() * 1_000_000),
-                "model": model if mapping.model_column is not None else None,
-            }
-            (count,) = _one(self._con, "trials_ended_ok_since", params)
-            return int(count)
-
-    @property
-    def cache_stats(self) -> dict[str, int]:
-        return dict(self._cache.stats)
-
     # --- helpers ------------------------------------------------------------------------------
     def _query_df(self, name: str, params: dict[str, Any]) -> pd.DataFrame:
         try:
@@ -595,31 +341,9 @@ class TrialSource:
             raise duck.translate(exc, str(self.path)) from None
 
 
-_PARAM_RE = re.compile(r"\$([A-Za-z_]\w*)")
-_COMMENT_RE = re.compile(r"--[^\n]*")
-
-
-@functools.cache
-def _param_names(name: str) -> frozenset[str]:
-    return frozenset(_PARAM_RE.findall(_COMMENT_RE.sub("", sql(name))))
-
-
-def execute(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-    """Run sql/<name>.sql with the parameters it names (DuckDB rejects extra ones)."""
-    wanted = _param_names(name)
-    return con.execute(sql(name), {k: v for k, v in params.items() if k in wanted})
-
-
-def _one(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    try:
-        (row,) = execute(con, name, params).fetchall()
-    except duckdb.Error as exc:
-        raise duck.translate(exc, name) from None
-    return tuple(row)
-
-
 def _run_key(run_id: Any) -> str | None:
     return None if run_id is None or (isinstance(run_id, float) and np.isnan(run_id)) else str(run_id)
+
 
 
 def _span_of(run_id: str | None, part: pd.DataFrame) -> RunSpan:
@@ -635,13 +359,6 @@ def _span_of(run_id: str | None, part: pd.DataFrame) -> RunSpan:
         failures=trials - int(part["ok"].sum()),
         models=tuple(sorted({str(m) for m in part["model"] if isinstance(m, str)})),
     )
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    result = float(value)
-    return None if np.isnan(result) else result
 
 
 __all__ = ["Freshness", "SnapshotState", "TrialSource"]

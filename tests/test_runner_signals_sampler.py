@@ -67,6 +67,21 @@ def all_threads_stopped(pid: int) -> bool:
     return bool(states) and all(state == "T" for state in states)
 
 
+def generate_while(url: str, model: str, busy: threading.Event) -> threading.Thread:
+    """Generations one after another while `busy` is set: the runner stays busy however early the
+    small model ends a story (it may stop at its end-of-text token after a few hundred tokens)."""
+
+    def run() -> None:
+        while busy.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(url + "/api/generate", json={"model": model, "prompt": "Tell me a very long story about a lighthouse.",
+                                                        "stream": False, "options": {"num_predict": 2000}}, timeout=120)  # fmt: skip
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def generate_in_thread(url: str, model: str, num_predict: int) -> threading.Thread:
     def run() -> None:
         with contextlib.suppress(httpx.HTTPError):
@@ -89,6 +104,7 @@ def test_a_real_llama_server_busy_then_stopped(tmp_path: Path) -> None:
         sampler = Sampler(sidecar, settings_for(emu.url, emu.home.models_dir), flush_interval_s=0.2, no_progress_s=1.0)
         sampler.open()
         stopped = False
+        keep_busy = threading.Event()
         try:
             idle = sampler.tick()
             assert [(r["model"], r["runner_pid"], r["reachable"], r["error"]) for r in idle.runners] == [(REAL, runner, True, None)]
@@ -96,8 +112,9 @@ def test_a_real_llama_server_busy_then_stopped(tmp_path: Path) -> None:
             assert (row["slots_total"], row["slots_busy"], row["tokens_in_flight"], row["stalled_for_s"]) == (1, 0, 0, None)
             assert row["metrics_enabled"] is False and row["requests_processing"] is None  # Ollama passes no --metrics: 501
 
-            # Busy: a long generation; tokens in flight and tokens/s from the slots' n_decoded.
-            generate_in_thread(emu.url, REAL, 2000)
+            # Busy: long generations; tokens in flight and tokens/s from the slots' n_decoded.
+            keep_busy.set()
+            generate_while(emu.url, REAL, keep_busy)
             port = row["runner_port"]
             with LlamaServerProbe(f"http://127.0.0.1:{port}", timeout_s=5) as probe:
                 wait_until(lambda: any(s.is_processing and (s.n_decoded or 0) > 0 for s in probe.slots()), timeout=30, what="a busy slot")
@@ -127,6 +144,7 @@ def test_a_real_llama_server_busy_then_stopped(tmp_path: Path) -> None:
             assert ("runner_answering", REAL) in [(e["kind"], e["model"]) for e in back.events]
             assert sampler.errors == 0, sampler.last_error
         finally:
+            keep_busy.clear()
             if stopped:
                 os.kill(runner, signal.SIGCONT)
             sampler.close()

@@ -48,7 +48,7 @@ from oasis_ops.logs.classify import (
 )
 from oasis_ops.logs.rows import MAX_LINE_CHARS, ParseCounts, Rows, split_chunk
 from oasis_ops.logs.timefmt import LocalClock
-from oasis_ops.logs.timings import LATENCY_SLACK_MS, MAX_TASKS, MAX_WAITING
+from oasis_ops.logs.timings import LATENCY_SLACK_MS, MAX_TASKS
 
 if TYPE_CHECKING:
     from oasis_ops.logs.timings import _Task
@@ -81,6 +81,7 @@ class FastPathMixin:
         def _request(self, line_no: int, ts: int, latency_ms: float) -> None: ...
         def _complete(self, task: _Task) -> None: ...
         def _complete_overflow(self) -> None: ...
+        def _total(self, task: _Task, task_id: int, total_ms: float) -> None: ...
         def _task(self, task_id: int, line_no: int) -> _Task: ...
 
     def feed_fast(self, data: bytes, first_line_no: int) -> bool:
@@ -179,7 +180,7 @@ class FastPathMixin:
                     prompt += 1
                 task.prompt_eval_ms, task.prompt_tokens = b2l[prompt], c2l[prompt]
                 task.eval_ms, task.eval_tokens = b2l[prompt + 1], c2l[prompt + 1]
-                self._fast_total(task, ta, mb)
+                self._total(task, ta, mb)
                 continue
             line_no = first_line_no + pos
             if k == _GEN:
@@ -203,7 +204,7 @@ class FastPathMixin:
                 elif k == _T_EVAL:
                     task.eval_ms, task.eval_tokens = mb, ev_c[i - 1]
                 else:
-                    self._fast_total(task, ta, mb)
+                    self._total(task, ta, mb)
             elif k == _LAUNCHED:
                 self._launched = ta
                 task = tasks.get(ta) or self._task(ta, line_no)
@@ -246,21 +247,6 @@ class FastPathMixin:
                     break
                 task.after_gin_ts = first_ts
         self.last_ts = self._last_gin_ts = last_ts
-
-    def _fast_total(self, task: _Task, task_id: int, total_ms: float) -> None:
-        task.total_ms = total_ms
-        del self._tasks[task_id]
-        if self._launched == task_id:
-            self._launched = None
-        if self._header is task:
-            self._header = None
-        if self._requests or self._prefix_ts is not None:
-            self._complete(task)
-        else:
-            task.before_ts = self.last_ts
-            self._waiting.append(task)
-            if len(self._waiting) > MAX_WAITING:
-                self._complete_overflow()
 
     def _fast_image(self, encode_ms: float | None, decode_ms: float | None) -> None:
         owner = self._tasks.get(self._launched) if self._launched is not None else None

@@ -262,27 +262,6 @@ class ServerLogParser(FastPathMixin, PrefixesMixin, TimingsMixin, LoadsMixin):
         if cached is not None:
             stamp = line[5:cut]
             level, msg, kind, detail, encoded = cached
-            if encoded is not None:  # a kind no load owns and no flash statement: the row as cached
-                try:
-                    ts = rfc3339_us(stamp, self._gin_clock)
-                except (ValueError, OverflowError, IndexError):
-                    self.counts.junk += 1
-                    return
-                if self.auto_offset:
-                    offset = offset_of(stamp)
-                    if offset is not None and offset != self.offset_text:
-                        self._learn(offset, line_no)
-                self._timed(ts)
-                cols = self.rows.columns["log_events"]
-                cols["ts"].append(ts)
-                cols["level"].append(level)
-                cols["msg"].append(msg)
-                cols["kind"].append(kind)
-                cols["detail"].append(encoded)
-                cols["line_no"].append(line_no)
-                events = self.counts.events
-                events[kind] = events.get(kind, 0) + 1
-                return
             detail = dict(detail)  # _event adds keys to it (load_id, repeat)
         else:
             fields = parse_slog_fields(line)
@@ -292,6 +271,7 @@ class ServerLogParser(FastPathMixin, PrefixesMixin, TimingsMixin, LoadsMixin):
             stamp = fields["time"]
             kind, detail = classify_slog(fields)
             level, msg = fields.get("level"), fields.get("msg")
+            encoded = None
             if key is not None and stamp == line[5:cut]:
                 if len(self._slog_cache) >= MAX_SLOG_CACHE:
                     self._slog_cache.clear()
@@ -307,7 +287,15 @@ class ServerLogParser(FastPathMixin, PrefixesMixin, TimingsMixin, LoadsMixin):
             if offset is not None and offset != self.offset_text:
                 self._learn(offset, line_no)
         self._timed(ts)
-        self._event(ts, level, msg, kind, detail, line_no)
+        if encoded is None:
+            self._event(ts, level, msg, kind, detail, line_no)
+            return
+        # a kind no load owns and no flash statement: _event would add nothing; the row as cached
+        cols = self.rows.columns["log_events"]
+        for column, value in (("ts", ts), ("level", level), ("msg", msg), ("kind", kind), ("detail", encoded), ("line_no", line_no)):
+            cols[column].append(value)
+        events = self.counts.events
+        events[kind] = events.get(kind, 0) + 1
 
     def _plain(self, m: re.Match[str], line_no: int) -> None:
         """Go's standard logger: `2025/02/16 20:51:57 routes.go:1186: INFO server config env=...`."""

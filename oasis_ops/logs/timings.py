@@ -204,6 +204,22 @@ class TimingsMixin:
         if len(self._waiting) > MAX_WAITING:
             self._complete_overflow()
 
+    def _total(self, task: _Task, task_id: int, total_ms: float) -> None:
+        """A `slot print_timing` total line: the task is complete; pair it or let it wait."""
+        task.total_ms = total_ms
+        del self._tasks[task_id]
+        if self._launched == task_id:
+            self._launched = None
+        if self._header is task:
+            self._header = None
+        if self._requests or self._prefix_ts is not None:
+            self._complete(task)
+        else:  # the common case, inline: nothing to pair with yet
+            task.before_ts = self.last_ts
+            self._waiting.append(task)
+            if len(self._waiting) > MAX_WAITING:
+                self._complete_overflow()
+
     def _complete_overflow(self) -> None:
         old = self._waiting.pop(0)
         self._emit_timing(old, old.fallback_ts())
@@ -221,19 +237,7 @@ class TimingsMixin:
                     elif which == "eval":
                         task.eval_ms, task.eval_tokens = float(value_text), int(tokens_text)
                     else:
-                        task.total_ms = float(value_text)
-                        del self._tasks[task_id]
-                        if self._launched == task_id:
-                            self._launched = None
-                        if self._header is task:
-                            self._header = None
-                        if self._requests or self._prefix_ts is not None:
-                            self._complete(task)
-                        else:  # the common case, inline: nothing to pair with yet
-                            task.before_ts = self.last_ts
-                            self._waiting.append(task)
-                            if len(self._waiting) > MAX_WAITING:
-                                self._complete_overflow()
+                        self._total(task, task_id, float(value_text))
                     return
                 m = _SLOT_TASK.match(line)
                 if m:

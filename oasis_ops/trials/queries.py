@@ -82,6 +82,12 @@ class TrialQueries:
     def _base_params(self) -> dict[str, Any]:
         return self._state.mapping.params()
 
+    def _range_params(self, start: datetime, end: datetime, run_id: str | None, model: str | None, **extra: Any) -> dict[str, Any]:
+        """The mapping plus [start, end) in the time column's own type (zone maps prune) and the filters."""
+        mapping = self._state.mapping
+        return {**mapping.params(), "from": mapping.time_value(start), "to": mapping.time_value(end),
+                "run_id": run_id, "model": model, **extra}  # fmt: skip
+
     def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
         if not self._groups.empty:
             # Only where trials are: a range decades wider than the data costs no extra query.
@@ -111,16 +117,7 @@ class TrialQueries:
         return pd.concat(parts) if len(parts) > 1 else parts[0]
 
     def _compute_one(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
-        mapping = self._state.mapping
-        params = {
-            **self._base_params(),
-            "from": mapping.time_value(_from_us(from_us)),
-            "to": mapping.time_value(_from_us(to_us)),
-            "width_us": width_us,
-            "run_id": run_id,
-            "model": model,
-            "only_buckets": list(only_buckets),
-        }
+        params = self._range_params(_from_us(from_us), _from_us(to_us), run_id, model, width_us=width_us, only_buckets=list(only_buckets))
         try:
             frame = execute(self._con, "trials_rollup", params).df()
         except duckdb.OutOfMemoryException:
@@ -150,14 +147,7 @@ class TrialQueries:
         """Aggregates of each non-empty bucket in [from_us, to_us) with exact percentiles in bounded
         memory (oasis_ops.trials.bounded: counts, a per-millisecond histogram, then only the values
         around each rank): for buckets of BUCKET_VALUES_BOUND trials or more."""
-        mapping = self._state.mapping
-        params = {
-            **self._base_params(),
-            "from": mapping.time_value(_from_us(from_us)),
-            "to": mapping.time_value(_from_us(to_us)),
-            "run_id": run_id,
-            "model": model,
-        }
+        params = self._range_params(_from_us(from_us), _from_us(to_us), run_id, model)
         try:
             frame = bounded_buckets(lambda name, p: execute(self._con, name, p), params, from_us, width_us, PERCENTILES, AGG_COLUMNS)
         except duckdb.Error as exc:
@@ -216,15 +206,7 @@ class TrialQueries:
         limit = int(self.settings.max_buckets)
         with self._lock:
             self._check_open()
-            mapping = self._state.mapping
-            params = {
-                **self._base_params(),
-                "from": mapping.time_value(_from_us(start_us)),
-                "to": mapping.time_value(_from_us(end_us)),
-                "width_us": width_us,
-                "run_id": run_id,
-                "model": model,
-            }
+            params = self._range_params(_from_us(start_us), _from_us(end_us), run_id, model, width_us=width_us)
             (count,) = _one(self._con, "trials_bucket_count", params)
             if int(count) > limit:
                 raise TooManyBuckets(
@@ -244,14 +226,7 @@ class TrialQueries:
             if cached is not None:
                 self._summaries.move_to_end(key)
                 return dict(cached)
-            mapping = self._state.mapping
-            params = {
-                **self._base_params(),
-                "from": mapping.time_value(start),
-                "to": mapping.time_value(end),
-                "run_id": run_id,
-                "model": model,
-            }
+            params = self._range_params(start, end, run_id, model)
             (row,) = execute(self._con, "trials_summary", params).fetchall()
             trials, ok, timeouts, errors, with_latency, invalid_latency, max_ms = row
             p50, p95, p99 = self._exact_percentiles(params) if with_latency else (None, None, None)

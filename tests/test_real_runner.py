@@ -126,7 +126,12 @@ def test_kill_runner_ends_a_sigstopped_real_runner_and_a_fresh_one_serves(tmp_pa
             waiting.join(30)
             # the generation that was running dies with the runner, as in Ollama
             assert first["response"].status_code == 500
-            assert first["response"].json()["error"] == "an error was encountered while running the model: unexpected EOF"
+            # Ollama's two words for it, by when the runner's death is seen: mid-answer, or on its next call
+            assert first["response"].json()["error"] in (
+                "an error was encountered while running the model: unexpected EOF",
+                "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, "
+                "check ollama server logs for details",
+            )
             # the one that waited on the ping is served by the fresh runner
             assert later["response"].status_code == 200 and later["response"].json()["done"]
             assert find_runner_pid(emu.pid) == new and proc_cmdline(new)[0].endswith("/llama-server")

@@ -65,10 +65,9 @@ class Chunk:
 
 def prepare(data: bytes, clock: LocalClock) -> Chunk | None:
     """Split and classify whole lines; None when they are not valid UTF-8."""
-    # split as bytes (fast), then one UTF-8 check for the whole part
-    raw = pc.list_flatten(pc.split_pattern(pa.array([data[:-1]], pa.large_binary()), b"\n"))
+    lines = split_lines(data)
     try:
-        lines = raw.cast(pa.large_string())
+        lines = lines.cast(pa.large_string())  # one UTF-8 check for the whole part
     except pa.ArrowInvalid:
         return None
     if b"\r" in data:
@@ -78,6 +77,20 @@ def prepare(data: bytes, clock: LocalClock) -> Chunk | None:
     _fast_runner_lines(chunk)
     _fast_rest(chunk)
     return chunk
+
+
+def split_lines(data: bytes) -> pa.Array:
+    """The lines of `data` (which ends with a newline) as one binary array, without the newlines.
+
+    The offsets come from numpy's newline positions over the bytes with the newlines removed:
+    line i starts i newlines earlier there (a quarter of the cost of Arrow's split_pattern)."""
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    n = len(ends)
+    offsets = np.empty(n + 1, np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends - np.arange(n)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets),
+                                            pa.py_buffer(data.replace(b"\n", b""))])  # fmt: skip
 
 
 def parts(data: bytes, size: int) -> list[bytes]:

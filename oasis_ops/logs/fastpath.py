@@ -92,21 +92,18 @@ class FastPathMixin:
         (Arrow's kernels release the GIL), so two cores share the work. A part that is not valid
         UTF-8 takes the per-line path, which marks its bad lines."""
         pieces = parts(data, PART_BYTES)
-        starts = []
-        line_no = first_line_no
-        for piece in pieces:
-            starts.append(line_no)
-            line_no += piece.count(b"\n")
         if len(pieces) == 1:
             self._feed_prepared(pieces[0], prepare(pieces[0], self._gin_clock), first_line_no)
             return True
         worker = pool()
         ahead = worker.submit(prepare, pieces[0], self._gin_clock)
+        line_no = first_line_no
         for i, piece in enumerate(pieces):
             chunk = ahead.result()
             if i + 1 < len(pieces):
                 ahead = worker.submit(prepare, pieces[i + 1], self._gin_clock)
-            self._feed_prepared(piece, chunk, starts[i])
+            self._feed_prepared(piece, chunk, line_no)
+            line_no += len(chunk.lines) if chunk is not None else piece.count(b"\n")
         return True
 
     def _feed_prepared(self, part: bytes, chunk: Chunk | None, first_line_no: int) -> None:

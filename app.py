@@ -36,11 +36,12 @@ pages = [
     for n, (file, title, icon) in enumerate(available)
 ]
 settings = _common.app_settings()
-# DNS rebinding: a foreign Host name gets a refusal and nothing else, not even the page list.
-allowed = _common.host_ok(settings)
+# A foreign Host name (DNS rebinding) gets a refusal, and a session that has not signed in (with
+# an access secret set) the sign-in form: nothing else, not even the page list.
+allowed = _common.access_ok(settings)
 current = st.navigation(pages, position="sidebar" if allowed else "hidden")
 if not allowed:
-    _common.refuse_host()
+    _common.refuse_access(settings)
 _common.follow_goto()
 
 _common.shell_frame(settings)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import ipaddress
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ from typing import IO, Protocol
 
 import httpx
 
+from oasis_ops.access import check_bind, host_header_allowed  # noqa: F401 (host_header_allowed: for the pages)
 from oasis_ops.errors import ServerError
 from oasis_ops.settings import SETTINGS, Settings
 
@@ -81,37 +81,6 @@ def http_url(host: str, port: int, path: str = "/") -> str:
     target = connect_host(host)
     target = f"[{target}]" if ":" in target else target
     return f"http://{target}:{port}{path}"
-
-
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-def _is_loopback_name(name: str) -> bool:
-    name = name.strip().lower().strip("[]")
-    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def host_header_allowed(host_header: str | None, bind_host: str) -> bool:
-    """Whether a request's Host header may reach a console bound to `bind_host`.
-
-    Streamlit does not check Host, so a web page whose name is re-pointed at 127.0.0.1 (DNS
-    rebinding) could drive a loopback console, Recover buttons included. Bound to loopback, we
-    accept only loopback names; bound elsewhere on purpose, the operator chose the exposure.
-    A missing header (not a browser) is allowed.
-    """
-    if not host_header or not _is_loopback_name(bind_host):
-        return True
-    header = host_header.strip()
-    if header.startswith("["):  # [::1]:8501
-        name = header[1 : header.find("]")] if "]" in header else header
-    else:
-        name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-    return _is_loopback_name(name)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -294,6 +263,9 @@ class DashboardServer(ChildService):
             "--server.fileWatcherType", "none",
             "--server.runOnSave", "false",
             "--browser.gatherUsageStats", "false",
+            # Streamlit's defaults, stated: a cross-site form cannot post to the console
+            "--server.enableXsrfProtection", "true",
+            "--server.enableCORS", "true",
         ]  # fmt: skip
         super().__init__(
             "dashboard",
@@ -314,6 +286,7 @@ class DashboardServer(ChildService):
         return http_url(self.host, self.port, "/_stcore/health")
 
     def start(self) -> None:
+        check_bind(self.host, str(self.settings.access_secret))  # off loopback only with a secret
         if not self.app_path.is_file():
             raise ServerError(f"app not found: {self.app_path}")
         check_port_free(self.host, self.port)

@@ -66,6 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
     # --- dashboard server
     S("host", str, "127.0.0.1", "Address the dashboard binds to."),
     S("port", int, 8501, "Port the dashboard listens on."),
+    S("access_secret", str, "", "Secret every dashboard session must enter first; required to bind off loopback (12+ characters). Environment or settings file only: there is no flag (`ps` shows command lines). Never printed."),
+    S("allowed_hosts", list, [], "Host names the dashboard answers to when bound off loopback, besides IP addresses and this machine's own names (`*`: any). Against DNS rebinding."),
     # --- Ollama
     S("ollama_host", str, "http://127.0.0.1:11434", "Ollama base URL (also read from OLLAMA_HOST).", ("OLLAMA_HOST",)),
     S("ollama_models", str, "", "Ollama's model store, for manifests (also OLLAMA_MODELS). Empty: `~/.ollama/models`.", ("OLLAMA_MODELS",)),
@@ -95,6 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
 del S
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+SECRET_SETTINGS = frozenset({"access_secret"})  # shown as "(set)" / "" by `oasis-ops settings`
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

@@ -219,6 +219,8 @@ def take_status(
                 look_at_runners(models)
         if host_error:
             errors.append(f"host memory: {host_error}")
+        if probe.models_listed > probe.MAX_MODELS:
+            errors.append(f"Ollama lists {probe.models_listed} loaded models; only the first {probe.MAX_MODELS} are shown")
         if models:  # Ollama's Stopping on a model that keeps serving is a stale expiry: judge it
             now = clock()
             judged = judge_all([m.status for m in models], settings, now, sidecar=sidecar, db=settings.db or None,

@@ -341,7 +341,9 @@ class Watchdog:
 
     def _probe_models(self) -> list[ModelSnapshot]:
         if self.probe is None:
-            self.probe = ModelProbe(self.ctx.client, models_dir=self.ctx.models_dir, serve_pid=self.ctx.serve_pid)
+            self.probe = ModelProbe(self.ctx.client, models_dir=self.ctx.models_dir)
+        # the serve listening on the Ollama port, looked up each time (Ollama may have restarted)
+        self.probe.serve_pid = self.ctx.current_serve_pid()
         try:
             return self.probe.snapshot()
         except OasisOpsError as exc:

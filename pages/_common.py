@@ -32,7 +32,7 @@ from oasis_ops.errors import (
     SchemaError,
     UsageError,
 )
-from oasis_ops.server import DEMO_DIR_ENV, host_header_allowed
+from oasis_ops.server import DEMO_DIR_ENV
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.trials import Freshness, TrialSource
 
@@ -106,20 +106,26 @@ def page_setup(page_path: str) -> Settings:
     return settings
 
 
-def host_ok(settings: Settings) -> bool:
-    """False for a session whose Host header is not a loopback name while we are bound to
-    loopback (DNS rebinding; see oasis_ops.server.host_header_allowed)."""
-    return host_header_allowed(st.context.headers.get("Host"), str(settings.host))
+def access_ok(settings: Settings) -> bool:
+    """Whether this session may see the pages: its Host header passes (DNS rebinding) and, with
+    an access secret, it has signed in (pages/_access.py)."""
+    from pages import _access
+
+    return _access.host_ok(settings) and _access.signed_in(settings)
 
 
-def refuse_host() -> None:
-    st.error("This console only answers on its loopback address (127.0.0.1 or localhost).")
-    st.stop()
+def refuse_access(settings: Settings) -> None:
+    """The refusal (a foreign Host) or the sign-in form; stops the page either way."""
+    from pages import _access
+
+    if not _access.host_ok(settings):
+        _access.refuse_host(settings)
+    _access.sign_in_form(settings)
 
 
 def guard_host(settings: Settings) -> None:
-    if not host_ok(settings):
-        refuse_host()
+    if not access_ok(settings):
+        refuse_access(settings)
 
 
 # --- settings and the data source -------------------------------------------------------------

@@ -86,7 +86,8 @@ def modelfile_for(name: str, blob: str) -> str:
 class FakeOllama:
     """Threaded HTTP server with Ollama's shapes. Modes: "ok", "html", "truncated",
     "wrong_types", "500", "slow" (sleeps `delay_s` before answering), "ps_slow" (only /api/ps
-    sleeps: Ollama >= 0.32.4 while a runner is unloaded or pinged)."""
+    sleeps: Ollama >= 0.32.4 while a runner is unloaded or pinged), "trickle" (the answer, then
+    one space byte every `delay_s`, for ever: each read is quick, the whole never ends)."""
 
     def __init__(self) -> None:
         self.version = "0.20.4"
@@ -94,6 +95,7 @@ class FakeOllama:
         self.modelfiles: dict[str, str] = {}
         self.mode = "ok"
         self.delay_s = 0.0
+        self.extra_headers: dict[str, str] = {}  # sent with every answer (e.g. the demo emulator's mark)
         self.requests: list[tuple[str, str, Any]] = []
         self.lock = threading.Lock()
         owner = self
@@ -101,6 +103,11 @@ class FakeOllama:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def end_headers(self) -> None:
+                for name, value in owner.extra_headers.items():
+                    self.send_header(name, value)
+                super().end_headers()
 
             def do_GET(self) -> None:
                 owner._handle(self, "GET")
@@ -150,6 +157,8 @@ class FakeOllama:
             return self._send(handler, 200, b"<!DOCTYPE html><html><body>Proxy login</body></html>", "text/html")
         if mode == "500":
             return self._send(handler, 500, b'{"error":"llama runner process has terminated"}')
+        if mode == "trickle":
+            return self._trickle(handler, delay)
         status, payload = self._answer(method, path, body, models)
         data = json.dumps(payload).encode()
         if mode == "truncated":
@@ -159,6 +168,20 @@ class FakeOllama:
         if mode == "wrong_types" and path == "/api/version":
             data = json.dumps({"version": 20}).encode()
         self._send(handler, status, data)
+
+    def _trickle(self, handler: BaseHTTPRequestHandler, delay_s: float) -> None:
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()  # no length: the body runs until the connection closes
+            handler.wfile.write(b'{"models": [')
+            handler.wfile.flush()
+            while True:  # until the client gives up (a broken pipe)
+                time.sleep(delay_s)
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+        except OSError:
+            pass
 
     def _answer(self, method: str, path: str, body: Any, models: list[dict[str, Any]]) -> tuple[int, Any]:
         if method == "GET" and path == "/api/version":

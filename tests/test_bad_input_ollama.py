@@ -5,6 +5,7 @@ and only read from a loopback URL, and the emulator refuses cross-site requests.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -19,9 +20,9 @@ from helpers_probes import FakeOllama
 from oasis_ops.cli import main as cli_main
 from oasis_ops.demo.faults_cli import request_faults
 from oasis_ops.demo.ollama.api import loopback_origin
-from oasis_ops.errors import OllamaBadResponse, ProbeError
+from oasis_ops.errors import OllamaBadResponse, OllamaUnreachable, ProbeError
 from oasis_ops.probes.ollama import MAX_BODY_BYTES, OllamaClient, parse_rfc3339
-from oasis_ops.sampler.hostsource import HostSource, host_sample_from_demo, is_loopback_url
+from oasis_ops.sampler.hostsource import DEMO_HEADER, HostSource, host_sample_from_demo, is_loopback_url
 
 DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads alone raises RecursionError on this
 
@@ -66,6 +67,16 @@ PS_JUNK: dict[str, tuple[bytes, str]] = {
     "deep arrays": (DEEP, "nested too deeply"),
     "deep details": (ps_body(details=json.loads("[" * 500 + "]" * 500)), "nested more than 64"),
 }
+
+
+@pytest.fixture
+def fake_trickle() -> Iterator[FakeOllama]:
+    fake = FakeOllama()
+    fake.mode, fake.delay_s = "trickle", 0.05
+    try:
+        yield fake
+    finally:
+        fake.close()
 
 
 @pytest.fixture
@@ -181,6 +192,9 @@ def test_host_source_turns_junk_into_probe_errors(junk: JunkOllama) -> None:
     junk.junk["/_demo/host"] = (200, json.dumps(GOOD_HOST).encode())
     source = HostSource(junk.url, timeout_s=5.0, real_probe=lambda: pytest.fail("real probe used"))
     try:
+        # without the emulator's mark (a real Ollama on loopback) the demo-only path is never asked
+        assert not source.detect() and not [r for r in junk.requests if r[1].startswith("/_demo/")]
+        junk.extra_headers[DEMO_HEADER] = "emulator"
         assert source.detect() and source.sample().pressure == 12.5
         for body in (json.dumps({**GOOD_HOST, "pressure": "high"}).encode(), DEEP, b"<html>"):
             junk.junk["/_demo/host"] = (200, body)
@@ -189,8 +203,32 @@ def test_host_source_turns_junk_into_probe_errors(junk: JunkOllama) -> None:
         junk.junk["/_demo/host"] = (500, b"{}")
         with pytest.raises(ProbeError, match="HTTP 500"):
             source.sample()
+        junk.junk["/_demo/host"] = (200, b"[" + b"0," * (1 << 20) + b"0]")  # 2 MB: read up to the cap only
+        with pytest.raises(ProbeError, match="ValueError"):
+            source.sample()
+        assert not source.detect()
     finally:
         source.close()
+
+
+def test_every_ollama_call_has_a_total_deadline(fake_trickle: FakeOllama) -> None:
+    """An Ollama that sends one byte every 50 ms never trips a per-read timeout: the client's
+    timeout is for the whole call (the status page was held ~150 s before)."""
+    client = OllamaClient(fake_trickle.url, timeout_s=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OllamaUnreachable, match="within 1 s"):
+            client.ps()
+    finally:
+        client.close()
+    assert time.monotonic() - started < 5.0  # 1 s and the time to close; a per-read timeout never ends
+    source = HostSource(fake_trickle.url, timeout_s=0.5, real_probe=lambda: pytest.fail("real probe used"))
+    started = time.monotonic()
+    try:
+        assert not source.detect()
+    finally:
+        source.close()
+    assert time.monotonic() - started < 5.0
 
 
 def test_host_source_asks_only_a_loopback_ollama() -> None:
@@ -198,7 +236,7 @@ def test_host_source_asks_only_a_loopback_ollama() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         asked.append(str(request.url))
-        return httpx.Response(200, json=GOOD_HOST)
+        return httpx.Response(200, json=GOOD_HOST, headers={DEMO_HEADER: "emulator"})
 
     real = host_sample_from_demo(GOOD_HOST)  # stands in for this machine's probe
     for url, loopback in [("http://10.1.2.3:11434", False), ("https://ollama.example.com", False),

@@ -1,4 +1,4 @@
-"""Host header checks against DNS rebinding (oasis_ops.server.host_header_allowed)."""
+"""Host header checks against DNS rebinding (oasis_ops.access.host_header_allowed)."""
 
 from __future__ import annotations
 
@@ -20,5 +20,16 @@ def test_foreign_names_are_refused_when_bound_to_loopback(header: str) -> None:
     assert not host_header_allowed(header, "localhost")
 
 
-def test_an_explicit_public_bind_is_the_operators_choice() -> None:
-    assert host_header_allowed("console.lab.example:8501", "192.0.2.10")
+def test_off_loopback_addresses_machine_names_and_allowed_hosts_pass_other_names_do_not() -> None:
+    def names() -> frozenset[str]:
+        return frozenset({"gpu-box", "gpu-box.lab.example"})
+
+    def ok(header: str, bind: str = "0.0.0.0", allowed: tuple[str, ...] = ()) -> bool:
+        return host_header_allowed(header, bind, allowed, names=names)
+
+    # an address typed into the browser cannot be rebound; this machine's own names are its own
+    assert ok("192.0.2.10:8501") and ok("[2001:db8::1]:8501") and ok("localhost:8501")
+    assert ok("gpu-box:8501") and ok("GPU-BOX.lab.example") and ok("console.lab.example", bind="console.lab.example")
+    # any other name is what a rebinding page would send
+    assert not ok("console.lab.example:8501") and not ok("evil.example")
+    assert ok("console.lab.example:8501", allowed=("console.lab.example",)) and ok("anything.example", allowed=("*",))

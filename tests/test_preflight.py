@@ -82,6 +82,7 @@ def by_id(result: Any) -> dict[str, Any]:
 
 def test_critical_pressure_blocks(fixtures_dir: Path, tmp_path: Path) -> None:
     sources = Sources(
+        serve_pid=100,
         host=mac_host(fixtures_dir, "vm_stat_1800.txt"),  # 58,402 pages free, Swapouts 504,282
         client=ollama([ps_model(NOW - timedelta(minutes=20))]),  # stuck Stopping for 20 min
         processes=processes(flash="on"),
@@ -106,6 +107,7 @@ def test_critical_pressure_blocks(fixtures_dir: Path, tmp_path: Path) -> None:
 
 def test_healthy_machine_goes(fixtures_dir: Path, tmp_path: Path) -> None:
     sources = Sources(
+        serve_pid=100,
         host=mac_host(fixtures_dir, "vm_stat_1700.txt", HEALTHY_SYSCTL),  # 2,103,449 pages free: 34 GB
         client=ollama([ps_model(NOW + timedelta(minutes=5))]),
         processes=processes(flash="off"),
@@ -125,6 +127,7 @@ def test_warnings_exit_3(fixtures_dir: Path, tmp_path: Path) -> None:
     stale = {"pid": 300, "ppid": 1, "name": "llama-server", "username": "eval", "create_time": 500.0, "rss_bytes": 9_000_000_000,
              "cmdline": ["/old/llama-server", "--model", BLOB, "--port", "40000"]}  # fmt: skip
     sources = Sources(
+        serve_pid=100,
         host=mac_host(fixtures_dir, "vm_stat_1700.txt", HEALTHY_SYSCTL),
         client=ollama([]),  # not loaded yet, and its size unknown here
         processes=processes(flash="auto", env={}, extra=[stale]),  # macOS hides the environment

@@ -91,7 +91,7 @@ def tree_records() -> list[ProcessRecord]:
 
 
 def test_tree_and_blob_match_among_decoys() -> None:
-    tree = find_ollama_tree(tree_records())
+    tree = find_ollama_tree(tree_records(), serve_pid=10)
     assert tree.serve is not None and tree.serve.pid == 10
     assert [r.pid for r in tree.runners] == [21, 20]
     assert [r.pid for r in tree.discovery_runners] == [22]
@@ -105,22 +105,25 @@ def test_tree_and_blob_match_among_decoys() -> None:
 
 def test_duplicates_prefer_newest_and_say_so() -> None:
     records = [*tree_records(), rec(24, 10, "/usr/local/bin/ollama", "runner", "--model", BLOB_A, "--port", "4", t=80)]
-    match = match_runner(find_ollama_tree(records), [BLOB_A])
+    match = match_runner(find_ollama_tree(records, serve_pid=10), [BLOB_A])
     assert match.runner is not None and match.runner.pid == 24
     assert [c.pid for c in match.candidates] == [24, 20]
     assert match.note and "2 runners" in match.note and "newest, pid 24" in match.note
 
 
-def test_two_serves_pick_the_one_with_runners() -> None:
+def test_the_serve_is_the_one_named_never_a_guess() -> None:
+    # one `ollama serve` on the machine, but nothing says it is the one on our port: no serve
+    tree = find_ollama_tree(tree_records())
+    assert tree.serve is None and tree.runners == [] and {r.pid for r in tree.stray_runners} == {20, 21, 22, 30}
     records = [*tree_records(), rec(11, 1, "/opt/ollama/bin/ollama", "serve", t=90)]
-    tree = find_ollama_tree(records)
-    assert tree.serve is not None and tree.serve.pid == 10 and "2 `ollama serve`" in tree.notes[0]
     assert find_ollama_tree(records, serve_pid=11).runners == []
+    assert [r.pid for r in find_ollama_tree(records, serve_pid=10).runners] == [21, 20]
+    assert find_ollama_tree(records, serve_pid=20).serve is None  # a runner is not a serve
 
 
 def test_mlx_runner_maps_by_model_name() -> None:
     records = [rec(10, 1, "ollama", "serve"), rec(40, 10, "ollama", "runner", "--mlx-engine", "--model", "qwen3:8b", "--port", "7")]
-    tree = find_ollama_tree(records)
+    tree = find_ollama_tree(records, serve_pid=10)
     assert match_runner(tree, [], ["qwen3:8b"]).runner.pid == 40  # type: ignore[union-attr]
 
 
@@ -143,7 +146,7 @@ def test_manifest_lookup(tmp_path: Path) -> None:
 
 def test_verify_runner_for_a_kill() -> None:
     records = tree_records()
-    ok = verify_runner(records, 20, 60, expected_blob=BLOB_A, protected={999})
+    ok = verify_runner(records, 20, 60, serve_pid=10, expected_blob=BLOB_A, protected={999}, own_user="eval")
     assert ok.pid == 20
     cases = [
         ((20, 61.0), ProcessRefused, "reused"),
@@ -156,12 +159,15 @@ def test_verify_runner_for_a_kill() -> None:
     ]
     for (pid, created), error, message in cases:
         with pytest.raises(error, match=message):
-            verify_runner(records, pid, created, expected_blob=BLOB_A, protected={999})
+            verify_runner(records, pid, created, serve_pid=10, expected_blob=BLOB_A, protected={999}, own_user="eval")
     with pytest.raises(ProcessRefused, match="this process or one of its parents"):
-        verify_runner(records, 20, 60, protected={20})
+        verify_runner(records, 20, 60, serve_pid=10, protected={20}, own_user="eval")
     other_user = [*records[:2], rec(20, 10, "/usr/local/bin/ollama", "runner", "--model", BLOB_A, t=60, user="root")]
     with pytest.raises(ProcessRefused, match="belongs to root"):
-        verify_runner(other_user, 20, 60, protected=set())
+        verify_runner(other_user, 20, 60, serve_pid=10, protected=set(), own_user="eval")
+    # serve and runner both another user's (a system service): never ours to signal
+    with pytest.raises(ProcessRefused, match="belongs to eval, not to alice"):
+        verify_runner(records, 20, 60, serve_pid=10, protected=set(), own_user="alice")
 
 
 # --- the facade with fed records and httpx.MockTransport -------------------------------------
@@ -186,7 +192,7 @@ def test_model_probe_caches_blobs_and_survives_show_failures(tmp_path: Path) -> 
         return httpx.Response(200, json={"modelfile": modelfile_for(name, BLOB_A)})
 
     client = OllamaClient("127.0.0.1:1", transport=httpx.MockTransport(handler))
-    probe = ModelProbe(client, tree_records, models_dir=tmp_path)
+    probe = ModelProbe(client, tree_records, models_dir=tmp_path, serve_pid=10)
     first = probe.snapshot()
     assert [(s.model, s.runner_pid) for s in first] == [("a:1", 20), ("broken:1", None)]
     assert first[0].as_row()["runner_pid"] == 20 and first[0].as_dict()["runner_variant"] == "ollama runner"

@@ -139,3 +139,26 @@ def test_status_exits_1_on_an_unreadable_sidecar(tmp_path: Path, capsys: pytest.
     assert code == 1
     assert snap["errors"] and snap["errors"][0].startswith("sidecar: ") and "DuckDB" in snap["errors"][0]
     assert snap["host"]["mem_free_bytes"] > 0  # everything else is still reported
+
+
+def test_status_is_bounded_by_a_server_that_lists_20000_models(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One /api/show per listed model (each blob unknown) took over a minute: only MAX_MODELS are
+    probed, and the listing's size is said."""
+    from helpers_probes import FakeOllama
+
+    from oasis_ops.probes import ModelProbe
+
+    fake = FakeOllama()
+    fake.models = [{"name": f"m{i}:latest", "model": f"m{i}:latest", "size": 1, "size_vram": 1,
+                    "expires_at": "2999-01-01T00:00:00Z"} for i in range(20_000)]  # fmt: skip
+    monkeypatch.setenv("OLLAMA_HOST", fake.url)
+    try:
+        started = time.monotonic()
+        code, snap = status(capsys)
+        assert time.monotonic() - started < 30
+    finally:
+        fake.close()
+    assert code == 1 and len(snap["models"]) == ModelProbe.MAX_MODELS  # 1: what it could not show is an error
+    assert any("20000 loaded models" in e for e in snap["errors"])
+    shows = sum(1 for _, path, _ in fake.requests if path == "/api/show")
+    assert 0 < shows <= 3 * ModelProbe.MAX_MODELS  # per look and for flash attention, never per listed model

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from oasis_ops.access import check_bind
 from oasis_ops.commands import settings_from
 from oasis_ops.server import DashboardServer, Service, cache_dir, run_services
 from oasis_ops.settings import Settings
@@ -90,6 +91,7 @@ def background_services(settings: Settings) -> list[Service]:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, db=args.db, host=args.host, port=args.port)
+    check_bind(str(settings.host), str(settings.access_secret))  # before anything starts: exit 2, one line
     log_path = server_log_path(args, settings)
     server = DashboardServer(settings, log_path=log_path)
     lines = [f"oasis-ops dashboard: {server.url}"]
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     origin = settings.origins.get("ollama_host", "default")
     lines.append(f"  Ollama: {settings.ollama_host} ({'the default' if origin == 'default' else origin}); "
                  f"CLI commands in another shell read OLLAMA_HOST")  # fmt: skip
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {settings.host}: anyone who can reach this address can use the console", file=sys.stderr)
+    if settings.access_secret:
+        lines.append(f"  access: every session signs in with the access secret ({settings.origins.get('access_secret')})")
     lines.append(f"  server log: {log_path}")
     return serve([*background_services(settings), server], lines)

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from oasis_ops.commands import settings_from
-from oasis_ops.settings import settings_markdown
+from oasis_ops.settings import SECRET_SETTINGS, settings_markdown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +21,12 @@ def run(args: argparse.Namespace) -> int:
         print(settings_markdown())
         return 0
     s = settings_from(args)
+    # a secret is never printed: only whether it is set
+    values = {k: ("(set)" if v else "") if k in SECRET_SETTINGS else v for k, v in s.values.items()}
     if args.json:
-        print(json.dumps({k: {"value": v, "from": s.origins[k]} for k, v in s.values.items()}, indent=2))
+        print(json.dumps({k: {"value": v, "from": s.origins[k]} for k, v in values.items()}, indent=2))
         return 0
-    width = max(len(k) for k in s.values)
-    for key, value in s.values.items():
+    width = max(len(k) for k in values)
+    for key, value in values.items():
         print(f"{key:<{width}}  {value!r:<40}  {s.origins[key]}")
     return 0

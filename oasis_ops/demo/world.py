@@ -29,6 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from oasis_ops.access import check_bind
 from oasis_ops.commands import settings_from
 from oasis_ops.commands.dashboard import (
     add_server_arguments,
@@ -287,6 +288,7 @@ def banner_lines(url: str, settings: Settings, replay_db: Path, log_path: Path) 
 
 def main(args: argparse.Namespace) -> int:
     settings = settings_from(args, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    check_bind(str(settings.host), str(settings.access_secret))  # before the emulator starts
     log_path = server_log_path(args, settings)
     if settings.db and not getattr(args, "dir", None):
         # `make run` with a configured database shows that database, not the demo.

@@ -113,6 +113,7 @@ class Sources:
     apple_silicon: bool | None = None
     server_log: str | os.PathLike[str] | None = None
     models_dir: str | os.PathLike[str] | None = None
+    serve_pid: int | None = None  # None: the `ollama serve` listening on the Ollama port (serve_pid_for)
 
 
 def run_preflight(
@@ -146,8 +147,11 @@ def run_preflight(
     tree: OllamaTree | None = None
     try:
         from oasis_ops.probes import PsutilProcesses
+        from oasis_ops.probes.processes import serve_pid_for
 
-        tree = find_ollama_tree((src.processes or PsutilProcesses())())
+        records = (src.processes or PsutilProcesses())()
+        serve_pid = src.serve_pid if src.serve_pid is not None else serve_pid_for(client.base_url, records)
+        tree = find_ollama_tree(records, serve_pid=serve_pid)
     except (OSError, ProbeError):
         tree = None
     environ = dict(tree.serve.environ) if tree and tree.serve and tree.serve.environ else {}
@@ -313,7 +317,7 @@ def _runners(tree: OllamaTree) -> Check:
     if problems:
         return Check("runners", WARN, "; ".join(problems), values)
     if tree.serve is None:
-        return Check("runners", OK, "no `ollama serve` process visible on this machine", values)
+        return Check("runners", OK, "no `ollama serve` on this machine listens on the Ollama port", values)
     return Check("runners", OK, f"`ollama serve` pid {tree.serve.pid} with {len(tree.runners)} runner(s), no stale or duplicate one", values)
 
 

@@ -23,6 +23,7 @@ transitions (newly seen, loaded <-> stopping, gone) for the events table.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,6 +153,10 @@ class ModelProbe:
     OllamaBadResponse when /api/ps fails; a failing /api/show only blanks that model's runner."""
 
     MAX_BLOB_CACHE = 256
+    # Bounds against a hostile or broken server: a real Ollama holds a few models at once
+    # (OLLAMA_MAX_LOADED_MODELS), and each unknown blob costs an /api/show call.
+    MAX_MODELS = 64
+    SHOW_BUDGET_S = 5.0  # /api/show calls of one snapshot (or flash read) stop after this; blobs stay unknown
 
     def __init__(
         self,
@@ -169,6 +174,14 @@ class ModelProbe:
         self.serve_pid = serve_pid
         self._blobs: dict[tuple[str, str], str | None] = {}
         self.last_tree: OllamaTree | None = None
+        self.models_listed = 0  # how many models the last /api/ps listed (only MAX_MODELS are probed)
+        self._show_until = float("inf")
+
+    def _show(self, model: str) -> dict[str, Any] | None:
+        """/api/show within this snapshot's budget; None once the budget is spent."""
+        if time.monotonic() > self._show_until:
+            return None
+        return self.client.show(model)
 
     def blob_path(self, status: ModelStatus) -> str | None:
         """Weights blob of a model: the manifest under OLLAMA_MODELS (a local read), else
@@ -179,9 +192,12 @@ class ModelProbe:
         path = blob_from_manifest(self.models_dir, status.name)
         if path is None:
             try:
-                paths = self.client.show(status.name).get("blob_paths") or []
+                shown = self._show(status.name)
             except OllamaError:
                 return None  # not cached: try again next time
+            if shown is None:
+                return None  # over budget: not cached either
+            paths = shown.get("blob_paths") or []
             path = paths[0] if paths else None
         if len(self._blobs) >= self.MAX_BLOB_CACHE:
             self._blobs.clear()
@@ -195,6 +211,9 @@ class ModelProbe:
         refresh_processes=False the last process scan is reused (the sampler polls /api/ps
         every second and rescans processes every process_interval_s)."""
         models = list(statuses) if statuses is not None else self.client.ps()
+        self.models_listed = len(models)
+        models = models[: self.MAX_MODELS]
+        self._show_until = time.monotonic() + self.SHOW_BUDGET_S
         now = self.clock()
         if not models:
             return []
@@ -207,7 +226,7 @@ class ModelProbe:
             match = match_runner(tree, [blob] if blob else [], [status.name, status.model])
             notes = [n for n in (match.note, *tree.notes) if n]
             if tree.serve is None:
-                notes.append("no `ollama serve` process visible on this machine")
+                notes.append("no `ollama serve` on this machine listens on the Ollama port")
             runner = match.runner
             rec = runner.record if runner else None
             snapshots.append(
@@ -237,9 +256,12 @@ class ModelProbe:
         arch = gguf_architecture(blob) if blob else None
         if arch is None:
             try:
-                info = self.client.show(model).get("model_info") or {}
+                shown = self._show(model)
             except OllamaError:
                 return None  # not cached: try again next time
+            if shown is None:
+                return None
+            info = shown.get("model_info") or {}
             value = info.get("general.architecture") if isinstance(info, dict) else None
             arch = value if isinstance(value, str) and value else None
         if len(self._blobs) >= self.MAX_BLOB_CACHE:
@@ -256,6 +278,7 @@ class ModelProbe:
         """(server-wide setting, {model name: its effective setting}) from the current serve's
         environment, the runners' command lines, the server log's tail and the version's default."""
         tree = self.last_tree or find_ollama_tree(self.processes(), serve_pid=self.serve_pid)
+        self._show_until = time.monotonic() + self.SHOW_BUDGET_S
         environ = tree.serve.environ if tree.serve else None
         statements = log_statements(read_log_tail(server_log_path)) if server_log_path else []
         per_model = {}

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from oasis_ops.errors import ConfigError, OllamaBadResponse, OllamaUnreachable
+from oasis_ops.probes.deadline import Deadline, DeadlineTransport
 from oasis_ops.probes.host import Clock, utc_now
 
 DEFAULT_PORT = 11434
@@ -324,9 +325,12 @@ class OllamaClient:
         self.base_url = resolve_ollama_host(base_url)
         self.timeout_s = timeout_s
         self.clock: Clock = clock or utc_now
+        # every call has one total deadline (its timeout), not one per socket read: an Ollama that
+        # trickles its answer byte by byte cannot hold `status` for minutes
+        self._deadline = Deadline()
         try:
             self._http = httpx.Client(
-                base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False
+                base_url=self.base_url, timeout=timeout_s, transport=transport or DeadlineTransport(self._deadline), trust_env=False
             )
         except httpx.InvalidURL as exc:
             raise ConfigError(f"Ollama address {base_url!r} (OLLAMA_HOST / ollama_host) is not a usable URL: {exc}") from None
@@ -348,6 +352,7 @@ class OllamaClient:
     def _request(self, method: str, path: str, *, json_body: Any = None, timeout_s: float | None = None) -> Any:
         where = f"{method} {self.base_url}{path}"
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        self._deadline.at = time.monotonic() + timeout
         try:
             with self._http.stream(method, path, json=json_body, timeout=timeout) as response:
                 raw = _read_capped(response, where)
@@ -361,6 +366,8 @@ class OllamaClient:
             raise OllamaUnreachable(f"{where} failed: {_one_line(exc)}") from None
         except httpx.InvalidURL as exc:
             raise ConfigError(f"Ollama address {self.base_url!r} (OLLAMA_HOST / ollama_host) is not a usable URL: {exc}") from None
+        finally:
+            self._deadline.at = None
         body = raw.decode(response.encoding or "utf-8", errors="replace")
         if response.status_code >= 400:
             message = _ollama_error(body) or _snippet(body)

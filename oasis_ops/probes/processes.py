@@ -16,12 +16,14 @@ runner`) is not a runner: argv[0] decides.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -242,29 +244,20 @@ class OllamaTree:
 
 
 def find_ollama_tree(records: Iterable[ProcessRecord], serve_pid: int | None = None) -> OllamaTree:
-    """Pick the current `ollama serve` (the given pid; else the only one; else the one with
-    runner children, newest first) and classify its runner children."""
+    """The current `ollama serve` (pid `serve_pid`: the one listening on the Ollama port, see
+    serve_pid_for) and its runner children. With no `serve_pid` there is no current serve, never
+    a guess: "the only `ollama serve` on the machine" may listen on another port (another user's,
+    a second install), and its environment or runners are not the ones we talk to."""
     all_records = list(records)
     runners_all = [
         RunnerProcess(r, cmd) for r in all_records if (cmd := parse_runner_cmdline(r.cmdline)) is not None
     ]
-    serves = [r for r in all_records if is_serve_cmdline(r.cmdline)]
     notes: list[str] = []
     serve: ProcessRecord | None = None
     if serve_pid is not None:
-        serve = next((r for r in serves if r.pid == serve_pid), None)
+        serve = next((r for r in all_records if r.pid == serve_pid and is_serve_cmdline(r.cmdline)), None)
         if serve is None:
             notes.append(f"pid {serve_pid} is not an `ollama serve` process")
-    elif len(serves) == 1:
-        serve = serves[0]
-    elif serves:
-        parents = {rp.record.ppid for rp in runners_all}
-        ranked = sorted(serves, key=lambda r: (r.pid in parents, r.create_time), reverse=True)
-        serve = ranked[0]
-        notes.append(
-            f"{len(serves)} `ollama serve` processes ({', '.join(str(r.pid) for r in serves)}); "
-            f"using pid {serve.pid}"
-        )
     tree = OllamaTree(serve=serve, notes=notes)
     for rp in sorted(runners_all, key=lambda rp: rp.record.create_time, reverse=True):
         if serve is None or rp.record.ppid != serve.pid:
@@ -274,6 +267,35 @@ def find_ollama_tree(records: Iterable[ProcessRecord], serve_pid: int | None = N
         else:
             tree.runners.append(rp)
     return tree
+
+
+def _is_local(host: str | None) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_pid_for(url: str, records: Iterable[ProcessRecord]) -> int | None:
+    """The `ollama serve` process listening on `url`'s port on this machine, or None (remote
+    Ollama, not found, or not allowed to look). Several emulators or servers may run on one
+    machine (tests, a second user): without this, runners would be matched by blob name across
+    all of them, and the same model's blob has the same name everywhere."""
+    parts = urlsplit(url)
+    if not _is_local(parts.hostname) or parts.port is None:
+        return None
+    for record in records:
+        if not is_serve_cmdline(record.cmdline):
+            continue
+        try:
+            connections = psutil.Process(record.pid).net_connections(kind="inet")
+        except (psutil.Error, OSError):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parts.port for c in connections):
+            return record.pid
+    return None
 
 
 # --- model -> blob ----------------------------------------------------------------------------
@@ -366,6 +388,13 @@ def own_lineage(pid: int | None = None) -> set[int]:
     return lineage
 
 
+def current_user() -> str | None:
+    try:
+        return str(psutil.Process().username())
+    except (psutil.Error, OSError):
+        return None
+
+
 def verify_runner(
     records: Iterable[ProcessRecord],
     pid: int,
@@ -374,10 +403,13 @@ def verify_runner(
     serve_pid: int | None = None,
     expected_blob: str | None = None,
     protected: set[int] | None = None,
+    own_user: str | None = None,
 ) -> RunnerProcess:
     """Check that (pid, create_time) is still a runner child of the current `ollama serve`,
-    owned by the serve's user, not our own process or an ancestor, and (when given) serving
-    `expected_blob`. Returns it, or raises ProcessVanished / ProcessRefused with the reason."""
+    owned by the serve's user and by ours (`own_user`, default: this process's user: an action
+    never signals another user's process, even where it could), not our own process or an
+    ancestor, and (when given) serving `expected_blob`. Returns it, or raises ProcessVanished /
+    ProcessRefused with the reason."""
     all_records = list(records)
     record = next((r for r in all_records if r.pid == pid), None)
     if record is None:
@@ -393,11 +425,15 @@ def verify_runner(
         raise ProcessRefused(f"pid {pid} is a discovery runner (no --model)")
     tree = find_ollama_tree(all_records, serve_pid=serve_pid)
     if tree.serve is None:
-        raise ProcessRefused("no current `ollama serve` process found")
+        raise ProcessRefused("no `ollama serve` on this machine listens on the Ollama port: nothing to act on")
     if record.ppid != tree.serve.pid:
         raise ProcessRefused(f"pid {pid} is not a child of the current `ollama serve` (pid {tree.serve.pid})")
     if record.username and tree.serve.username and record.username != tree.serve.username:
         raise ProcessRefused(f"pid {pid} belongs to {record.username}, `ollama serve` to {tree.serve.username}")
+    own_user = own_user if own_user is not None else current_user()
+    if record.username and own_user and record.username != own_user:
+        raise ProcessRefused(f"pid {pid} belongs to {record.username}, not to {own_user} (who runs oasis-ops): "
+                             "actions only signal their own user's processes")  # fmt: skip
     if expected_blob and command.model and blob_key(command.model) != blob_key(expected_blob):
         raise ProcessRefused(f"pid {pid} serves {command.model}, not {expected_blob}")
     return RunnerProcess(record, command)

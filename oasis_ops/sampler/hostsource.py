@@ -3,10 +3,10 @@
 In demo mode the Ollama emulator answers `GET /_demo/host` with a simulated, macOS-shaped host
 (free pages falling, swap-outs climbing under its memory_pressure fault) because the real host
 must not be stressed. Those samples are labelled `source="simulated"` everywhere they go (the
-sidecar's host_samples.source column, `oasis-ops status`, the Live page). A real Ollama answers
-404 there, so against a real server the real probe is used. The endpoint is only asked on a
-loopback Ollama URL (the emulator always runs locally): a remote server must never be able to
-feed us a fake host.
+sidecar's host_samples.source column, `oasis-ops status`, the Live page). The demo-only endpoints are asked
+only of a loopback Ollama URL (the emulator always runs locally: a remote server must never be
+able to feed us a fake host) whose answers carry the emulator's mark (the `X-Oasis-Ops-Demo`
+header, which no real Ollama sends), with a total deadline and a capped body.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -23,11 +24,14 @@ import httpx
 
 from oasis_ops.errors import ProbeError
 from oasis_ops.probes import HostSample, sample_host
+from oasis_ops.probes.deadline import Deadline, DeadlineTransport
 from oasis_ops.probes.host import Clock, utc_now
 from oasis_ops.probes.ollama import resolve_ollama_host
 
 SIMULATED_SOURCE = "simulated"
 DEMO_HOST_PATH = "/_demo/host"
+DEMO_HEADER = "X-Oasis-Ops-Demo"  # on every answer of the demo emulator, never on a real Ollama's
+DEMO_MAX_BYTES = 64 * 1024  # a /_demo/host body is ~0.5 KB
 # macOS kern.memorystatus_vm_pressure_level as the emulator reports it.
 _LEVEL_NAMES = {1: "normal", 2: "warn", 4: "critical"}
 # Pressure 0..100 -> level. Linux PSI `some avg10` percent (same thresholds as the probes);
@@ -120,6 +124,30 @@ def host_sample_from_demo(payload: Any, ts: datetime | None = None) -> HostSampl
     )
 
 
+def _capped_body(response: httpx.Response, max_bytes: int) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ValueError(f"answered more than {max_bytes} bytes")
+    return bytes(body)
+
+
+def is_demo_emulator(client: httpx.Client) -> bool:
+    """Whether the server is the demo emulator: its /api/version answer carries DEMO_HEADER."""
+    with client.stream("GET", "/api/version") as response:
+        _capped_body(response, 4096)
+        return response.headers.get(DEMO_HEADER) == "emulator"
+
+
+def demo_json(client: httpx.Client, path: str, max_bytes: int = DEMO_MAX_BYTES) -> tuple[int, Any]:
+    """(HTTP status, JSON body or None) of a demo-only endpoint, the body capped at max_bytes
+    (ValueError beyond it, or for a body that is not JSON)."""
+    with client.stream("GET", path) as response:
+        body = _capped_body(response, max_bytes)
+        return response.status_code, (json.loads(body) if response.status_code == 200 else None)
+
+
 class HostSource:
     """`sample()` -> HostSample from the demo's simulated host when the Ollama URL serves one,
     else from this machine. `detect()` decides (call it again when Ollama comes back)."""
@@ -136,33 +164,42 @@ class HostSource:
         self.base_url = resolve_ollama_host(ollama_url)
         self.clock = clock
         self._real_probe = real_probe or (lambda: sample_host(clock=self.clock))
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False)
+        self._deadline = Deadline()
+        self._timeout_s = timeout_s
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport or DeadlineTransport(self._deadline),
+                                  trust_env=False)  # fmt: skip
         self.simulated = False
         self.loopback = is_loopback_url(self.base_url)  # only a local server may simulate the host
 
     def detect(self) -> bool:
         """True when the (loopback) Ollama URL serves a simulated host (the demo emulator)."""
+        self.simulated = False
         if not self.loopback:
-            self.simulated = False
             return False
+        self._deadline.at = time.monotonic() + self._timeout_s
         try:
-            response = self._http.get(DEMO_HOST_PATH)
-            payload = response.json() if response.status_code == 200 else None
+            if not is_demo_emulator(self._http):
+                return False
+            status, payload = demo_json(self._http, DEMO_HOST_PATH)
         except (httpx.HTTPError, ValueError, RecursionError):
-            payload = None
-        self.simulated = isinstance(payload, dict) and payload.get("simulated") is True
+            return False
+        finally:
+            self._deadline.at = None
+        self.simulated = status == 200 and isinstance(payload, dict) and payload.get("simulated") is True
         return self.simulated
 
     def sample(self) -> HostSample:
         if not self.simulated:
             return self._real_probe()
+        self._deadline.at = time.monotonic() + self._timeout_s
         try:
-            response = self._http.get(DEMO_HOST_PATH)
-            if response.status_code != 200:
-                raise ProbeError(f"the demo's simulated host answered HTTP {response.status_code}")
-            payload = response.json()
+            status, payload = demo_json(self._http, DEMO_HOST_PATH)
         except (httpx.HTTPError, ValueError, RecursionError) as exc:
             raise ProbeError(f"the demo's simulated host did not answer: {type(exc).__name__}") from None
+        finally:
+            self._deadline.at = None
+        if status != 200:
+            raise ProbeError(f"the demo's simulated host answered HTTP {status}")
         return host_sample_from_demo(payload, self.clock())
 
     def close(self) -> None:
@@ -182,18 +219,16 @@ def emulated_models(
     base = resolve_ollama_host(ollama_url)
     if not is_loopback_url(base):
         return frozenset()
+    deadline = Deadline()
+    deadline.at = time.monotonic() + timeout_s
     try:
-        with httpx.Client(base_url=base, timeout=timeout_s, transport=transport, trust_env=False) as client, \
-                client.stream("GET", DEMO_RUNNERS_PATH) as response:
-            if response.status_code != 200:
+        with httpx.Client(base_url=base, timeout=timeout_s, transport=transport or DeadlineTransport(deadline), trust_env=False) as client:
+            if not is_demo_emulator(client):
                 return frozenset()
-            body = b""
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > DEMO_RUNNERS_MAX_BYTES:
-                    return frozenset()
-        payload = json.loads(body)
+            status, payload = demo_json(client, DEMO_RUNNERS_PATH, DEMO_RUNNERS_MAX_BYTES)
     except (httpx.HTTPError, ValueError, RecursionError):
+        return frozenset()
+    if status != 200:
         return frozenset()
     runners = payload.get("runners") if isinstance(payload, dict) else None
     if not isinstance(runners, list):

@@ -10,47 +10,16 @@ CPU % is measured on one psutil.Process object per (pid, create_time), kept betw
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import urlsplit
 
 import psutil
 
 from oasis_ops.probes import ProcessRecord, PsutilProcesses
-from oasis_ops.probes.processes import ProcessList, is_serve_cmdline
+from oasis_ops.probes.processes import ProcessList, serve_pid_for  # noqa: F401 (serve_pid_for: re-exported)
 
 FULL_SCAN_S = 30.0
-
-
-def _is_local(host: str | None) -> bool:
-    if host in (None, "", "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def serve_pid_for(url: str, records: Iterable[ProcessRecord]) -> int | None:
-    """The `ollama serve` process listening on `url`'s port on this machine, or None (remote
-    Ollama, not found, or not allowed to look). Several emulators or servers may run on one
-    machine (tests, a second user): without this, runners would be matched by blob name across
-    all of them, and the same model's blob has the same name everywhere."""
-    parts = urlsplit(url)
-    if not _is_local(parts.hostname) or parts.port is None:
-        return None
-    for record in records:
-        if not is_serve_cmdline(record.cmdline):
-            continue
-        try:
-            connections = psutil.Process(record.pid).net_connections(kind="inet")
-        except (psutil.Error, OSError):
-            continue
-        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parts.port for c in connections):
-            return record.pid
-    return None
 
 
 class RunnerWatch:

@@ -245,7 +245,7 @@ class Snapshotter(Generic[T]):
         # Messages name the user's file, not our private copy of it.
         for path in sorted(self._tried, key=lambda p: -len(str(p))):
             message = message.replace(str(path), str(self.source))
-        if "cannot be read as a DuckDB database" not in message:
+        if "cannot be read as a DuckDB database" not in message and "not a DuckDB database" not in message:
             return f"{self.source} cannot be read as a DuckDB database: {message}"
         return message
 

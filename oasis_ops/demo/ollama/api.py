@@ -42,7 +42,7 @@ from oasis_ops.demo.ollama.scheduler import (
 from oasis_ops.demo.ollama.servelog import go_time_json
 from oasis_ops.errors import DataError, UsageError
 from oasis_ops.probes.gguf import read_gguf_metadata
-from oasis_ops.sampler.hostsource import is_loopback_url
+from oasis_ops.sampler.hostsource import DEMO_HEADER, is_loopback_url
 
 if TYPE_CHECKING:
     from oasis_ops.demo.ollama.server import Emulator
@@ -83,6 +83,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     # --- plumbing ----------------------------------------------------------------------------
+    def end_headers(self) -> None:
+        # the one mark of the emulator (a real Ollama never sends it): only then does the console
+        # ask the demo-only endpoints (/_demo/host, /_demo/runners)
+        self.send_header(DEMO_HEADER, "emulator")
+        super().end_headers()
+
     def _start(self) -> None:
         self.t0 = time.monotonic()
         self.status = 200

@@ -1,0 +1,157 @@
+"""Who may use the dashboard (its buttons kill processes).
+
+Loopback by default. Off loopback only with an access secret (the `access_secret` setting: the
+environment or a settings file, never a command-line flag, where `ps` would show it to every
+user of the machine); every session then signs in first. A wrong secret is audited and
+rate-limited per client address. Host headers are checked against DNS rebinding: bound to
+loopback, only loopback names; bound elsewhere, IP literals, this machine's names and the
+`allowed_hosts` setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import socket
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+
+from oasis_ops.errors import UsageError
+
+MIN_SECRET_CHARS = 12
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def is_loopback_name(name: str) -> bool:
+    name = name.strip().lower().strip("[]")
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def check_bind(host: str, secret: str) -> None:
+    """Refuse (UsageError, exit 2) a bind off loopback without a usable access secret."""
+    if is_loopback_name(host):
+        return
+    if not secret:
+        raise UsageError(
+            f"refusing to listen on {host or '*'} without an access secret: anyone who can reach it could use the "
+            "console, kill buttons included",
+            hint="set OASIS_OPS_ACCESS_SECRET (or access_secret in the settings file) to a secret of "
+            f"{MIN_SECRET_CHARS}+ characters, or bind 127.0.0.1 and use an SSH tunnel",
+        )
+    if len(secret) < MIN_SECRET_CHARS:
+        raise UsageError(
+            f"the access secret is {len(secret)} characters: too short to expose the console on {host}",
+            hint=f"use at least {MIN_SECRET_CHARS} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)",
+        )
+
+
+def secret_matches(given: str, secret: str) -> bool:
+    """Constant-time comparison (of digests, so the length of the secret does not leak either)."""
+    if not secret:
+        return False
+    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(secret.encode()).digest())
+
+
+def machine_names() -> frozenset[str]:
+    names = {socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return frozenset(n for n in names if n)
+
+
+def host_name_of(header: str) -> str:
+    """The name part of a Host header: `[::1]:8501` -> `::1`, `example:8501` -> `example`."""
+    header = header.strip()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def host_header_allowed(host_header: str | None, bind_host: str, allowed_hosts: Iterable[str] = (),
+                        names: Callable[[], frozenset[str]] = machine_names) -> bool:  # fmt: skip
+    """Whether a request's Host header may reach a console bound to `bind_host`.
+
+    Streamlit does not check Host, so a web page whose name is re-pointed at the console's
+    address (DNS rebinding) could drive it, Recover buttons included. Bound to loopback, only
+    loopback names pass. Bound elsewhere: IP literals (a browser that typed an address cannot be
+    rebound), this machine's names, the bind name and `allowed_hosts` ("*" allows any name).
+    A missing header (not a browser) is allowed."""
+    if not host_header:
+        return True
+    name = host_name_of(host_header).lower()
+    if is_loopback_name(bind_host):
+        return is_loopback_name(name)
+    allowed = {h.strip().lower() for h in allowed_hosts if h.strip()}
+    if "*" in allowed:
+        return True
+    if is_loopback_name(name) or _is_ip_literal(name):
+        return True
+    return name in allowed or name == bind_host.strip().lower() or name in names()
+
+
+class LoginGuard:
+    """Failed sign-ins per client address: more than `max_failures` within `window_s` locks that
+    client out until the oldest failure leaves the window. Bounded: at most `max_clients`
+    addresses are remembered (the least recently seen go first); one lock for all threads."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0, max_clients: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self.clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        failures = self._failures.get(client)
+        if failures is None:
+            return deque()
+        while failures and now - failures[0] >= self.window_s:
+            failures.popleft()
+        return failures
+
+    def wait_s(self, client: str) -> float:
+        """Seconds until `client` may try again (0: now)."""
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(client, now)
+            if len(failures) < self.max_failures:
+                return 0.0
+            return max(0.0, self.window_s - (now - failures[0]))
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(client, now)
+            failures.append(now)
+            self._failures[client] = failures
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+__all__ = ["LoginGuard", "check_bind", "host_header_allowed", "is_loopback_name", "secret_matches"]

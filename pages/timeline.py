@@ -16,7 +16,8 @@ from oasis_ops.sampler import views
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials import auto_bucket, parse_time
-from oasis_ops.trials.rollup import machine_records, records_csv
+from oasis_ops.trials.records import records_csv
+from oasis_ops.trials.rollup import machine_records
 from oasis_ops.trials.span import range_parts, range_text
 from oasis_ops.trials.timeparse import bucket_seconds
 from pages import _common as ui

@@ -1,8 +1,8 @@
 """The CLI imports only what the command being run uses (as harlequin checks its own imports).
 
 `oasis-ops --help` lists every command from cli.COMMAND_TABLE without importing any command
-module; `oasis-ops timeline` needs pandas and DuckDB but never the sampler, psutil, httpx,
-Streamlit or Altair. Each case runs in a fresh interpreter, so nothing imported by the test run
+module; `oasis-ops timeline` needs DuckDB (and pandas only for a range too big for one query),
+never the sampler, psutil, httpx, Streamlit or Altair. Each case runs in a fresh interpreter, so nothing imported by the test run
 itself can hide an import."""
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ def _loaded(argv: list[str]) -> set[str]:
     done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), json.dumps(HEAVY)], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
     return set(json.loads(done.stdout))
+
+
+def test_timeline_last_6h_answers_without_pandas(tmp_path: Path) -> None:
+    """The live view's question, asked every few seconds from a shell: one DuckDB query, no pandas
+    (0.25 s of its 0.3 s would be importing pandas)."""
+    from datetime import timedelta
+
+    from helpers_trials import T0, Row, create_canonical
+
+    db = tmp_path / "trials.duckdb"
+    create_canonical(db, [Row(T0 + timedelta(seconds=5 * i), 4000.0 + i, "ok") for i in range(2000)])
+    argv = ["timeline", "--db", str(db), "--last", "6h", "--format", "csv"]
+    assert _loaded(argv) == {"numpy", "duckdb", "oasis_ops.trials"}
 
 
 @pytest.mark.parametrize(

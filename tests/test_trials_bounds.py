@@ -146,3 +146,36 @@ def test_a_range_too_dense_for_memory_is_halved(tmp_path: Path, monkeypatch: pyt
     with TrialSource(db, trial_settings()) as src:
         assert_rollup_equal(src.rollup(start, end, "5m"), expected)
     assert failed
+
+
+def test_rollup_records_equal_the_rollup_frame_as_records(tmp_path: Path) -> None:
+    """rollup_records() (one query straight into Python, for a short-lived command) gives the
+    same records as machine_records(rollup()) (the cached pandas path): gaps, filters, odd
+    latencies and a bucket that straddles the data's edge included."""
+    import random
+
+    from oasis_ops.trials.rollup import machine_records
+
+    rng = random.Random(7)
+    rows = []
+    for i in range(3000):
+        at = T0 + timedelta(seconds=i * 3 + (3600 if i > 2000 else 0))  # an hour's gap
+        latency = rng.choice([None, -5.0, rng.uniform(10, 90_000), 1234.5678])
+        rows.append(Row(at, latency, rng.choice(["ok", "ok", "ok", "timeout", "error"]), run_id=f"run-{i // 1000}",
+                        model=rng.choice(["a", "b", None])))  # fmt: skip
+    db = tmp_path / "trials.duckdb"
+    create_canonical(db, rows)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE trials SET latency_ms = 'NaN'::DOUBLE WHERE trial_id % 97 = 0")
+    con.close()
+    cases = [
+        (T0 - timedelta(minutes=7), T0 + timedelta(hours=4), "1m", None, None),
+        (T0 + timedelta(seconds=30), T0 + timedelta(hours=2, seconds=1), "5m", "run-1", None),
+        (T0, T0 + timedelta(hours=3), "15m", None, "b"),
+        (T0 + timedelta(hours=9), T0 + timedelta(hours=10), "1m", None, None),  # no trials at all
+    ]
+    with TrialSource(db, trial_settings()) as src:
+        for start, end, bucket, run_id, model in cases:
+            fast = src.rollup_records(start, end, bucket, run_id=run_id, model=model)
+            assert fast == machine_records(src.rollup(start, end, bucket, run_id=run_id, model=model))
+            assert any(r["trials"] for r in fast) or start > T0 + timedelta(hours=5)

@@ -15,12 +15,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
-
 from oasis_ops.commands import settings_from
 from oasis_ops.errors import UsageError
 from oasis_ops.trials import TrialSource, auto_bucket, bucket_seconds, parse_duration, parse_time
-from oasis_ops.trials.rollup import OUTPUT_COLUMNS, machine_records, records_csv
+from oasis_ops.trials.records import OUTPUT_COLUMNS, records_csv
 from oasis_ops.trials.span import RunSpan
 from oasis_ops.trials.timeparse import ceil_to_bucket
 
@@ -53,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
         _check_filters(source, args)
         start, end = _range(source, args, last, bucket_seconds(args.bucket or settings.bucket))
         bucket = args.bucket or _default_bucket(settings.bucket, start, end)
-        frame = source.rollup(start, end, bucket, run_id=args.run_id, model=args.model)
-        records = to_records(frame)
+        records = source.rollup_records(start, end, bucket, run_id=args.run_id, model=args.model)
         if args.format == "json":
             json.dump(records, sys.stdout, indent=1)
             sys.stdout.write("\n")
@@ -94,7 +91,7 @@ def _default_bucket(configured: str, start: datetime, end: datetime) -> str:
 def _check_filters(source: TrialSource, args: argparse.Namespace) -> None:
     """An unknown run or model is a typo, not an empty timeline: say which ones exist."""
     if args.run_id is not None:
-        runs = [str(r) for r in source.runs()["run_id"].dropna()]
+        runs = [span.run_id for span in source.run_spans() if span.run_id is not None]
         if args.run_id not in runs:
             shown = ", ".join(runs[:8]) + (" ..." if len(runs) > 8 else "")
             raise UsageError(f"no run {args.run_id!r} in {source.path}; runs: {shown or '(no run_id column)'}")
@@ -123,11 +120,6 @@ def _range(source: TrialSource, args: argparse.Namespace, last: timedelta | None
     if end <= start:
         raise UsageError(f"empty range: {start.isoformat()} .. {end.isoformat()}")
     return start, end
-
-
-def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-ready rows: minute as ISO 8601 UTC ('...Z'), NaN as None, latencies to 0.01 ms."""
-    return machine_records(frame)
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:

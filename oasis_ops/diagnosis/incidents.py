@@ -29,7 +29,7 @@ from oasis_ops.errors import OasisOpsError
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials import TrialSource
-from oasis_ops.trials.rollup import LATENCY_DECIMALS
+from oasis_ops.trials.records import LATENCY_DECIMALS
 from oasis_ops.trials.span import RunSpan
 
 TELEMETRY_LEAD = timedelta(hours=1)

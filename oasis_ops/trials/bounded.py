@@ -11,10 +11,12 @@ of each percentile locate their bins, and only the values in those bins (trials_
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_BASE = 100_000_000_000  # bin_ms < 1e11 (valid latencies): key = bucket index * KEY_BASE + bin
 
@@ -132,6 +134,8 @@ def bounded_buckets(run: Run, params: dict[str, Any], from_us: int, width_us: in
         row.update({f"p{round(q * 100)}_ms": v for q, v in zip(percentiles, found, strict=True)})
         for c in columns:
             out[c].append(row[c])
+    import pandas as pd
+
     frame = pd.DataFrame(out, index=pd.Index(buckets, dtype="int64", name="bucket_us"))
     for c in columns:
         frame[c] = frame[c].astype("int64" if c in ("trials", "ok", "timeouts", "errors") else "float64")

@@ -19,13 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from oasis_ops.trials.groups import Groups
 from oasis_ops.trials.mapping import TrialMapping
 
 FILE_NAME = "groups.json"
 VERSION = 1
-COLUMNS = ("run_id", "model", "first_us", "last_us", "last_end_us", "trials", "ok")
 MAX_GROUPS = 100_000  # more (run, model) pairs than this are not worth a file
 
 
@@ -37,29 +35,26 @@ def fingerprint(row: tuple[Any, ...] | None) -> str:
     return json.dumps(list(row) if row is not None else None, default=str)
 
 
-def load(directory: Path, mapping: TrialMapping) -> tuple[pd.DataFrame, int, str] | None:
+def load(directory: Path, mapping: TrialMapping) -> tuple[Groups, int, str] | None:
     """(groups, trials they cover, fingerprint of the row at trials - 1), or None."""
     try:
         data = json.loads((directory / FILE_NAME).read_text(encoding="utf-8"))
         if data.get("version") != VERSION or data.get("mapping") != mapping_key(mapping):
             return None
-        frame = pd.DataFrame({c: data["groups"][c] for c in COLUMNS})
-        for column in ("first_us", "last_us", "last_end_us", "trials", "ok"):
-            frame[column] = frame[column].astype("int64")
-        return frame, int(data["trials"]), str(data["last_row"])
+        return Groups.from_columns(data["groups"]), int(data["trials"]), str(data["last_row"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save(directory: Path, mapping: TrialMapping, groups: pd.DataFrame, trials: int, last_row: tuple[Any, ...] | None) -> None:
-    if len(groups) > MAX_GROUPS or not set(COLUMNS) <= set(groups.columns):
+def save(directory: Path, mapping: TrialMapping, groups: Groups, trials: int, last_row: tuple[Any, ...] | None) -> None:
+    if len(groups) > MAX_GROUPS:
         return
     payload = {
         "version": VERSION,
         "mapping": mapping_key(mapping),
         "trials": trials,
         "last_row": fingerprint(last_row),
-        "groups": {c: [None if pd.isna(v) else v for v in groups[c].tolist()] for c in COLUMNS},
+        "groups": groups.columns(),
     }
     tmp = directory / f".{FILE_NAME}.{os.getpid()}.tmp"
     with contextlib.suppress(OSError):

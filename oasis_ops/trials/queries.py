@@ -13,30 +13,35 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from oasis_ops import duck
 from oasis_ops.errors import TooManyBuckets
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials.bounded import bounded_buckets, exact_percentiles
+from oasis_ops.trials.records import grid_records
 from oasis_ops.trials.rollup import AGG_COLUMNS, RollupCache, empty_aggregates, to_grid, to_rows
 from oasis_ops.trials.timeparse import (
     as_utc,
     auto_bucket,
     bucket_seconds,
     ceil_to_bucket,
+    epoch_us,
     floor_to_bucket,
+    from_epoch_us,
 )
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pandas as pd
+
     from oasis_ops.settings import Settings
+    from oasis_ops.trials.groups import Groups
     from oasis_ops.trials.mapping import TrialMapping
 
 ENDED_LOOKBACK = timedelta(hours=1)  # ended_ok_since(): trials longer than this are not looked for
@@ -49,12 +54,7 @@ BUCKET_VALUES_BOUND = 400_000
 PERCENTILES = (0.5, 0.95, 0.99)
 
 
-def _us(value: datetime) -> int:
-    return int((as_utc(value) - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
-
-
-def _from_us(value: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))
+_us, _from_us = epoch_us, from_epoch_us
 
 
 class TrialQueries:
@@ -63,7 +63,7 @@ class TrialQueries:
     settings: Settings
     path: Path
     _lock: threading.RLock
-    _groups: pd.DataFrame
+    _groups: Groups
     _cache: RollupCache
     _summaries: OrderedDict[tuple[Any, ...], dict[str, Any]]
 
@@ -89,16 +89,17 @@ class TrialQueries:
                 "run_id": run_id, "model": model, **extra}  # fmt: skip
 
     def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
-        if not self._groups.empty:
+        first_us, last_us = self._groups.first_us(), self._groups.last_us()
+        if first_us is not None and last_us is not None:
             # Only where trials are: a range decades wider than the data costs no extra query.
-            first = int(self._groups["first_us"].min()) // width_us * width_us
-            last = int(self._groups["last_us"].max()) // width_us * width_us + width_us
+            first = first_us // width_us * width_us
+            last = last_us // width_us * width_us + width_us
             from_us, to_us = max(from_us, first), min(to_us, last)
             if to_us <= from_us:
                 return empty_aggregates()
         chunk_us = to_us - from_us
-        if not only_buckets and not self._groups.empty:
-            span_us = max(int(self._groups["last_us"].max()) - int(self._groups["first_us"].min()), 1)
+        if not only_buckets and first_us is not None and last_us is not None:
+            span_us = max(last_us - first_us, 1)
             rows_per_us = max(self._state.trials, 1) / span_us
             if rows_per_us * width_us > BUCKET_VALUES_BOUND:
                 # buckets so full that an exact quantile would hold more latencies than
@@ -114,7 +115,11 @@ class TrialQueries:
         parts = [p for p in parts if len(p)]
         if not parts:
             return empty_aggregates()
-        return pd.concat(parts) if len(parts) > 1 else parts[0]
+        if len(parts) == 1:
+            return parts[0]
+        import pandas as pd
+
+        return pd.concat(parts)
 
     def _compute_one(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
         params = self._range_params(_from_us(from_us), _from_us(to_us), run_id, model, width_us=width_us, only_buckets=list(only_buckets))
@@ -129,7 +134,11 @@ class TrialQueries:
             middle = from_us + buckets // 2 * width_us
             halves = [self._compute_one(a, b, width_us, run_id, model, only_buckets) for a, b in ((from_us, middle), (middle, to_us))]
             halves = [h for h in halves if len(h)]
-            return pd.concat(halves) if len(halves) > 1 else (halves[0] if halves else empty_aggregates())
+            if len(halves) == 2:
+                import pandas as pd
+
+                return pd.concat(halves)
+            return halves[0] if halves else empty_aggregates()
         except duckdb.Error as exc:
             raise duck.translate(exc, str(self.path)) from None
         if frame.empty:
@@ -166,13 +175,42 @@ class TrialQueries:
         model: str | None = None,
     ) -> pd.DataFrame:
         """One row per bucket in [start, end), empty buckets included (see OUTPUT_COLUMNS)."""
+        start_us, end_us, width_us = self._grid(start, end, bucket)
+        with self._lock:
+            self._check_open()
+            aggregates = self._cache.get(start_us, end_us, width_us, run_id, model) if end_us > start_us else empty_aggregates()
+        return to_grid(aggregates, start_us, end_us, width_us)
+
+    def rollup_records(
+        self,
+        start: datetime,
+        end: datetime,
+        bucket: str = "1m",
+        run_id: str | None = None,
+        model: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """rollup() as machine records (oasis_ops.trials.records), the same values. A range that
+        one query answers within memory is read straight into Python records: a short-lived
+        command (`timeline --last 6h`) then needs no pandas; any other goes through rollup()."""
+        start_us, end_us, width_us = self._grid(start, end, bucket)
+        with self._lock:
+            self._check_open()
+            aggregates = self._one_query(start_us, end_us, width_us, run_id, model)
+        if aggregates is None:
+            from oasis_ops.trials.rollup import machine_records
+
+            return machine_records(self.rollup(start, end, bucket, run_id, model))
+        return grid_records(aggregates, start_us, end_us, width_us)
+
+    def _grid(self, start: datetime, end: datetime, bucket: str) -> tuple[int, int, int]:
+        """(first bucket start, end, width) in epoch µs; TooManyBuckets past max_buckets (every
+        bucket becomes a row, gaps included: past the bound, refuse with one line)."""
         width_s = bucket_seconds(bucket)
         start_us = _us(floor_to_bucket(start, width_s))
         end_us = _us(ceil_to_bucket(end, width_s))
         width_us = width_s * 1_000_000
         limit = int(self.settings.max_buckets)
         if (end_us - start_us) // width_us > limit:
-            # Every bucket becomes a row (gaps included): past the bound, refuse with one line.
             fits = auto_bucket(start, end, max_buckets=limit)
             raise TooManyBuckets(
                 f"{as_utc(start):%Y-%m-%d %H:%M} → {as_utc(end):%Y-%m-%d %H:%M} UTC in {bucket} buckets is "
@@ -181,10 +219,31 @@ class TrialQueries:
             )
         if end_us <= start_us:
             end_us = start_us + width_us if as_utc(end) > as_utc(start) else start_us
-        with self._lock:
-            self._check_open()
-            aggregates = self._cache.get(start_us, end_us, width_us, run_id, model) if end_us > start_us else empty_aggregates()
-        return to_grid(aggregates, start_us, end_us, width_us)
+        return start_us, end_us, width_us
+
+    def _one_query(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None) -> dict[int, tuple[Any, ...]] | None:
+        """{bucket_us: aggregates} of [from_us, to_us) from one trials_rollup query, or None when
+        the range needs _compute's chunks or bounded path (more rows than CHUNK_ROWS, or buckets
+        fuller than BUCKET_VALUES_BOUND, by the groups' average density) or the query runs out
+        of memory."""
+        first_us, last_us = self._groups.first_us(), self._groups.last_us()
+        if first_us is None or last_us is None:
+            return {}
+        from_us = max(from_us, first_us // width_us * width_us)
+        to_us = min(to_us, last_us // width_us * width_us + width_us)
+        if to_us <= from_us:
+            return {}
+        rows_per_us = max(self._state.trials, 1) / max(last_us - first_us, 1)
+        if rows_per_us * (to_us - from_us) > CHUNK_ROWS or rows_per_us * width_us > BUCKET_VALUES_BOUND:
+            return None
+        params = self._range_params(_from_us(from_us), _from_us(to_us), run_id, model, width_us=width_us, only_buckets=[])
+        try:
+            rows = execute(self._con, "trials_rollup", params).fetchall()
+        except duckdb.OutOfMemoryException:
+            return None
+        except duckdb.Error as exc:
+            raise duck.translate(exc, str(self.path)) from None
+        return {int(row[0]): tuple(row[1:]) for row in rows}
 
     def rollup_sparse(
         self,

@@ -10,30 +10,34 @@ different row at the old end) drop the cache.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+from oasis_ops.trials.records import (  # noqa: F401 (re-exported)
+    LATENCY_COLUMNS,
+    OUTPUT_COLUMNS,
+    STAMP_FORMAT,
+    latency_ms,
+    rate,
+    records_csv,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 AGG_COLUMNS = ("trials", "ok", "timeouts", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")
 COUNT_COLUMNS = ("trials", "ok", "timeouts", "errors")
-OUTPUT_COLUMNS = ("minute", "trials", "ok", "timeouts", "errors", "failure_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")
 
 # compute(from_us, to_us, width_us, run_id, model, only_buckets) -> frame indexed by bucket_us
-Compute = Callable[[int, int, int, str | None, str | None, Sequence[int]], pd.DataFrame]
+Compute = Callable[[int, int, int, str | None, str | None, Sequence[int]], "pd.DataFrame"]
 
 CacheKey = tuple[int, str | None, str | None]
 
 CLUSTER_GAP_BUCKETS = 60
-LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
-# Machine output (JSON, CSV) gives latencies to 0.01 ms: 47417.06, never 47417.064999999995.
-LATENCY_DECIMALS = 2
 
 
 @dataclass
@@ -44,6 +48,8 @@ class _Entry:
 
 
 def empty_aggregates() -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame({c: pd.Series(dtype="int64" if c in COUNT_COLUMNS else "float64") for c in AGG_COLUMNS})
     frame.index = pd.Index([], dtype="int64", name="bucket_us")
     return frame
@@ -119,6 +125,8 @@ class RollupCache:
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    import pandas as pd
+
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty_aggregates()
@@ -137,6 +145,8 @@ def to_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
 
 
 def _frame(aggregates: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     frame = aggregates.reindex(grid)
     for column in COUNT_COLUMNS:
         frame[column] = frame[column].fillna(0).astype("int64")
@@ -161,25 +171,12 @@ def _frame(aggregates: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
     return out
 
 
-# --- machine output (`oasis-ops timeline --format json|csv`, the Timeline page's CSV) -----------
-def latency_ms(value: Any) -> float | None:
-    """A latency for machine output: rounded to 0.01 ms; None for NULL/NaN."""
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else round(number, LATENCY_DECIMALS)
-
-
+# --- machine output (formatting: oasis_ops.trials.records) ----------------------------------------
 def _utc_stamp(value: Any) -> pd.Timestamp:
+    import pandas as pd
+
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def _rate(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
 
 
 def machine_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -189,23 +186,17 @@ def machine_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for row in frame.itertuples(index=False):
         records.append(
             {
-                "minute": _utc_stamp(row.minute).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "minute": _utc_stamp(row.minute).strftime(STAMP_FORMAT),
                 "trials": int(row.trials),
                 "ok": int(row.ok),
                 "timeouts": int(row.timeouts),
                 "errors": int(row.errors),
-                "failure_rate": _rate(row.failure_rate),
+                "failure_rate": rate(row.failure_rate),
                 **{column: latency_ms(getattr(row, column)) for column in LATENCY_COLUMNS},
             }
         )
     return records
 
 
-def records_csv(records: list[dict[str, Any]]) -> str:
-    """machine_records() as CSV (same columns; None as an empty cell)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=OUTPUT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
-    return out.getvalue()
+__all__ = ["AGG_COLUMNS", "LATENCY_COLUMNS", "OUTPUT_COLUMNS", "RollupCache", "empty_aggregates", "latency_ms",
+           "machine_records", "records_csv", "to_grid", "to_rows"]  # fmt: skip

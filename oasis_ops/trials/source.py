@@ -16,17 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from oasis_ops import duck
 from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, DataError
 from oasis_ops.settings import Settings, load_settings
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials import groupcache
+from oasis_ops.trials.groups import Groups
 from oasis_ops.trials.mapping import TrialMapping
 from oasis_ops.trials.queries import TrialQueries, _from_us, _one, execute
 from oasis_ops.trials.rollup import RollupCache
@@ -39,22 +39,11 @@ from oasis_ops.trials.snapshot import (
 )
 from oasis_ops.trials.span import RunSpan
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # More appended rows than this in one refresh: drop the rollup cache instead of folding them in.
 MAX_DELTA_ROWS = 200_000
-
-_EMPTY_RUNS = pd.DataFrame(
-    {
-        "run_id": pd.Series(dtype="object"),
-        "models": pd.Series(dtype="object"),
-        "first_at": pd.Series(dtype="datetime64[us, UTC]"),
-        "last_at": pd.Series(dtype="datetime64[us, UTC]"),
-        "ended_at": pd.Series(dtype="datetime64[us, UTC]"),
-        "duration_s": pd.Series(dtype="float64"),
-        "trials": pd.Series(dtype="int64"),
-        "failures": pd.Series(dtype="int64"),
-    }
-)
-
 
 @dataclass(frozen=True)
 class SnapshotState:
@@ -93,7 +82,7 @@ class TrialSource(TrialQueries):
             clock=clock,
         )
         self._cache = RollupCache(self._compute)
-        self._groups = pd.DataFrame()
+        self._groups = Groups()
         self._summaries: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._closed = False
         with self._lock:
@@ -223,9 +212,13 @@ class TrialSource(TrialQueries):
             raise DataError(f"trial source {self.path} is closed")
 
     # --- runs, models, bounds (a small per-(run, model) table, merged incrementally) -----------
-    def _group_rows(self, skip_rows: int) -> pd.DataFrame:
+    def _group_rows(self, skip_rows: int) -> Groups:
         params = {**self._base_params(), "skip_rows": skip_rows}
-        return self._query_df("trials_groups", params)
+        try:
+            rows = execute(self._con, "trials_groups", params).fetchall()
+        except duckdb.Error as exc:
+            raise duck.translate(exc, str(self.path)) from None
+        return Groups(rows)
 
     def _rebuild_groups(self, skip_rows: int) -> None:
         state = self._state
@@ -247,28 +240,30 @@ class TrialSource(TrialQueries):
             groupcache.save(self._snapshots.directory, state.mapping, self._groups, state.trials, state.last_row)
             duck.trim(self._con, self.settings.duckdb_memory_limit)  # a scan of every row: give its blocks back
 
-    def _merge_groups(self, fresh: pd.DataFrame) -> None:
-        if fresh.empty:
-            return
-        both = pd.concat([self._groups, fresh], ignore_index=True)
-        keys = ["run_id", "model"]
-        merged = both.groupby(keys, dropna=False, sort=False).agg(
-            first_us=("first_us", "min"), last_us=("last_us", "max"), last_end_us=("last_end_us", "max"),
-            trials=("trials", "sum"), ok=("ok", "sum"),
-        )
-        self._groups = merged.reset_index()
+    def _merge_groups(self, fresh: Groups) -> None:
+        self._groups = self._groups.merged(fresh)
 
     def _newest_trial_at(self) -> datetime | None:
-        if self._groups.empty:
-            return None
-        return _from_us(int(self._groups["last_us"].max()))
+        last = self._groups.last_us()
+        return None if last is None else _from_us(last)
 
     def runs(self) -> pd.DataFrame:
         """run_id, models (comma-separated), first_at, last_at (newest start), ended_at, duration_s,
         trials, failures; newest first. first_at / ended_at / duration_s are run_spans()'s."""
+        import pandas as pd  # a DataFrame for the pages; the CLI asks run_spans() (no pandas)
+
         spans = self.run_spans()
         if not spans:
-            return _EMPTY_RUNS.copy()
+            return pd.DataFrame({
+                "run_id": pd.Series(dtype="object"),
+                "models": pd.Series(dtype="object"),
+                "first_at": pd.Series(dtype="datetime64[us, UTC]"),
+                "last_at": pd.Series(dtype="datetime64[us, UTC]"),
+                "ended_at": pd.Series(dtype="datetime64[us, UTC]"),
+                "duration_s": pd.Series(dtype="float64"),
+                "trials": pd.Series(dtype="int64"),
+                "failures": pd.Series(dtype="int64"),
+            })  # fmt: skip
         rows = [
             {
                 "run_id": span.run_id,
@@ -288,13 +283,7 @@ class TrialSource(TrialQueries):
         """Every run's span (see oasis_ops.trials.span), newest first (by newest trial start)."""
         with self._lock:
             self._check_open()
-            groups = self._groups
-            if groups.empty:
-                return []
-            if model is not None:
-                groups = groups[(groups["model"] == model).to_numpy(dtype=bool, na_value=False)]
-            spans = [_span_of(_run_key(run_id), part) for run_id, part in groups.groupby("run_id", dropna=False, sort=False)]
-            return sorted(spans, key=lambda span: span.last_started, reverse=True)
+            return self._groups.matching(model=model).spans()
 
     def run_span(self, run_id: str | None = None, model: str | None = None) -> RunSpan | None:
         """The span of one run (None: every trial, e.g. a table without a run_id column), of one
@@ -302,26 +291,12 @@ class TrialSource(TrialQueries):
         uses (oasis_ops.trials.span). None when no trial matches."""
         with self._lock:
             self._check_open()
-            part = self._matching_groups(run_id, model)
-            return None if part.empty else _span_of(run_id, part)
-
-    def _matching_groups(self, run_id: str | None, model: str | None) -> pd.DataFrame:
-        groups = self._groups
-        if groups.empty:
-            return groups
-        mask = np.ones(len(groups), dtype=bool)
-        if run_id is not None:
-            mask &= (groups["run_id"] == run_id).to_numpy(dtype=bool, na_value=False)
-        if model is not None:
-            mask &= (groups["model"] == model).to_numpy(dtype=bool, na_value=False)
-        return groups[mask]
+            return self._groups.matching(run_id, model).span(run_id)
 
     def models(self) -> list[str]:
         with self._lock:
             self._check_open()
-            if self._groups.empty:
-                return []
-            return sorted({str(m) for m in self._groups["model"] if isinstance(m, str)})
+            return self._groups.models()
 
     def time_bounds(self, run_id: str | None = None, model: str | None = None) -> tuple[datetime, datetime] | None:
         """First and last trial start time (UTC) matching the filters; None when there is none."""
@@ -330,8 +305,8 @@ class TrialSource(TrialQueries):
 
     def latest_run(self) -> str | None:
         """run_id of the run with the newest trial (None when the table has no run_id column)."""
-        runs = self.runs()
-        return None if runs.empty else runs.iloc[0]["run_id"]
+        spans = self.run_spans()
+        return spans[0].run_id if spans else None
 
     # --- helpers ------------------------------------------------------------------------------
     def _query_df(self, name: str, params: dict[str, Any]) -> pd.DataFrame:
@@ -339,26 +314,6 @@ class TrialSource(TrialQueries):
             return execute(self._con, name, params).df()
         except duckdb.Error as exc:
             raise duck.translate(exc, str(self.path)) from None
-
-
-def _run_key(run_id: Any) -> str | None:
-    return None if run_id is None or (isinstance(run_id, float) and np.isnan(run_id)) else str(run_id)
-
-
-
-def _span_of(run_id: str | None, part: pd.DataFrame) -> RunSpan:
-    """The span of the (run, model) groups in `part`: start = first start, end = latest end (see
-    sql/trials_groups.sql), duration = end - start."""
-    trials = int(part["trials"].sum())
-    return RunSpan(
-        run_id=run_id,
-        start=_from_us(int(part["first_us"].min())),
-        end=_from_us(int(part["last_end_us"].max())),
-        last_started=_from_us(int(part["last_us"].max())),
-        trials=trials,
-        failures=trials - int(part["ok"].sum()),
-        models=tuple(sorted({str(m) for m in part["model"] if isinstance(m, str)})),
-    )
 
 
 __all__ = ["Freshness", "SnapshotState", "TrialSource"]

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from oasis_ops.errors import UsageError
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$", re.I)
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -69,6 +71,15 @@ def auto_bucket(start: datetime, end: datetime, *, max_buckets: int = MAX_BUCKET
             return name
     days = math.ceil(span / 86400 / max_buckets)
     return f"{days}d"
+
+
+def epoch_us(value: datetime) -> int:
+    """Microseconds since the epoch (naive = UTC)."""
+    return int((as_utc(value) - EPOCH) / timedelta(microseconds=1))
+
+
+def from_epoch_us(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=int(value))
 
 
 def floor_to_bucket(value: datetime, width_s: int) -> datetime:

@@ -22,7 +22,12 @@ from oasis_ops.demo.faults_cli import request_faults
 from oasis_ops.demo.ollama.api import loopback_origin
 from oasis_ops.errors import OllamaBadResponse, OllamaUnreachable, ProbeError
 from oasis_ops.probes.ollama import MAX_BODY_BYTES, OllamaClient, parse_rfc3339
-from oasis_ops.sampler.hostsource import DEMO_HEADER, HostSource, host_sample_from_demo, is_loopback_url
+from oasis_ops.sampler.hostsource import (
+    DEMO_HEADER,
+    HostSource,
+    host_sample_from_demo,
+    is_loopback_url,
+)
 
 DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads alone raises RecursionError on this
 

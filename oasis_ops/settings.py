@@ -9,6 +9,7 @@ Every setting is documented in the README; `tests/test_settings.py` fails when o
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -97,6 +98,34 @@ SETTINGS: tuple[Setting, ...] = (
 del S
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+# The accepted range of every number (inclusive); NaN and infinities are never accepted.
+# `tests/test_settings_ranges.py` fails when a numeric setting has none.
+RANGES: dict[str, tuple[float, float]] = {
+    "max_staleness_s": (0.1, 86_400),
+    "snapshot_min_interval_s": (0, 3600),
+    "duckdb_threads": (1, 64),
+    "keep_demo_dirs": (0, 1000),
+    "max_buckets": (10, 10_000_000),
+    "live_refresh_s": (0, 3600),
+    "live_window_min": (1, 10_080),
+    "port": (1, 65_535),
+    "ollama_timeout_s": (0.1, 600),
+    "sample_interval_s": (0.01, 3600),
+    "process_interval_s": (0, 3600),  # 0: every sample
+    "runner_no_progress_s": (1, 86_400),
+    "evict_grace_s": (0, 3600),
+    "control_ack_timeout_s": (0.1, 3600),
+    "watchdog_stopping_s": (1, 86_400),
+    "watchdog_min_free_gb": (0, 1_000_000),
+    "watchdog_max_pressure": (0, 100),
+    "watchdog_restore_min": (0, 10_080),
+    "watchdog_kill_interval_min": (0, 10_080),
+    "incident_threshold_sigma": (0.5, 1000),
+    "incident_min_failure_rate": (0, 1),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "watchdog_guard_action": ("concurrency", "pause"),
+}
 SECRET_SETTINGS = frozenset({"access_secret"})  # shown as "(set)" / "" by `oasis-ops settings`
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -123,8 +152,15 @@ def _coerce(s: Setting, value: Any, origin: str) -> Any:
             return [part.strip() for part in str(value).split(",") if part.strip()]
         if s.type in (int, float) and isinstance(value, bool):
             raise ValueError("a boolean is not a number")
-        return s.type(value)
-    except (TypeError, ValueError) as exc:
+        converted = s.type(value)
+        if s.type in (int, float):
+            low, high = RANGES[s.name]
+            if not math.isfinite(converted) or not low <= converted <= high:
+                raise ValueError(f"{value!r} is outside {low:g}..{high:g}")
+        elif s.name in CHOICES and converted not in CHOICES[s.name]:
+            raise ValueError(f"{value!r} is not one of {', '.join(CHOICES[s.name])}")
+        return converted
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"setting {s.name} from {origin}: {exc}") from None
 
 
@@ -194,6 +230,11 @@ def load_settings(
                 raise ConfigError(f"unknown setting {key!r} in {path}", hint="see the README's settings table")
             values[key] = _coerce(_BY_NAME[key], value, str(path))
             origins[key] = str(path)
+        if any(data.get(name) for name in SECRET_SETTINGS) and os.name == "posix":
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(f"{path} holds the access secret but other users may read it (mode {mode & 0o777:o})",
+                                  hint=f"chmod 600 {path}")  # fmt: skip
 
     for s in SETTINGS:
         for var in (*s.env_aliases, s.env):
@@ -206,6 +247,8 @@ def load_settings(
             continue
         if key not in _BY_NAME:
             raise ConfigError(f"unknown setting {key!r}")
+        if key in SECRET_SETTINGS:  # `ps` shows every command line to every user
+            raise ConfigError(f"{key} cannot be given on the command line", hint=f"set {_BY_NAME[key].env} or use the settings file")
         values[key] = _coerce(_BY_NAME[key], value, "command line")
         origins[key] = "command line"
     return Settings(values, origins)

@@ -61,3 +61,18 @@ def test_failed_sign_ins_lock_one_client_out_for_the_window() -> None:
     guard.failed("b")
     guard.failed("c")  # bounded: the least recently seen client is forgotten
     assert len(guard._failures) == 2
+
+
+def test_a_secret_in_a_file_others_can_read_is_refused(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from oasis_ops.errors import ConfigError
+    from oasis_ops.settings import load_settings
+
+    config = tmp_path / "oasis-ops.toml"
+    config.write_text('access_secret = "a-long-enough-secret"\n')
+    config.chmod(0o644)
+    with pytest.raises(ConfigError, match="other users may read it"):
+        load_settings(config, env={})
+    config.chmod(0o600)
+    assert load_settings(config, env={}).access_secret == "a-long-enough-secret"
+    with pytest.raises(ConfigError, match="cannot be given on the command line"):
+        load_settings(env={}, flags={"access_secret": "x" * 20})

@@ -213,7 +213,7 @@ def test_a_recorded_busy_slot_with_n_decoded_frozen(tmp_path: Path) -> None:
                          "127.0.0.1", "-np", "2", "--flash-attn", "auto"]},
         ])  # fmt: skip
         settings = settings_for(ollama.url, tmp_path / "models", process_interval_s=2.0)
-        sampler = Sampler(tmp_path / "trials.ops.duckdb", settings, processes=lambda: procs, clock=lambda: clock.wall,
+        sampler = Sampler(tmp_path / "trials.ops.duckdb", settings, processes=lambda: procs, serve_pid=4000, clock=lambda: clock.wall,
                           monotonic=lambda: clock.mono, flush_interval_s=0.0, follow_logs=False, run_watchdog=False)  # fmt: skip
         sampler.open()
         try:
@@ -281,7 +281,7 @@ def test_several_runners_are_read_at_once_within_one_timeout(tmp_path: Path) -> 
                                "cmdline": ["/usr/lib/ollama/llama-server", "--model", blob, "--port", url.rsplit(":", 1)[1]]})  # fmt: skip
         procs = records_from(records_in)
         sampler = Sampler(tmp_path / "trials.ops.duckdb", settings_for(ollama.url, tmp_path / "models"), processes=lambda: procs,
-                          flush_interval_s=0.0, follow_logs=False, run_watchdog=False)  # fmt: skip
+                          serve_pid=5000, flush_interval_s=0.0, follow_logs=False, run_watchdog=False)  # fmt: skip
         sampler.open()
         try:
             for _ in range(2):

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from oasis_ops.errors import UsageError
 from oasis_ops.settings import Settings, load_settings
+
+
+def number_in(kind: type[int] | type[float], low: float, high: float) -> Any:
+    """An argparse type: an int or float within [low, high] (NaN and infinities refused)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def settings_from(args: argparse.Namespace, **flags: Any) -> Settings:

@@ -26,8 +26,9 @@ from oasis_ops.actions import (
     resume,
     set_concurrency,
 )
-from oasis_ops.commands import settings_from
+from oasis_ops.commands import number_in, settings_from
 from oasis_ops.errors import UsageError
+from oasis_ops.fmt import json_text
 
 
 def _positive_int(text: str) -> int:
@@ -48,13 +49,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evict", help="soft-unload a model (keep_alive 0); exit 3 when it stays Stopping")
     p.add_argument("model")
-    p.add_argument("--grace", type=float, help="seconds it may stay Stopping (default: evict_grace_s)")
+    p.add_argument("--grace", type=number_in(float, 0, 3600), help="seconds it may stay Stopping (default: evict_grace_s)")
     _common(p)
     p.set_defaults(func=run_evict)
 
     p = sub.add_parser("kill-runner", help="SIGKILL the one verified runner process of a model")
     p.add_argument("model")
-    p.add_argument("--pid", type=int, help="the runner pid when several serve the model (still fully verified)")
+    p.add_argument("--pid", type=number_in(int, 1, 2**31 - 1), help="the runner pid when several serve the model (still fully verified)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="show what would be killed; kill nothing")
     p.add_argument("--respawn", action="store_true", help="afterwards, send a tiny request and check a new runner answers")
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recover", help="evict, wait, hard-kill if still Stopping, check a new runner answers")
     p.add_argument("model")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--grace", type=float, help="seconds the evict may stay Stopping (default: evict_grace_s)")
+    p.add_argument("--grace", type=number_in(float, 0, 3600), help="seconds the evict may stay Stopping (default: evict_grace_s)")
     p.add_argument("--no-ping", action="store_true", help="skip the test request at the end")
     _common(p)
     p.set_defaults(func=run_recover)
@@ -88,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     switch.add_argument("--off", action="store_true", help="switch the watchdog off (persisted) and exit")
     p.add_argument("--dry-run", action="store_true", help="with --on: only log what it would do")
     p.add_argument("--once", action="store_true", help="one tick, then exit")
-    p.add_argument("--interval", type=float, help="seconds between ticks (default: sample_interval_s)")
+    p.add_argument("--interval", type=number_in(float, 0.1, 3600), help="seconds between ticks (default: sample_interval_s)")
     _common(p)
     p.set_defaults(func=run_watchdog)
 
@@ -100,7 +101,7 @@ def _context(args: argparse.Namespace) -> ActionContext:
 
 def report(result: ActionResult, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(result.as_dict(), default=str))
+        print(json_text(result.as_dict()))
     elif result.ok:
         print(result.message)
     else:

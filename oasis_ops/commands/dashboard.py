@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from oasis_ops.access import check_bind
-from oasis_ops.commands import settings_from
+from oasis_ops.commands import number_in, settings_from
 from oasis_ops.server import DashboardServer, Service, cache_dir, run_services
 from oasis_ops.settings import Settings
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to your network)")
-    p.add_argument("--port", type=int, help="port to listen on (default 8501)")
+    p.add_argument("--port", type=number_in(int, 1, 65535), help="port to listen on (default 8501)")
     p.add_argument("--log", help="where the server's own output goes (default: ~/.cache/oasis-ops/logs/)")
 
 

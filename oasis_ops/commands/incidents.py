@@ -7,13 +7,13 @@ baseline; each gets findings (confirmed, or cold_start refuted) read from the te
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from oasis_ops.commands import settings_from
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.incidents import Analysis, analyze
 from oasis_ops.errors import UsageError
+from oasis_ops.fmt import json_text
 from oasis_ops.trials import parse_time
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--to must be after --from")
     analysis = analyze(settings.db, settings, start=start, end=end, run_id=args.run_id, model=args.model)
     if args.json:
-        json.dump(analysis.as_json(), sys.stdout, indent=1)
+        sys.stdout.write(json_text(analysis.as_json(), indent=1))
         sys.stdout.write("\n")
     else:
         print(format_text(analysis))

@@ -7,13 +7,13 @@ Incremental: a second run adds nothing; appended lines, rotated and truncated fi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from oasis_ops.commands import note_missing_trial_db, settings_from
 from oasis_ops.commands.progress import ProgressBar, wanted
 from oasis_ops.errors import UsageError
+from oasis_ops.fmt import json_text
 from oasis_ops.logs.ingest import IngestReport, ingest_logs
 from oasis_ops.sidecar import sidecar_path_for
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        print(json.dumps({"sidecar": str(sidecar), **report.as_dict()}, indent=2))
+        print(json_text({"sidecar": str(sidecar), **report.as_dict()}, indent=2))
     else:
         print(format_report(report, str(sidecar)))
     return 0

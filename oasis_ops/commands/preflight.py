@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from oasis_ops.commands import settings_from
+from oasis_ops.commands import number_in, settings_from
 from oasis_ops.control import ControlChannel, control_dir_for
 from oasis_ops.diagnosis.preflight import Sources, format_text, run_preflight
 from oasis_ops.errors import UsageError
+from oasis_ops.fmt import json_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preflight", help="check memory, swap, pressure, flash attention, runners and concurrency before a run")
     p.add_argument("--model", help="the model the run will use (e.g. gemma4:e4b): its size counts against free memory")
-    p.add_argument("--min-free-gb", type=float, default=8.0, help="free memory a long run needs at least, GB (default 8)")
+    p.add_argument("--min-free-gb", type=number_in(float, 0, 1_000_000), default=8.0, help="free memory a long run needs at least, GB (default 8)")
     p.add_argument("--db", help="trial database: its control channel says the runner's concurrency")
     p.add_argument("--server-log", help="Ollama's server.log (flash attention setting); default: the server_log setting")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             state = ControlChannel(directory).runner_state()
     result = run_preflight(settings, model=args.model, min_free_gb=args.min_free_gb, sources=Sources(runner_state=state))
     if args.json:
-        print(json.dumps(result.as_dict(), indent=1, default=str))
+        print(json_text(result.as_dict(), indent=1))
     else:
         print(format_text(result))
     return result.exit_code

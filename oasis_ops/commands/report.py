@@ -4,11 +4,11 @@ self-contained HTML file)."""
 from __future__ import annotations
 
 import argparse
-import json
 
 from oasis_ops.commands import settings_from
 from oasis_ops.diagnosis.report import build_report, write_report
 from oasis_ops.errors import UsageError
+from oasis_ops.fmt import json_text
 from oasis_ops.trials import parse_time
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(settings.db, settings, start=start, end=end, run_id=args.run_id, model=args.model)
     written = write_report(report, args.out)
     if args.json:
-        print(json.dumps(written.as_dict(), indent=1))
+        print(json_text(written.as_dict(), indent=1))
     else:
         extra = f" and {len(written.charts)} chart(s) beside it" if written.charts else ""
         print(f"wrote {written.path}{extra}: {report.title}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from oasis_ops.commands import settings_from
+from oasis_ops.fmt import json_text
 from oasis_ops.settings import SECRET_SETTINGS, settings_markdown
 
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     # a secret is never printed: only whether it is set
     values = {k: ("(set)" if v else "") if k in SECRET_SETTINGS else v for k, v in s.values.items()}
     if args.json:
-        print(json.dumps({k: {"value": v, "from": s.origins[k]} for k, v in values.items()}, indent=2))
+        print(json_text({k: {"value": v, "from": s.origins[k]} for k, v in values.items()}, indent=2))
         return 0
     width = max(len(k) for k in values)
     for key, value in values.items():

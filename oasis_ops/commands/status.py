@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from oasis_ops.commands import settings_from
+from oasis_ops.fmt import json_text
 from oasis_ops.status import format_status, sidecar_for, take_status
 
 
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, db=args.db)
     snapshot = take_status(settings, sidecar_path=sidecar_for(settings.db or None, settings))
     if args.json:
-        print(json.dumps(snapshot, indent=2, default=str))
+        print(json_text(snapshot, indent=2))
     else:
         print(format_status(snapshot))
     return 1 if snapshot["errors"] else 0

@@ -10,13 +10,13 @@ give latencies to 0.01 ms.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from oasis_ops.commands import settings_from
-from oasis_ops.errors import UsageError
+from oasis_ops.errors import DataError, UsageError
+from oasis_ops.fmt import json_text
 from oasis_ops.trials import TrialSource, auto_bucket, bucket_seconds, parse_duration, parse_time
 from oasis_ops.trials.records import OUTPUT_COLUMNS, records_csv
 from oasis_ops.trials.span import RunSpan
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         bucket = args.bucket or _default_bucket(settings.bucket, start, end)
         records = source.rollup_records(start, end, bucket, run_id=args.run_id, model=args.model)
         if args.format == "json":
-            json.dump(records, sys.stdout, indent=1)
+            sys.stdout.write(json_text(records, indent=1))
             sys.stdout.write("\n")
         elif args.format == "csv":
             sys.stdout.write(to_csv(records))
@@ -106,6 +106,13 @@ def _range(source: TrialSource, args: argparse.Namespace, last: timedelta | None
     if run_id is None and not (args.start or args.end or last):
         run_id = source.latest_run()
     bounds = source.time_bounds(run_id=run_id, model=args.model)
+    trials, untimed = source.trial_counts(run_id=run_id, model=args.model)
+    if bounds is None and untimed and not (args.start or args.end or last):
+        raise DataError(f"none of the {trials:,} trials in {source.path} has a start time "
+                        f"({source.mapping.time_column} is NULL in every row): nothing to put on a time axis")  # fmt: skip
+    if untimed:
+        print(f"note: {untimed:,} of {trials:,} trials have no start time ({source.mapping.time_column} is NULL) "
+              "and are on no row below", file=sys.stderr)  # fmt: skip
     end = parse_time(args.end) if args.end else None
     if end is None:
         # the end of the newest trial's bucket, so it is included and --last counts whole buckets

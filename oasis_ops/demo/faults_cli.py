@@ -8,7 +8,6 @@ clears them all. The URL defaults to the `ollama_host` setting (OLLAMA_HOST).
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import httpx
 from oasis_ops.commands import settings_from
 from oasis_ops.demo.faults import FAULTS, fault_spec
 from oasis_ops.errors import OllamaBadResponse, OllamaUnreachable, UsageError
+from oasis_ops.fmt import json_text
 
 PARAM_NAMES = sorted({p for spec in FAULTS.values() for p in spec.params})
 
@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
                              f"(parameters: {', '.join(spec.params) or 'none'})")
         data = request_faults(url, {"name": args.name, "on": args.state == "on", "params": params})
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json_text(data, indent=2))
     else:
         for name, entry in data["faults"].items():
             if args.name in ("status", "all") or name == args.name:

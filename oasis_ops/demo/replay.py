@@ -48,6 +48,7 @@ import numpy as np
 
 from oasis_ops.demo.ollama.servelog import gin_line, go_duration, server_config_env, slog_line
 from oasis_ops.errors import UsageError
+from oasis_ops.fmt import json_text
 from oasis_ops.logs.timefmt import parse_utc_offset
 from oasis_ops.sidecar import Sidecar, heartbeat_row
 from oasis_ops.trials.writer import TrialWriter
@@ -645,7 +646,7 @@ def main(args: argparse.Namespace) -> int:
     parse_utc_offset(args.utc_offset)  # a bad offset is a ConfigError before anything is written
     result = write_replay(args.out, utc_offset=args.utc_offset, seed=args.seed, ingest=not args.no_ingest, force=args.force)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json_text(result.as_dict(), indent=2))
         return 0
     w = result.window
     print(f"incident replay written to {result.out_dir} in {result.elapsed_s:.1f} s")

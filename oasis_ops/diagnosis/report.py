@@ -14,7 +14,6 @@ timeline CLI and `oasis-ops incidents`), and host memory numbers carry where the
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -32,6 +31,7 @@ from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.findings import Telemetry, WindowContext, _detail, timing_comparison
 from oasis_ops.diagnosis.incidents import Analysis, Incident, analyze
 from oasis_ops.errors import ConfigError, UsageError
+from oasis_ops.fmt import json_text
 from oasis_ops.logs.timefmt import parse_utc_offset
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
@@ -728,7 +728,7 @@ def report_bytes(pm: PostMortem) -> bytes:
 
 
 def incidents_json(pm: PostMortem) -> str:
-    return json.dumps(pm.analysis.as_json() if pm.analysis else [], indent=1)
+    return json_text(pm.analysis.as_json() if pm.analysis else [], indent=1)
 
 
 __all__ = ["Chart", "PostMortem", "WrittenReport", "build_report", "render_html", "render_markdown", "report_bytes", "write_report"]

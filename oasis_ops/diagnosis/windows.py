@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from oasis_ops.errors import TooManyBuckets
+from oasis_ops.errors import DataError, TooManyBuckets
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
 from oasis_ops.trials.timeparse import as_utc
@@ -220,6 +220,10 @@ def default_range(source: TrialSource, run_id: str | None, model: str | None) ->
         run_id = source.latest_run()
     bounds = source.time_bounds(run_id=run_id, model=model)
     if bounds is None:
+        trials, untimed = source.trial_counts(run_id=run_id, model=model)
+        if untimed:
+            raise DataError(f"none of the {trials:,} trials in {source.path} has a start time "
+                            f"({source.mapping.time_column} is NULL in every row): nothing to put on a time axis")  # fmt: skip
         return None
     return bounds[0], bounds[1] + timedelta(microseconds=1), run_id
 

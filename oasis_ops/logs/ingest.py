@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -481,6 +482,30 @@ def commit_pending(store: LogStore, cursor: FileCursor) -> None:
     cursor.stored = new
 
 
+def require_regular_file(abs_path: str, shown: str | os.PathLike[str]) -> None:
+    """A log is a regular file: a FIFO would block the open for ever and /dev/zero never ends."""
+    try:
+        mode = os.stat(abs_path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"log file not found: {shown}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read log file {shown}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "a device or socket"
+        raise DataError(f"{shown} is {kind}, not a log file: give the path of Ollama's server.log (a regular file)")
+    try:
+        with open(abs_path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return  # the open that follows says why
+    # Shapes that would otherwise be counted as junk line by line, without a word why.
+    if head.startswith(b"\x1f\x8b"):
+        raise DataError(f"{shown} is gzip-compressed: decompress it first (`gunzip -k {shown}`) and ingest the result")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{shown} is UTF-16 text (PowerShell's `>` writes it): convert it first "
+                        f"(`iconv -f UTF-16 -t UTF-8 {shown} > server-utf8.log`)")  # fmt: skip
+
+
 def ingest_file(
     store: LogStore,
     path: str | os.PathLike[str],
@@ -495,6 +520,7 @@ def ingest_file(
     `progress(offset)` after every read (the CLI's progress bar)."""
     abs_path = str(Path(path).expanduser().resolve())
     stored = store.offsets() if stored is None else stored
+    require_regular_file(abs_path, path)
     try:
         handle = open(abs_path, "rb")  # noqa: SIM115 - closed in finally
     except FileNotFoundError:

@@ -15,6 +15,7 @@ file at byte 0; a truncation starts over at byte 0. Rows waiting in memory are f
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from oasis_ops.logs.ingest import (
@@ -70,6 +71,8 @@ class LogFollower:
     def poll(self) -> FileResult | None:
         """Ingest what was appended since the last poll; None when the file does not exist."""
         try:
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                return None  # a FIFO or a device: never opened (it could block or never end)
             handle = open(self.path, "rb")  # noqa: SIM115 - closed below
         except OSError:
             return None

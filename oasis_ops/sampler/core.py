@@ -130,6 +130,7 @@ class Sampler:
         run_watchdog: bool = True,
         runner_timeout_s: float = RUNNER_TIMEOUT_S,
         no_progress_s: float | None = None,
+        serve_pid: int | None = None,
     ) -> None:
         self.sidecar_path = Path(sidecar_path).expanduser()
         self.settings = settings
@@ -144,7 +145,9 @@ class Sampler:
         self.monotonic = monotonic
         self.client = client or OllamaClient(settings.ollama_host, timeout_s=float(settings.ollama_timeout_s), clock=clock)
         self.processes = processes if processes is not None else RunnerWatch(monotonic=monotonic, on_full_scan=self._find_serve)
-        self.probe = ModelProbe(self.client, self.processes, settings.ollama_models or None, clock)
+        # the serve listening on the Ollama port: found on each full process scan (_find_serve);
+        # given (`serve_pid`) when the process list is (a test's records)
+        self.probe = ModelProbe(self.client, self.processes, settings.ollama_models or None, clock, serve_pid=serve_pid)
         self.host_source = host_source or HostSource(settings.ollama_host, timeout_s=min(1.0, float(settings.ollama_timeout_s)), clock=clock)
         self.sidecar = Sidecar(self.sidecar_path, settings, clock=clock)
         self.lock = SamplerLock(self.sidecar_path)

@@ -23,7 +23,7 @@ from oasis_ops.trials.groups import Groups
 from oasis_ops.trials.mapping import TrialMapping
 
 FILE_NAME = "groups.json"
-VERSION = 1
+VERSION = 2  # 2: the untimed column
 MAX_GROUPS = 100_000  # more (run, model) pairs than this are not worth a file
 
 

@@ -27,6 +27,7 @@ class Group(NamedTuple):
     last_end_us: int | None
     trials: int
     ok: int
+    untimed: int = 0  # trials without a start time (NULL): counted, on no time axis
 
 
 COLUMNS = Group._fields
@@ -62,7 +63,7 @@ class Groups:
     def __init__(self, rows: Iterable[Sequence[Any]] = ()) -> None:
         self.rows: tuple[Group, ...] = tuple(
             Group(_text_or_none(r[0]), _text_or_none(r[1]), _int_or_none(r[2]), _int_or_none(r[3]), _int_or_none(r[4]),
-                  int(r[5] or 0), int(r[6] or 0))  # fmt: skip
+                  int(r[5] or 0), int(r[6] or 0), int(r[7] or 0) if len(r) > 7 else 0)  # fmt: skip
             for r in rows
         )
 
@@ -98,7 +99,8 @@ class Groups:
                 by_key[key] = row
                 continue
             by_key[key] = Group(row.run_id, row.model, _min((old.first_us, row.first_us)), _max((old.last_us, row.last_us)),
-                                _max((old.last_end_us, row.last_end_us)), old.trials + row.trials, old.ok + row.ok)  # fmt: skip
+                                _max((old.last_end_us, row.last_end_us)), old.trials + row.trials, old.ok + row.ok,
+                                old.untimed + row.untimed)  # fmt: skip
         return Groups(by_key.values())
 
     def matching(self, run_id: str | None = None, model: str | None = None) -> Groups:
@@ -106,6 +108,12 @@ class Groups:
         if run_id is None and model is None:
             return self
         return Groups(r for r in self.rows if (run_id is None or r.run_id == run_id) and (model is None or r.model == model))
+
+    def trials(self) -> int:
+        return sum(r.trials for r in self.rows)
+
+    def untimed(self) -> int:
+        return sum(r.untimed for r in self.rows)
 
     def models(self) -> list[str]:
         return sorted({r.model for r in self.rows if r.model is not None})

@@ -177,5 +177,10 @@ def _pick_table(settings: Settings, tables: list[str], where: str) -> str:
     found = _match(str(settings.table), tables)
     if found is not None:
         return found
+    if _is_default(settings, "table"):
+        # the default name in another schema (`evals.trials`): the one table of that name
+        elsewhere = [t for t in tables if t.rsplit(".", 1)[-1].lower() == str(settings.table).lower()]
+        if len(elsewhere) == 1:
+            return elsewhere[0]
     listing = ", ".join(tables) if tables else "none (the database is empty)"
     raise SchemaError(f"no table {settings.table!r} in {where} (setting table); tables: {listing}")

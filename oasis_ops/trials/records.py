@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from datetime import datetime
 from typing import Any
 
 from oasis_ops.trials.timeparse import from_epoch_us
@@ -21,6 +22,11 @@ LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
 # Machine output (JSON, CSV) gives latencies to 0.01 ms: 47417.06, never 47417.064999999995.
 LATENCY_DECIMALS = 2
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def stamp(value: datetime) -> str:
+    """ISO 8601 UTC with a four-digit year also before 1000 (strftime's %Y is not padded there)."""
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}Z"
 
 
 def latency_ms(value: Any) -> float | None:
@@ -45,7 +51,7 @@ def failure_rate(trials: int, timeouts: int, errors: int) -> float | None:
 def bucket_record(bucket_us: int, trials: int, ok: int, timeouts: int, errors: int, latencies: tuple[Any, ...]) -> dict[str, Any]:
     """One bucket's record from its aggregates (latencies: p50, p95, p99, max)."""
     return {
-        "minute": from_epoch_us(bucket_us).strftime(STAMP_FORMAT),
+        "minute": stamp(from_epoch_us(bucket_us)),
         "trials": trials,
         "ok": ok,
         "timeouts": timeouts,

@@ -163,7 +163,11 @@ class Snapshotter(Generic[T]):
         self.verified_at = 0.0  # last time the source was seen unchanged from `current`
         self.note = ""
         self._last_attempt_at = 0.0
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot use the snapshot directory {self.directory.parent}: {exc.strerror or exc}",
+                              hint="set snapshot_dir (OASIS_OPS_SNAPSHOT_DIR) to a writable directory of yours") from None
         private_dir(self.directory)
         self._remove_orphans()
         prune_source_dirs(self.directory.parent, keep=self.directory)

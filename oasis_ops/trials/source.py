@@ -298,6 +298,14 @@ class TrialSource(TrialQueries):
             self._check_open()
             return self._groups.models()
 
+    def trial_counts(self, run_id: str | None = None, model: str | None = None) -> tuple[int, int]:
+        """(trials, those without a start time) matching the filters: untimed trials are counted
+        but on no time axis, so every surface says how many it leaves out."""
+        with self._lock:
+            self._check_open()
+            part = self._groups.matching(run_id, model)
+            return part.trials(), part.untimed()
+
     def time_bounds(self, run_id: str | None = None, model: str | None = None) -> tuple[datetime, datetime] | None:
         """First and last trial start time (UTC) matching the filters; None when there is none."""
         span = self.run_span(run_id, model)

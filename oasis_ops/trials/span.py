@@ -101,8 +101,9 @@ class RunSpan:
         return range_text(self.start, self.end)
 
     def label(self) -> str:
-        """'run oasis-20251120: 2025-11-20 09:00:01 → 18:04:59 UTC (9 h 4 min 58 s)'."""
-        return f"run {self.run_id or '(no run id)'}: {self.text()}"
+        """'run oasis-20251120: 2025-11-20 09:00:01 → 18:04:59 UTC (9 h 4 min 58 s)'; 'all trials: ...'
+        for the span of every trial (no run id column, or the newest trials carry none)."""
+        return f"run {self.run_id}: {self.text()}" if self.run_id is not None else f"all trials: {self.text()}"
 
     def covered_by(self, start: datetime, end: datetime) -> bool:
         """True when [start, end) holds every trial start of the run (the range *is* the run)."""

@@ -16,6 +16,7 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 8640
 # Bucket widths auto_bucket chooses from, narrowest first.
 NICE_BUCKETS = ("1m", "2m", "5m", "10m", "15m", "30m", "1h", "2h", "3h", "6h", "12h", "1d", "7d")
 MAX_BUCKETS = 1500
+MAX_DURATION = timedelta(days=365_250)  # 1000 years: any longer is a typo, and date arithmetic overflows
 
 
 def parse_duration(text: str) -> timedelta:
@@ -28,6 +29,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = value * _UNIT_S[unit]
     if seconds <= 0:
         raise UsageError(f"duration must be positive: {text!r}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise UsageError(f"duration too long: {text!r}", hint="at most 1000 years (365250d)")
     return timedelta(seconds=seconds)
 
 
@@ -48,7 +51,10 @@ def parse_time(text: str | datetime, *, now: datetime | None = None) -> datetime
     if raw.lower() == "now":
         return current
     if _DURATION_RE.match(raw) and not raw.replace(".", "").isdigit():
-        return current - parse_duration(raw)
+        try:
+            return current - parse_duration(raw)
+        except OverflowError:
+            raise UsageError(f"{text!r} ago is before the year 1") from None
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
@@ -86,12 +92,21 @@ def floor_to_bucket(value: datetime, width_s: int) -> datetime:
     """Start of the epoch-aligned bucket containing `value`."""
     epoch_us = int((as_utc(value) - EPOCH) / timedelta(microseconds=1))
     width_us = width_s * 1_000_000
-    return EPOCH + timedelta(microseconds=(epoch_us // width_us) * width_us)
+    try:
+        return EPOCH + timedelta(microseconds=(epoch_us // width_us) * width_us)
+    except OverflowError:
+        raise UsageError(f"{as_utc(value).isoformat()} is too close to the year 1 for {width_s} s buckets",
+                         hint="start later, or use a narrower bucket") from None
 
 
 def ceil_to_bucket(value: datetime, width_s: int) -> datetime:
     floored = floor_to_bucket(value, width_s)
-    return floored if floored == as_utc(value) else floored + timedelta(seconds=width_s)
+    if floored == as_utc(value):
+        return floored
+    try:
+        return floored + timedelta(seconds=width_s)
+    except OverflowError:
+        raise UsageError(f"{as_utc(value).isoformat()} is too close to the end of year 9999 for {width_s} s buckets") from None
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -37,11 +37,12 @@ def test_with_an_access_secret_every_page_waits_for_it(browser: Browser, tmp_pat
     with running_console(["dashboard", "--db", str(replay_console.db)], tmp_path, env=env) as console:
         context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
         context.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
         page = context.new_page()
         try:
             for path in ("/", "/recovery"):
                 page.goto(console.url + path)
-                expect(page.get_by_text("Access secret")).to_be_visible()
+                expect(page.get_by_label("Access secret")).to_be_visible()
                 expect(page.locator("[data-testid=stMetric]")).to_have_count(0)  # nothing of the run
                 expect(page.locator("[data-testid=stSidebarNavLink]")).to_have_count(0)
             page.get_by_label("Access secret").fill("guess")
@@ -49,7 +50,7 @@ def test_with_an_access_secret_every_page_waits_for_it(browser: Browser, tmp_pat
             expect(page.get_by_text("Wrong secret.")).to_be_visible()
             page.get_by_label("Access secret").fill(SECRET)
             page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_role("heading", name="Live", exact=True)).to_be_visible()
+            expect(page.get_by_role("heading", name="Recovery", exact=True)).to_be_visible()  # the page asked for
             expect(page.locator("[data-testid=stSidebarNavLink]").first).to_be_visible()
         finally:
             context.close()

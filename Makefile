@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: venv dev browser run test check lint typecheck bench clean docs
+.PHONY: venv dev browser run test check lint typecheck bench soak clean docs
 
 # The venv is rebuilt only when a requirements file or pyproject changes (stamp files).
 $(VENV)/.stamp-runtime: requirements.txt requirements-model.txt pyproject.toml
@@ -46,6 +46,11 @@ check: lint typecheck test
 
 bench: dev
 	$(BIN)/python -m bench
+
+# The console beside the demo run for a compressed day (SOAK_MIN wall minutes, sampled 10x faster);
+# not part of `make test`. Prints the slope per hour of RSS, CPU, threads, open files, sidecar size.
+soak: dev browser
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -80,6 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("process_interval_s", float, 2.0, "Runner-process sampling period, seconds (also how often a llama-server runner's /slots and /metrics are read)."),
     S("runner_no_progress_s", float, 30.0, "A llama-server slot busy without a new token (or a runner not answering /slots) this long is a `runner_no_progress` (`runner_not_answering`) event, seconds."),
     S("sampler", bool, True, "Start the telemetry sampler with the dashboard server."),
+    S("retain_full_h", float, 24.0, "Sidecar retention: samples older than this many hours are thinned to one per minute (host memory: the minute's least free memory)."),
+    S("retain_days", float, 30.0, "Sidecar retention: samples older than this many days are deleted (events, actions and ingested logs are kept)."),
     # --- recovery and the watchdog
     S("evict_grace_s", float, 10.0, "How long a soft evict may stay Stopping before it counts as stuck."),
     S("control_ack_timeout_s", float, 10.0, "How long to wait for the runner to acknowledge a control change."),
@@ -113,6 +115,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "sample_interval_s": (0.01, 3600),
     "process_interval_s": (0, 3600),  # 0: every sample
     "runner_no_progress_s": (1, 86_400),
+    "retain_full_h": (1, 8760),
+    "retain_days": (1, 36_500),
     "evict_grace_s": (0, 3600),
     "control_ack_timeout_s": (0.1, 3600),
     "watchdog_stopping_s": (1, 86_400),

@@ -135,3 +135,17 @@ def test_compressed_or_utf16_logs_are_said_not_counted_as_junk(tmp_path: Path, c
         assert cli_main(["ingest-logs", "--sidecar", str(tmp_path / "s.ops.duckdb"), "--server-log", str(tmp_path / name)]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and said in err
+
+
+def test_paths_with_spaces_and_non_ascii(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where = tmp_path / "eval runs" / "données ✓"
+    where.mkdir(parents=True)
+    db = _table(where / "trials 1.duckdb", "SELECT i AS trial_id, 'run-1' AS run_id, TIMESTAMP '2025-11-20 10:00:00' + "
+                "INTERVAL (i) SECOND AS started_at, 1000.0 AS latency_ms, 'ok' AS status FROM range(120) t(i)")  # fmt: skip
+    log = where / "server ü.log"
+    log.write_text('[GIN] 2025/11/20 - 10:00:01 | 200 |    1.000000s |       127.0.0.1 | POST     "/api/chat"\n', encoding="utf-8")
+    assert cli_main(["timeline", "--db", str(db), "--format", "csv"]) == 0
+    assert sum(int(line.split(",")[1]) for line in capsys.readouterr().out.splitlines()[1:]) == 120
+    assert cli_main(["ingest-logs", "--db", str(db), "--server-log", str(log), "--utc-offset", "Z", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"][0]["requests"] == 1
+    assert (where / "trials 1.ops.duckdb").is_file()

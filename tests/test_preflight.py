@@ -178,4 +178,6 @@ def test_cli_reads_concurrency_from_the_control_channel(tmp_path: Path, monkeypa
     checks = {c["id"]: c for c in doc["checks"]}
     assert checks["ollama"]["status"] == "warn"
     assert checks["concurrency"]["values"]["max_concurrency"] == 4 and checks["concurrency"]["status"] == "warn"
-    assert cli.main(["preflight", "--min-free-gb", "-1"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: the flag's range, exit 2
+        cli.main(["preflight", "--min-free-gb", "-1"])
+    assert refused.value.code == 2

@@ -192,8 +192,10 @@ def test_sample_once_creates_the_sidecar(tmp_path: Path, capsys: pytest.CaptureF
     host = records(store.host_samples_since(datetime(2000, 1, 1, tzinfo=UTC)))
     assert len(host) == 1 and host[0]["source"] == "linux:/proc" and host[0]["mem_free_bytes"] > 0
     assert [k for k, _ in kinds(sidecar)] == ["sampler_started", "ollama_unreachable", "sampler_stopped"]
-    # Bad usage is one line and exit 2.
-    assert cli_main(["sample", "--once", "--db", str(db), "--interval", "0"]) == 2
+    # Bad usage is one line and exit 2 (argparse: the flag's range).
+    with pytest.raises(SystemExit) as refused:
+        cli_main(["sample", "--once", "--db", str(db), "--interval", "0"])
+    assert refused.value.code == 2
 
 
 class FlakyHost(HostSource):

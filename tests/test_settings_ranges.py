@@ -51,3 +51,13 @@ def test_numeric_flags_refuse_nonsense(argv: list[str], flag: str, capsys: pytes
         cli_main(argv)
     assert info.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_a_malformed_settings_file_is_one_line_naming_it(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    cases = {"syntax.toml": ("port = [\n", "cannot read config"), "type.toml": ('port = "abc"\n', "setting port from"),
+             "table.toml": ("[server]\nport = 1\n", "unknown setting 'server'")}  # fmt: skip
+    for name, (text, said) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert cli_main(["--config", str(tmp_path / name), "settings"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err and name in err

@@ -56,7 +56,7 @@ from oasis_ops.sampler.hostsource import HostSource
 from oasis_ops.sampler.procwatch import RunnerWatch, serve_pid_for
 from oasis_ops.sampler.runners import RUNNER_TIMEOUT_S, RunnerReader
 from oasis_ops.settings import Settings
-from oasis_ops.sidecar import BatchWriter, SamplerLock, Sidecar, heartbeat_row
+from oasis_ops.sidecar import BatchWriter, SamplerLock, Sidecar, heartbeat_row, retention
 from oasis_ops.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class Sampler:
         self.watchdog: Any = None
         self._watchdog_has_trials = False
         # llama-server runners (Ollama >= 0.30): read every process_interval_s (runners.py).
+        self._last_retention: float | None = None
         self.runner_timeout_s = float(runner_timeout_s)
         self.no_progress_s = float(no_progress_s if no_progress_s is not None else settings.runner_no_progress_s)
         self.runners = RunnerReader(every_s=self.process_interval_s, slack_s=min(0.25, self.interval_s / 4),
@@ -345,6 +346,7 @@ class Sampler:
             self._sample_ollama(report, mono)
             self._poll_log(report, mono)
             self._run_watchdog(report)
+            self._retain(report, mono)
         except Exception as exc:  # noqa: BLE001 - a bug in a tick must not end the sampler
             self._count_error("tick", exc, report)
         self.ticks += 1
@@ -354,6 +356,17 @@ class Sampler:
         report.duration_ms = (time.perf_counter() - started) * 1000.0
         self.tick_ms.append(report.duration_ms)
         return report
+
+    def _retain(self, report: TickReport, mono: float) -> None:
+        """Thin and drop old samples (oasis_ops.sidecar.retention), on the first tick and hourly."""
+        if self._last_retention is not None and mono - self._last_retention < retention.EVERY_S:
+            return
+        self._last_retention = mono  # rows still in the batch are newer than any cut-off
+        try:
+            retention.apply_retention(self.sidecar, report.ts, full_h=float(self.settings.retain_full_h),
+                                      keep_days=float(self.settings.retain_days))  # fmt: skip
+        except OasisOpsError as exc:
+            self._count_error("retention", exc, report)
 
     def _run_watchdog(self, report: TickReport) -> None:
         """One watchdog evaluation on this tick's own samples (no second probe)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from oasis_ops.settings import Settings
 from oasis_ops.sidecar import sidecar_path_for
 
 # --- one sampler thread per process -------------------------------------------------------------
+RESTART_EVERY_S = 30.0  # a sampler thread that keeps dying is restarted at most this often
 _REGISTRY: dict[str, Sampler] = {}
 _REGISTRY_LOCK = threading.Lock()
 
@@ -71,6 +73,7 @@ class SamplerService:
         self.sidecar_path = sidecar_path_for(settings.db, settings)
         self.announce = announce or (lambda line: log.warning("%s", line))
         self.sampler: Sampler | None = None
+        self._last_restart = float("-inf")
 
     def start(self) -> None:
         try:
@@ -81,6 +84,21 @@ class SamplerService:
             self.announce(f"sampler: not started: {exc}; the console works without live telemetry")
 
     def poll(self) -> int | None:
+        """Always None (a dead sampler never stops the console), but a sampler thread that died
+        is started again, at most once per RESTART_EVERY_S, and said on the launcher's output."""
+        sampler = self.sampler
+        if sampler is None or sampler.alive:
+            return None
+        now = time.monotonic()
+        if now - self._last_restart < RESTART_EVERY_S:
+            return None
+        self._last_restart = now
+        reason = getattr(sampler, "died", None) or sampler.last_error or "no error recorded"
+        try:
+            self.sampler = get_sampler(self.sidecar_path, self.settings)
+            self.announce(f"sampler: its thread had stopped ({reason}); started again")
+        except OasisOpsError as exc:
+            self.announce(f"sampler: its thread had stopped ({reason}) and could not start again: {exc}")
         return None
 
     def stop(self) -> None:

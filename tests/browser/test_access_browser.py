@@ -22,12 +22,14 @@ SECRET = "correct horse battery staple"
 
 
 def test_no_page_asks_anything_of_another_host(page: Page, replay_console: ReplayConsole) -> None:
+    """Every page of the replayed incident: no request leaves 127.0.0.1, and no exception box."""
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
     for path in PAGES:
         page.goto(replay_console.console.url + path)
         expect(page.locator("[data-testid=stMain] h1").first).to_be_visible()
         wait_idle(page)
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
     hosts = {urlsplit(url).hostname for url in asked if not url.startswith(("data:", "blob:", "about:"))}
     assert hosts == {"127.0.0.1"}, sorted(url for url in asked if urlsplit(url).hostname != "127.0.0.1")[:10]
 

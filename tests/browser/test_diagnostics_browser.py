@@ -1,5 +1,6 @@
 """The Diagnostics page on the replayed incident, in Debian's chromium: one window, the three
-stacked faults confirmed, cold start refuted with its evidence, and the timing chart drawn."""
+stacked faults confirmed, cold start refuted with its evidence, the timing chart drawn, and the
+post-mortem report downloaded."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def test_diagnostics_page_proves_the_stacked_faults(page: Page, replay_console: 
     expect(chart.locator("svg, canvas").first).to_be_visible(timeout=TIMEOUT_MS)
     wait_idle(page)
     page.screenshot(path=tmp_path / "diagnostics.png", full_page=True)
+    # The post-mortem downloads as one HTML file, built on the click.
+    button = main.get_by_role("button", name="Post-mortem report (HTML)").first
+    button.scroll_into_view_if_needed()
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+        button.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    html = saved.read_text(encoding="utf-8")
+    assert saved.suffix == ".html" and html.lstrip().lower().startswith("<!doctype html>")
+    assert "17:58" in html and "stopping_deadlock" in html and "No report" not in html

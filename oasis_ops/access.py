@@ -10,6 +10,7 @@ loopback, only loopback names; bound elsewhere, IP literals, this machine's name
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -69,7 +70,9 @@ def secret_matches(given: str, secret: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(secret.encode()).digest())
 
 
+@functools.lru_cache(maxsize=1)
 def machine_names() -> frozenset[str]:
+    """This machine's host name and FQDN, looked up once (getfqdn may ask DNS: never per page run)."""
     names = {socket.gethostname().lower()}
     try:
         names.add(socket.getfqdn().lower())

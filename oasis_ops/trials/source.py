@@ -107,7 +107,7 @@ class TrialSource(TrialQueries):
 
     @staticmethod
     def _row_at(con: duckdb.DuckDBPyConnection, mapping: TrialMapping, position: int) -> tuple[Any, ...] | None:
-        params = {"table": mapping.table, "time_col": mapping.time_column, "status_col": mapping.status_column, "position": position}
+        params = {"table": mapping.table, "position": position}
         rows = execute(con, "trials_row_at", params).fetchall()  # fetch all: DuckDB 2 refuses work on a half-read result
         return tuple(rows[0]) if rows else None
 

@@ -361,3 +361,19 @@ def test_a_rewrite_that_keeps_the_last_rows_time_and_status_is_not_an_append(tmp
             os.utime(db, ns=(before.st_mtime_ns + 10**9, before.st_mtime_ns + 10**9))
         src.refresh()
         assert src.models() == ["b:7b"] and src.latest_run() == "run-b"
+
+
+def test_a_writer_that_can_neither_write_nor_spill_keeps_its_rows(tmp_path: Path) -> None:
+    """The writer's promise, "nothing is lost": with the database's directory gone, close() can
+    write neither the trials nor the spill file; one DataError says both, and the rows stay."""
+    from oasis_ops.errors import DataError
+    from oasis_ops.trials.writer import TrialWriter
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    writer = TrialWriter(gone / "trials.duckdb", background=False, retry_for_s=0.0)
+    writer.add(started_at=T0, latency_ms=1000.0, status="ok")
+    gone.rmdir()
+    with pytest.raises(DataError, match="cannot save them to"):
+        writer.close()
+    assert writer.pending == 1

@@ -186,6 +186,12 @@ class TrialWriter:
         if not batch:
             return
         spill = self.path.with_name(f"{self.path.name}.pending-{os.getpid()}.jsonl")
-        with spill.open("a", encoding="utf-8") as f:
-            for row in batch:
-                f.write(json.dumps(row, default=str) + "\n")
+        try:
+            with spill.open("a", encoding="utf-8") as f:
+                for row in batch:
+                    f.write(json.dumps(row, default=str) + "\n")
+        except OSError as exc:
+            with self._lock:  # nothing is lost: the rows stay pending in memory
+                self._pending[:0] = batch
+            raise DataError(f"cannot write trials to {self.path} and cannot save them to {spill}: "
+                            f"{exc.strerror or exc}") from None

@@ -1,0 +1,404 @@
+"""Pins for the diagnosis, the watchdog's Stopping clock, the Live memory series and the flash log.
+
+Each test fails when one of these (mutation-testing survivors) is planted:
+1. the watchdog counting the stuck time from Ollama's latest `stopping_since` (which restarts
+   with every re-sent `keep_alive: 0`) instead of the start of the Stopping episode, whether
+   the episode is seen in successive polls or rebuilt from the sampler's samples after a restart;
+2. the cold-start or memory-pressure finding confirmed on one signal (each needs two agreeing);
+3. cold start refuted while the sampler's samples have a hole over the window;
+4. an incident window opened by one failure in a busy minute (or by one failing minute), or a
+   p95 departure judged without the MAD scale (1.4826 x MAD) on a widely spread run;
+5. the Live window's free memory per bucket not the bucket's minimum (a dip maxed away);
+6. the first flash-attention statement of a server log winning over a later one (after an Ollama
+   restart with another setting), in the resolver and through the diagnosis' ingested log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oasis_ops.actions import ActionContext, ActionResult
+from oasis_ops.diagnosis.findings import (
+    Finding,
+    Telemetry,
+    WindowContext,
+    check_cold_start,
+    check_memory_pressure,
+    flash_setting,
+)
+from oasis_ops.diagnosis.windows import IncidentWindow, baseline_of, departures, find_windows
+from oasis_ops.logs.ingest import ingest_logs
+from oasis_ops.logs.parse import flash_attention_statements
+from oasis_ops.probes import ModelSnapshot
+from oasis_ops.probes.flash import model_flash_attention
+from oasis_ops.probes.ollama import ModelStatus, OllamaClient
+from oasis_ops.sampler.window import live_window
+from oasis_ops.settings import Settings, load_settings
+from oasis_ops.sidecar import Sidecar
+from oasis_ops.trials import TrialSource
+from oasis_ops.trials.writer import TrialWriter
+from oasis_ops.watchdog import Watchdog, WatchdogPolicy
+
+MODEL = "gemma4:e4b"
+PID = 4242
+CREATE_TIME = 1_700_000_000.25
+T0 = datetime(2025, 11, 20, 10, 0, tzinfo=UTC)
+GB = 1_000_000_000
+
+
+def base_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return load_settings(env={}).replace(snapshot_dir=str(tmp_path / "snap"), ollama_models=str(tmp_path / "models"),
+                                         **overrides)  # fmt: skip
+
+
+# --- 1. the watchdog counts from the Stopping episode ------------------------------------------
+def snapshot(now: datetime, ollama_since: datetime) -> ModelSnapshot:
+    """/api/ps's Stopping entry as Ollama reports it at `now`: its clock starts at `ollama_since`."""
+    status = ModelStatus(name=MODEL, model=MODEL, digest="d" * 64, size_bytes=9 * GB, size_vram_bytes=9 * GB,
+                         context_length=4096, expires_at=ollama_since, state="stopping", stopping_since=ollama_since,
+                         stopping_for_s=(now - ollama_since).total_seconds(), processor="100% GPU", cpu_percent=0.0,
+                         gpu_percent=100.0, keep_alive_forever=False)  # fmt: skip
+    return ModelSnapshot(ts=now, status=status, blob_path=None, runner_pid=PID, runner_create_time=CREATE_TIME,
+                         runner_rss_bytes=10 * GB, runner_cpu_percent=99.0, runner_threads=12, runner_cmdline=None,
+                         runner_variant=None, runner_port=None, note=None)  # fmt: skip
+
+
+def dry_run_watchdog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sidecar: Sidecar | None = None,
+                     ) -> tuple[Watchdog, list[dict[str, Any]]]:  # fmt: skip
+    """A dry-run watchdog (no trial completes) whose hard_kill only records what it was asked."""
+    settings = base_settings(tmp_path, watchdog=True, watchdog_dry_run=True, watchdog_stopping_s=30.0)
+    ctx = ActionContext(settings=settings, client=OllamaClient("http://127.0.0.1:9"), sidecar=sidecar)
+    calls: list[dict[str, Any]] = []
+
+    def fake_kill(ctx: ActionContext, model: str, pid: int | None = None, **kwargs: Any) -> ActionResult:
+        calls.append({"model": model, "pid": pid, **kwargs})
+        return ActionResult("hard_kill", model, "dry_run", "dry run: would SIGKILL", {"trigger": kwargs.get("trigger")},
+                            0.0, {"pid": pid}, "watchdog")  # fmt: skip
+
+    monkeypatch.setattr("oasis_ops.watchdog.hard_kill", fake_kill)
+    dog = Watchdog(ctx, completed_since=lambda since: 0, policy=WatchdogPolicy.from_settings(settings))
+    return dog, calls
+
+
+def test_watchdog_counts_the_episode_while_ollama_restarts_its_stopping_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dog, calls = dry_run_watchdog(tmp_path, monkeypatch)
+    episode_start = T0 - timedelta(seconds=2)
+    acted_at = []
+    for step in range(13):  # a poll every 5 s for a minute; the harness re-sends keep_alive 0 each time
+        now = T0 + timedelta(seconds=5 * step)
+        results = dog.tick(now, models=[snapshot(now, now - timedelta(seconds=2))])
+        acted_at += [now] * len(results)
+    dog.close()
+    # by Ollama's clock it was never Stopping for more than 2 s; the episode passed 30 s at T0+30
+    assert acted_at == [T0 + timedelta(seconds=30)], acted_at
+    [call] = calls
+    assert (call["model"], call["pid"], call["dry_run"]) == (MODEL, PID, True)
+    assert call["trigger"]["stopping_for_s"] == pytest.approx(32.0)
+    assert call["trigger"]["key"].endswith(episode_start.isoformat())
+
+
+def test_restarted_watchdog_takes_the_episode_from_the_sampler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stuck_since = T0 - timedelta(minutes=3)
+    rows = []
+    t = stuck_since
+    while t < T0:  # the sampler saw the same runner Stopping for 3 min, Ollama's clock reset every 20 s
+        reset = stuck_since + timedelta(seconds=20 * int((t - stuck_since).total_seconds() // 20))
+        rows.append({"ts": t, "model": MODEL, "state": "stopping", "expires_at": reset, "stopping_since": reset,
+                     "size_bytes": 9 * GB, "size_vram_bytes": 9 * GB, "runner_pid": PID,
+                     "runner_create_time": CREATE_TIME, "runner_cpu_percent": 99.0})  # fmt: skip
+        t += timedelta(seconds=2)
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    sidecar.migrate()
+    sidecar.write_batch({"model_samples": rows})
+    dog, calls = dry_run_watchdog(tmp_path, monkeypatch, sidecar)
+    [result] = dog.tick(T0, models=[snapshot(T0, T0 - timedelta(seconds=3))])  # Ollama: Stopping for 3 s
+    dog.close()
+    assert result.action == "hard_kill" and len(calls) == 1
+    assert calls[0]["trigger"]["stopping_for_s"] == pytest.approx(180.0)
+
+
+# --- 2, 3. cold start and memory pressure: several agreeing signals; no refutation over a hole ---
+WINDOW_START, WINDOW_END = T0, T0 + timedelta(minutes=5)
+BLOB = "/root/.ollama/models/blobs/sha256-" + "c" * 64
+
+
+def window(start: datetime = WINDOW_START, end: datetime = WINDOW_END, model: str | None = MODEL) -> IncidentWindow:
+    return IncidentWindow(start=start, end=end, trials=100, failures=30, timeouts=30, failure_rate=0.3,
+                          p50_ms_during=9000.0, p95_ms_during=60_000.0, max_ms_during=60_000.0,
+                          before_start=start - timedelta(hours=2), trials_before=1000, failure_rate_before=0.0,
+                          p50_ms_before=4000.0, p95_ms_before=6000.0, departing_minutes=5, model=model)  # fmt: skip
+
+
+def context(tmp_path: Path, tables: dict[str, list[dict[str, Any]]]) -> WindowContext:
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    sidecar.migrate()
+    sidecar.write_batch({name: rows for name, rows in tables.items() if rows})
+    telemetry = Telemetry.load(sidecar, WINDOW_START - timedelta(hours=2), WINDOW_END + timedelta(hours=1))
+    return WindowContext(window(), telemetry, base_settings(tmp_path), model=MODEL)
+
+
+def model_rows(spans: Iterable[tuple[datetime, datetime]], pid_after: datetime | None = None) -> list[dict[str, Any]]:
+    """/api/ps samples every 10 s over each [from, to): the model loaded, all on the GPU; its
+    runner pid changes at `pid_after` (a respawn)."""
+    rows = []
+    for lo, hi in spans:
+        t = lo
+        while t < hi:
+            pid = PID + 1 if pid_after is not None and t >= pid_after else PID
+            rows.append({"ts": t, "model": MODEL, "state": "loaded", "expires_at": t + timedelta(minutes=5),
+                         "size_bytes": 9 * GB, "size_vram_bytes": 9 * GB, "processor": "100% GPU",
+                         "runner_pid": pid, "runner_create_time": CREATE_TIME, "runner_cpu_percent": 20.0})  # fmt: skip
+            t += timedelta(seconds=10)
+    return rows
+
+
+WHOLE = [(WINDOW_START - timedelta(minutes=10), WINDOW_END + timedelta(minutes=5))]
+LOAD_LINES = [  # one load of the model in the window: its spawn, load request and `started in` line
+    {"ts": T0 + timedelta(minutes=2), "kind": "runner_start", "msg": "starting runner",
+     "detail": {"load_id": "L7", "model": BLOB, "cmd": f"ollama runner --model {BLOB} --port 51000"}},
+    {"ts": T0 + timedelta(minutes=2, seconds=1), "kind": "load_request", "msg": "load request",
+     "detail": {"load_id": "L7", "model": BLOB}},
+    {"ts": T0 + timedelta(minutes=2, seconds=14), "kind": "runner_started", "msg": "llama runner started in 13.20 seconds",
+     "detail": {"load_id": "L7", "model": BLOB, "seconds": 13.2}},
+]  # fmt: skip
+GONE = [{"ts": T0 + timedelta(minutes=1, seconds=55), "kind": "gone", "model": MODEL, "detail": {}}]
+
+
+def timings(encode_during_ms: float) -> list[dict[str, Any]]:
+    """llama-server timing rows: the image encoder 40 ms before the window, `encode_during_ms` in it."""
+    rows = []
+    for i in range(6):
+        rows.append({"ts": T0 - timedelta(minutes=30 - i), "eval_ms": 900.0, "eval_tokens": 100, "image_encode_ms": 40.0})
+        rows.append({"ts": T0 + timedelta(seconds=30 + 20 * i), "eval_ms": 900.0, "eval_tokens": 100,
+                     "image_encode_ms": encode_during_ms})  # fmt: skip
+    return rows
+
+
+COLD_SIGNALS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "gone": {"events": GONE},
+    "respawn": {"model_samples": model_rows(WHOLE, pid_after=T0 + timedelta(minutes=3))},
+    "loads": {"log_events": LOAD_LINES},
+    "cold encoder": {"log_timings": timings(900.0)},
+}
+
+
+def cold_tables(*signals: str) -> dict[str, list[dict[str, Any]]]:
+    tables: dict[str, list[dict[str, Any]]] = {"model_samples": model_rows(WHOLE)}
+    for name in signals:
+        tables.update(COLD_SIGNALS[name])
+    return tables
+
+
+@pytest.mark.parametrize("signal", list(COLD_SIGNALS))
+def test_cold_start_is_not_confirmed_on_one_signal(tmp_path: Path, signal: str) -> None:
+    ctx = context(tmp_path, cold_tables(signal))
+    assert check_cold_start(ctx) is None  # partial evidence: neither confirmed nor refuted
+
+
+@pytest.mark.parametrize("signals", [("gone", "loads"), ("respawn", "cold encoder"), ("loads", "cold encoder")])
+def test_cold_start_is_confirmed_by_two_agreeing_signals(tmp_path: Path, signals: tuple[str, str]) -> None:
+    finding = check_cold_start(context(tmp_path, cold_tables(*signals)))
+    assert isinstance(finding, Finding) and finding.status == "confirmed"
+
+
+def test_cold_start_is_refuted_when_the_samples_cover_the_window(tmp_path: Path) -> None:
+    finding = check_cold_start(context(tmp_path, {"model_samples": model_rows(WHOLE), "log_timings": timings(42.0)}))
+    assert finding is not None and finding.status == "refuted"
+
+
+@pytest.mark.parametrize("spans", [
+    [(WINDOW_START - timedelta(minutes=10), T0 + timedelta(minutes=1)), (T0 + timedelta(minutes=4), WINDOW_END)],
+    [(T0 + timedelta(minutes=2), WINDOW_END + timedelta(minutes=5))],  # the sampler started late
+    [(WINDOW_START - timedelta(minutes=10), T0 + timedelta(minutes=3))],  # ... or stopped early
+], ids=["hole", "late start", "early stop"])  # fmt: skip
+def test_cold_start_is_not_refuted_over_a_sampler_gap(tmp_path: Path, spans: list[tuple[datetime, datetime]]) -> None:
+    # the model was listed, loaded and warm in every sample there is, but the sampler was not
+    # running for minutes of the window: absence of evidence is not evidence
+    ctx = context(tmp_path, {"model_samples": model_rows(spans), "log_timings": timings(42.0)})
+    assert len(Telemetry.between(ctx.telemetry.models, WINDOW_START, WINDOW_END)) >= 3
+    assert check_cold_start(ctx) is None
+
+
+def host_rows(signals: Iterable[str]) -> list[dict[str, Any]]:
+    """Host samples every minute over the hour before the window and the window: free memory
+    20 GB -> 0.5 GB (of 32 GB) near the window, swap-outs +60,000 pages, pressure 75."""
+    on = set(signals)
+    rows = []
+    start = WINDOW_START - timedelta(minutes=60)
+    for i in range(66):
+        t = start + timedelta(minutes=i)
+        near = t >= WINDOW_START - timedelta(minutes=5)
+        free = 0.5 * GB if ("free" in on and near) else 20 * GB
+        rows.append({"ts": t, "mem_total_bytes": 32 * GB, "mem_free_bytes": int(free), "mem_available_bytes": int(free),
+                     "swapouts": 1_000 + (1_000 * i if "swap" in on else 0), "swap_used_bytes": 0,
+                     "pressure": 75.0 if ("pressure" in on and near) else 10.0, "source": "linux:/proc"})  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize("signal", ["free", "swap", "pressure"])
+def test_memory_pressure_is_not_confirmed_on_one_signal(tmp_path: Path, signal: str) -> None:
+    assert check_memory_pressure(context(tmp_path, {"host_samples": host_rows([signal])})) is None
+
+
+@pytest.mark.parametrize("signals", [("free", "swap"), ("swap", "pressure"), ("free", "pressure"), ("free", "swap", "pressure")])
+def test_memory_pressure_is_confirmed_by_two_agreeing_signals(tmp_path: Path, signals: tuple[str, ...]) -> None:
+    finding = check_memory_pressure(context(tmp_path, {"host_samples": host_rows(signals)}))
+    assert finding is not None and finding.status == "confirmed" and finding.values["signals"] == len(signals)
+
+
+# --- 4. incident windows: failure-rate threshold and the MAD scale ------------------------------
+def rollup(p95: list[float], failures: list[int], trials: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "minute": [T0 + timedelta(minutes=i) for i in range(len(p95))],
+        "trials": trials, "ok": [n - f for n, f in zip(trials, failures, strict=True)],
+        "timeouts": failures, "errors": [0] * len(p95),
+        "failure_rate": [f / n for n, f in zip(trials, failures, strict=True)],
+        "p50_ms": [v * 0.7 for v in p95], "p95_ms": p95,
+    })  # fmt: skip
+
+
+def test_one_failure_is_not_a_departure() -> None:
+    n = 30
+    fails, trials = [0] * n, [100] * n
+    fails[10] = 1  # one failed trial in a busy minute: 1%, far below incident_min_failure_rate
+    fails[15] = 2  # two: 2%, still far below it (and too few to be far above the baseline)
+    trials[20], fails[20] = 1, 1  # the only trial of a quiet minute failed: 100%, but one failure
+    frame = rollup([6000.0] * n, fails, trials)
+    flags, reasons = departures(frame, baseline_of(frame, 6.0, 0.2), 0.2)
+    assert not flags.any(), reasons
+
+
+def write_trials(path: Path, minutes: list[tuple[int, int, float]]) -> None:
+    """Per minute (trials, failures, latency of the ok ones in ms), spread over the minute."""
+    with TrialWriter(path, background=False, batch_size=100_000) as writer:
+        trial_id = 0
+        for m, (n, failed, latency) in enumerate(minutes):
+            for k in range(n):
+                trial_id += 1
+                ts = T0 + timedelta(minutes=m, seconds=k * 60 / n)
+                ok = k >= failed
+                writer.add(trial_id=trial_id, run_id="r", model=MODEL, started_at=ts, finished_at=ts,
+                           latency_ms=latency if ok else None, status="ok" if ok else "timeout", error=None)  # fmt: skip
+
+
+def scan_windows(tmp_path: Path, minutes: list[tuple[int, int, float]]) -> list[IncidentWindow]:
+    tmp_path.mkdir(exist_ok=True)
+    db = tmp_path / "trials.duckdb"
+    write_trials(db, minutes)
+    settings = base_settings(tmp_path)
+    assert (settings.incident_threshold_sigma, settings.incident_min_failure_rate) == (6.0, 0.2)
+    with TrialSource(db, settings) as source:
+        return find_windows(source, settings).windows
+
+
+def test_one_failure_in_a_busy_minute_opens_no_window(tmp_path: Path) -> None:
+    minutes = [(40, 0, 4000.0)] * 30
+    minutes[12] = (40, 1, 4000.0)  # 1 of 40 failed (2.5%)
+    minutes[20] = (4, 2, 4000.0)  # one failing minute, 2 failures: departs, but is no window alone
+    assert scan_windows(tmp_path, minutes) == []
+    # the control: two failing minutes in a row are one
+    minutes[21] = (4, 2, 4000.0)
+    [found] = scan_windows(tmp_path / "again", minutes)
+    assert (found.start, found.end) == (T0 + timedelta(minutes=20), T0 + timedelta(minutes=22))
+
+
+# A widely spread run: per-minute p95 evenly from 500 to 1500 ms (median 1000, MAD 250, so the
+# robust sigma is 1.4826 x 250 = 371 ms and the 6-sigma threshold ~3.2 s). 2.9 s is within it;
+# judged on the raw MAD (threshold 2.5 s) or the raw distance from the median (1.5 s), it departs.
+SPREAD = [500.0 + 10.0 * i for i in range(101)]
+
+
+def test_p95_departure_is_judged_in_mad_sigmas() -> None:
+    p95 = [*SPREAD[:50], 2900.0, 2900.0, *SPREAD[50:], 4000.0, 4000.0]
+    frame = rollup(p95, [0] * len(p95), [20] * len(p95))
+    base = baseline_of(frame, 6.0, 0.2)
+    assert base.p95_median_ms == pytest.approx(1010.0, abs=15)
+    assert base.p95_sigma_ms == pytest.approx(1.4826 * 250, rel=0.05)
+    flags, reasons = departures(frame, base, 0.2)
+    assert list(np.flatnonzero(flags)) == [len(p95) - 2, len(p95) - 1], reasons
+
+
+def test_no_window_within_six_mad_sigmas_on_a_spread_run(tmp_path: Path) -> None:
+    minutes = [(5, 0, v) for v in SPREAD[:50]] + [(5, 0, 2900.0)] * 2 + [(5, 0, v) for v in SPREAD[50:]]
+    assert scan_windows(tmp_path, minutes) == []
+    minutes[50:52] = [(5, 0, 4000.0)] * 2  # the control: beyond 6 sigmas it is a window
+    [found] = scan_windows(tmp_path / "again", minutes)
+    assert (found.start, found.departing_minutes) == (T0 + timedelta(minutes=50), 2)
+
+
+# --- 5. the Live window shows each bucket's lowest free memory ---------------------------------
+def test_live_window_keeps_a_dip_inside_a_bucket(tmp_path: Path) -> None:
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    sidecar.migrate()
+    rows = []
+    for second in range(0, 60, 2):  # a sample every 2 s for a minute: 8 GB free, 0.3 GB at 00:24
+        dip = second == 24
+        free = int(0.3 * GB) if dip else 8 * GB
+        rows.append({"ts": T0 + timedelta(seconds=second), "mem_total_bytes": 32 * GB, "mem_free_bytes": free,
+                     "mem_available_bytes": free + GB, "page_size": 16384, "pages_free": free // 16384,
+                     "swapouts": 500, "pressure": 90.0 if dip else 5.0, "source": "linux:/proc"})  # fmt: skip
+    sidecar.write_batch({"host_samples": rows})
+    live = live_window(sidecar, T0, T0 + timedelta(minutes=1), bucket_s=10)
+    tele = live.telemetry.set_index("minute")
+    bucket = tele.loc[pd.Timestamp(T0 + timedelta(seconds=20))]
+    assert bucket["mem_free_bytes"] == int(0.3 * GB)
+    assert bucket["mem_available_bytes"] == int(0.3 * GB) + GB
+    assert bucket["pages_free"] == int(0.3 * GB) // 16384
+    assert bucket["pressure"] == 90.0
+    others = tele.drop(index=pd.Timestamp(T0 + timedelta(seconds=20)))
+    assert (others["mem_free_bytes"] == 8 * GB).all() and len(others) == 5
+
+
+# --- 6. the latest flash-attention statement wins ----------------------------------------------
+def restarted_log(fixtures_dir: Path) -> list[str]:
+    """The write-up's server.log start (flash attention on: config true, load FlashAttention:
+    Enabled), then Ollama restarted with OLLAMA_FLASH_ATTENTION=false and the model loaded again."""
+    first = (fixtures_dir / "ollama" / "server.log").read_text().splitlines()[:4]
+    assert "OLLAMA_FLASH_ATTENTION:true" in first[0] and "FlashAttention:Enabled" in first[3]
+
+    def later(line: str) -> str:
+        return line.replace("2025-11-20T08:5", "2025-11-20T09:3")
+
+    again = [later(first[0].replace("OLLAMA_FLASH_ATTENTION:true", "OLLAMA_FLASH_ATTENTION:false")), later(first[1]),
+             later(first[2]).replace("--port 53312", "--port 53999"),
+             later(first[3].replace("FlashAttention:Enabled", "FlashAttention:Disabled"))]  # fmt: skip
+    return first + again
+
+
+def test_the_latest_flash_statement_wins_after_a_restart(fixtures_dir: Path) -> None:
+    statements = flash_attention_statements(restarted_log(fixtures_dir))
+    assert [s["value"] for s in statements if s["source"] in ("server config", "load request")] == [True, True, False, False]
+    blob = next(s["model"] for s in statements if s.get("model"))
+    got = model_flash_attention(serve_environ=None, blob=blob, version="0.20.4", architecture="gemma4", statements=statements)
+    assert (got.value, got.source) == ("off", "server log") and "FlashAttention:Disabled" in got.detail
+
+
+def test_the_latest_llama_cpp_resolution_wins() -> None:
+    blob = "/home/u/.ollama/models/blobs/sha256-" + "a" * 64
+    cmd = ["/usr/lib/ollama/llama-server", "--model", blob, "--port", "41000", "--flash-attn", "auto"]
+    spawn = (f'time=2026-09-02T16:5{{}}:34.600Z level=INFO source=llama_server.go:433 msg="starting llama-server" '
+             f'cmd="{" ".join(cmd)}"')  # fmt: skip
+    log = [spawn.format(1), "llama_context: flash_attn    = enabled", spawn.format(8), "llama_context: flash_attn    = disabled"]
+    got = model_flash_attention(runner_cmdline=cmd, version="0.32.15", statements=flash_attention_statements(log))
+    assert (got.value, got.setting) == ("off", "auto") and "disabled" in got.detail
+
+
+def test_diagnosis_reads_the_latest_flash_statement_from_the_ingested_log(tmp_path: Path, fixtures_dir: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("\n".join(restarted_log(fixtures_dir)) + "\n")
+    sidecar_path = tmp_path / "trials.ops.duckdb"
+    ingest_logs(sidecar_path, server_logs=[log], utc_offset="+01:00")
+    end = datetime(2025, 11, 20, 9, 0, tzinfo=UTC)  # 10:00 local: after both runs
+    telemetry = Telemetry.load(Sidecar(sidecar_path), end - timedelta(hours=2), end)
+    ctx = WindowContext(window(end - timedelta(minutes=5), end, None), telemetry, base_settings(tmp_path))
+    on, where = flash_setting(ctx)
+    assert on is False and "FlashAttention:Disabled" in where, where

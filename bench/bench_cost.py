@@ -163,6 +163,8 @@ def oasis(*args: str) -> list[str]:
 
 # --- in-process figures (a child each: its own imports, its own memory) --------------------------
 def inproc_rollup(db: str, start: str, end: str, snapshots: str) -> dict[str, float]:
+    import pandas  # noqa: F401 - warm, as the baseline's in-process figure: the rollup imports it lazily
+
     from oasis_ops.settings import load_settings
     from oasis_ops.trials import TrialSource
     from oasis_ops.trials.timeparse import auto_bucket, parse_time

@@ -23,16 +23,10 @@ from. No finding is reported without evidence; the only refuted finding reported
 
 from __future__ import annotations
 
-from oasis_ops.diagnosis.checks.client_timeout import DEFAULT_TIMEOUT_MS as DEFAULT_TIMEOUT_MS
 from oasis_ops.diagnosis.checks.client_timeout import NON_INFERENCE_PATHS as NON_INFERENCE_PATHS
 from oasis_ops.diagnosis.checks.client_timeout import check_client_timeout
-from oasis_ops.diagnosis.checks.cold_start import COLD_LEAD as COLD_LEAD
-from oasis_ops.diagnosis.checks.cold_start import ENCODER_COLD_RATIO as ENCODER_COLD_RATIO
 from oasis_ops.diagnosis.checks.cold_start import _cold_start_loads as _cold_start_loads
 from oasis_ops.diagnosis.checks.cold_start import check_cold_start
-from oasis_ops.diagnosis.checks.context import BUSY_CPU_PERCENT as BUSY_CPU_PERCENT
-from oasis_ops.diagnosis.checks.context import ENCODER_WARM_RATIO as ENCODER_WARM_RATIO
-from oasis_ops.diagnosis.checks.context import MODEL_LOOKBACK as MODEL_LOOKBACK
 from oasis_ops.diagnosis.checks.context import (
     ORDER,
     TITLES,
@@ -42,25 +36,31 @@ from oasis_ops.diagnosis.checks.context import (
     pick_model,
     timing_comparison,
 )
-from oasis_ops.diagnosis.checks.context import STOPPING_LOOKAHEAD as STOPPING_LOOKAHEAD
 from oasis_ops.diagnosis.checks.context import TrialCounter as TrialCounter
 from oasis_ops.diagnosis.checks.context import _detail as _detail
 from oasis_ops.diagnosis.checks.context import apple_silicon as apple_silicon
-from oasis_ops.diagnosis.checks.flash_spill import EVAL_SLOWDOWN as EVAL_SLOWDOWN
 from oasis_ops.diagnosis.checks.flash_spill import check_flash_spill, flash_setting
-from oasis_ops.diagnosis.checks.memory import FREE_DROP_FACTOR as FREE_DROP_FACTOR
-from oasis_ops.diagnosis.checks.memory import LOW_FREE_BYTES as LOW_FREE_BYTES
-from oasis_ops.diagnosis.checks.memory import LOW_FREE_FRACTION as LOW_FREE_FRACTION
-from oasis_ops.diagnosis.checks.memory import MEMORY_LOOKBACK as MEMORY_LOOKBACK
-from oasis_ops.diagnosis.checks.memory import PRESSURE_HIGH as PRESSURE_HIGH
-from oasis_ops.diagnosis.checks.memory import SWAP_CLIMB_PAGES as SWAP_CLIMB_PAGES
 from oasis_ops.diagnosis.checks.memory import check_memory_pressure
-from oasis_ops.diagnosis.checks.stopping import STOPPING_LEAD as STOPPING_LEAD
 from oasis_ops.diagnosis.checks.stopping import (
     StoppingEpisode,
     check_stopping_deadlock,
     stopping_episodes,
 )
+from oasis_ops.diagnosis.thresholds import BUSY_CPU_PERCENT as BUSY_CPU_PERCENT
+from oasis_ops.diagnosis.thresholds import COLD_LEAD as COLD_LEAD
+from oasis_ops.diagnosis.thresholds import DEFAULT_TIMEOUT_MS as DEFAULT_TIMEOUT_MS
+from oasis_ops.diagnosis.thresholds import ENCODER_COLD_RATIO as ENCODER_COLD_RATIO
+from oasis_ops.diagnosis.thresholds import ENCODER_WARM_RATIO as ENCODER_WARM_RATIO
+from oasis_ops.diagnosis.thresholds import EVAL_SLOWDOWN as EVAL_SLOWDOWN
+from oasis_ops.diagnosis.thresholds import FREE_DROP_FACTOR as FREE_DROP_FACTOR
+from oasis_ops.diagnosis.thresholds import LOW_FREE_BYTES as LOW_FREE_BYTES
+from oasis_ops.diagnosis.thresholds import LOW_FREE_FRACTION as LOW_FREE_FRACTION
+from oasis_ops.diagnosis.thresholds import MEMORY_LOOKBACK as MEMORY_LOOKBACK
+from oasis_ops.diagnosis.thresholds import MODEL_LOOKBACK as MODEL_LOOKBACK
+from oasis_ops.diagnosis.thresholds import PRESSURE_HIGH as PRESSURE_HIGH
+from oasis_ops.diagnosis.thresholds import STOPPING_LEAD as STOPPING_LEAD
+from oasis_ops.diagnosis.thresholds import STOPPING_LOOKAHEAD as STOPPING_LOOKAHEAD
+from oasis_ops.diagnosis.thresholds import SWAP_CLIMB_PAGES as SWAP_CLIMB_PAGES
 
 
 # --- all together -----------------------------------------------------------------------------

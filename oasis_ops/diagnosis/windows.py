@@ -22,19 +22,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from oasis_ops.diagnosis.thresholds import (
+    DEFAULT_MERGE_GAP_MIN,
+    DEFAULT_TIMEOUT_MS,
+    FAR_ABOVE_FACTOR,
+    FAR_ABOVE_MIN_FAILURES,
+    FAR_ABOVE_MIN_RATE,
+    MAD_FLOOR_FRACTION,
+    MAD_SCALE,
+    MIN_FAILING_TRIALS,
+    MIN_LATENCY_TRIALS,
+    MIN_P95_RATIO,
+    WINDOW_MIN_DEPARTING,
+    WINDOW_MIN_FAILURES,
+)
 from oasis_ops.errors import DataError, TooManyBuckets
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
 from oasis_ops.trials.timeparse import as_utc
 
-MAD_SCALE = 1.4826  # MAD -> standard deviation of a normal distribution
-MAD_FLOOR_FRACTION = 0.05
-MIN_P95_RATIO = 1.5
-MIN_LATENCY_TRIALS = 3  # a minute's p95 needs this many latencies to be judged
-FAR_ABOVE_FACTOR = 10.0
-FAR_ABOVE_MIN_RATE = 0.05
-DEFAULT_MERGE_GAP_MIN = 2
-DEFAULT_TIMEOUT_MS = 60_000.0  # the harness's request timeout, when nothing says otherwise
 ONE_MINUTE = timedelta(minutes=1)
 
 
@@ -170,9 +176,9 @@ def departures(rollup: pd.DataFrame, baseline: Baseline, min_failure_rate: float
         why = []
         if trials[i] > 0:
             rate = failures[i] / trials[i]
-            if rate >= min_failure_rate and failures[i] >= 2:
+            if rate >= min_failure_rate and failures[i] >= MIN_FAILING_TRIALS:
                 why.append(f"failure rate {rate:.0%} >= {min_failure_rate:.0%}")
-            elif failures[i] >= 3 and rate >= far_rate:
+            elif failures[i] >= FAR_ABOVE_MIN_FAILURES and rate >= far_rate:
                 why.append(f"failure rate {rate:.0%}, over 10x the baseline {baseline.failure_rate:.2%}")
             threshold = baseline.p95_threshold_ms
             if threshold is not None and ok[i] >= MIN_LATENCY_TRIALS and not np.isnan(p95[i]) and p95[i] > threshold:
@@ -270,7 +276,7 @@ def find_windows(
         part = rollup.iloc[i : j + 1]
         failures = int(part["timeouts"].sum() + part["errors"].sum())
         departing = int(flags[i : j + 1].sum())
-        if failures < 3 and departing < 2:
+        if failures < WINDOW_MIN_FAILURES and departing < WINDOW_MIN_DEPARTING:
             continue
         w_start = minutes.iloc[i].to_pydatetime()
         w_end = minutes.iloc[j].to_pydatetime() + ONE_MINUTE

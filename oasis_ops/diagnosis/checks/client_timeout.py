@@ -10,8 +10,8 @@ import pandas as pd
 
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.checks.context import Finding, Telemetry, WindowContext, _median
+from oasis_ops.diagnosis.thresholds import DEFAULT_TIMEOUT_MS
 
-DEFAULT_TIMEOUT_MS = 60_000.0
 NON_INFERENCE_PATHS = {"/", "/api/ps", "/api/version", "/api/show", "/api/tags", "/api/pull", "/api/push", "/api/delete", "/api/copy"}
 
 

@@ -15,7 +15,6 @@ import pandas as pd
 
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.checks.context import (
-    ENCODER_WARM_RATIO,
     Finding,
     Telemetry,
     WindowContext,
@@ -23,10 +22,8 @@ from oasis_ops.diagnosis.checks.context import (
     _model_rows,
     timing_comparison,
 )
+from oasis_ops.diagnosis.thresholds import COLD_LEAD, ENCODER_COLD_RATIO, ENCODER_WARM_RATIO
 from oasis_ops.probes.processes import blob_from_manifest
-
-COLD_LEAD = timedelta(minutes=2)
-ENCODER_COLD_RATIO = 3.0
 
 
 def _cold_start_loads(ctx: WindowContext, lo: datetime, hi: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -19,6 +19,10 @@ import numpy as np
 import pandas as pd
 
 from oasis_ops.diagnosis import text as t
+from oasis_ops.diagnosis.thresholds import (
+    MODEL_LOOKBACK,
+    STOPPING_LOOKAHEAD,
+)
 from oasis_ops.diagnosis.windows import IncidentWindow
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar
@@ -32,10 +36,6 @@ TITLES = {
     "client_timeout_only": "Client-side timeout only (the server answered in time)",
 }
 
-MODEL_LOOKBACK = timedelta(minutes=60)
-STOPPING_LOOKAHEAD = timedelta(minutes=30)  # a deadlock usually starts when the window ends
-BUSY_CPU_PERCENT = 80.0
-ENCODER_WARM_RATIO = 1.5
 
 TrialCounter = Callable[[datetime, datetime], dict[str, Any]]
 

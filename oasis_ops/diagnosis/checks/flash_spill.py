@@ -14,9 +14,6 @@ import pandas as pd
 
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.checks.context import (
-    BUSY_CPU_PERCENT,
-    ENCODER_WARM_RATIO,
-    MODEL_LOOKBACK,
     Finding,
     WindowContext,
     _detail,
@@ -25,11 +22,15 @@ from oasis_ops.diagnosis.checks.context import (
     apple_silicon,
     timing_comparison,
 )
+from oasis_ops.diagnosis.thresholds import (
+    BUSY_CPU_PERCENT,
+    ENCODER_WARM_RATIO,
+    EVAL_SLOWDOWN,
+    MODEL_LOOKBACK,
+)
 from oasis_ops.probes.flash import model_flash_attention
 from oasis_ops.probes.gguf import gguf_architecture
 from oasis_ops.probes.processes import blob_from_manifest, blob_key, default_models_dir
-
-EVAL_SLOWDOWN = 2.5
 
 
 def flash_setting(ctx: WindowContext) -> tuple[bool | None, str]:

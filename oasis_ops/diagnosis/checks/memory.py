@@ -11,13 +11,14 @@ import pandas as pd
 
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.checks.context import Finding, Telemetry, WindowContext
-
-MEMORY_LOOKBACK = timedelta(hours=1)
-FREE_DROP_FACTOR = 10.0
-LOW_FREE_FRACTION = 0.05
-LOW_FREE_BYTES = 2_000_000_000  # when total memory is unknown
-SWAP_CLIMB_PAGES = 10_000
-PRESSURE_HIGH = 50.0
+from oasis_ops.diagnosis.thresholds import (
+    FREE_DROP_FACTOR,
+    LOW_FREE_BYTES,
+    LOW_FREE_FRACTION,
+    MEMORY_LOOKBACK,
+    PRESSURE_HIGH,
+    SWAP_CLIMB_PAGES,
+)
 
 
 def _free_bytes(host: pd.DataFrame) -> pd.Series:

@@ -18,16 +18,13 @@ import pandas as pd
 
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.checks.context import (
-    BUSY_CPU_PERCENT,
-    STOPPING_LOOKAHEAD,
     Finding,
     Telemetry,
     WindowContext,
     _median,
     _model_rows,
 )
-
-STOPPING_LEAD = timedelta(minutes=5)
+from oasis_ops.diagnosis.thresholds import BUSY_CPU_PERCENT, STOPPING_LEAD, STOPPING_LOOKAHEAD
 
 
 @dataclass

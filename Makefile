@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: venv dev browser run test check lint typecheck bench soak clean docs
+.PHONY: venv dev browser run test check lint typecheck bench soak mutation clean docs
 
 # The venv is rebuilt only when a requirements file or pyproject changes (stamp files).
 $(VENV)/.stamp-runtime: requirements.txt requirements-model.txt pyproject.toml
@@ -51,6 +51,11 @@ bench: dev
 # not part of `make test`. Prints the slope per hour of RSS, CPU, threads, open files, sidecar size.
 soak: dev browser
 	$(BIN)/python -m bench.soak
+
+# Mutation testing of trials, probes, actions, diagnosis and the watchdog (hours; not in `make test`).
+mutation: dev
+	$(BIN)/python -m pip install -q -r requirements-mutation.txt
+	$(BIN)/python -m bench.mutation $(PACKAGES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -282,6 +282,10 @@ def test_write_batch_and_every_sidecar_statement(tmp_path: Path) -> None:
     assert counts["sampler_status"] == 1 and counts["log_requests"] == 1 and counts["harness_log"] == 1
     assert flash == ("true",)
 
+    from oasis_ops.sidecar.retention import TABLES, apply_retention
+
+    assert set(apply_retention(sidecar, datetime.now(UTC), full_h=24, keep_days=30)) == set(TABLES)
+    used |= {f"sidecar_retain_{table}" for table in TABLES}
     # Every sidecar_* SQL file ran in this test or in migrate()/write_batch().
     used |= set(INSERT_STATEMENTS.values())
     used |= {"sidecar_create_schema_version", "sidecar_insert_schema_version", "sidecar_schema_version",

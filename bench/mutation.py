@@ -1,0 +1,111 @@
+"""`make mutation`: mutation testing (PyPI mutmut) of the core packages, one score per package.
+
+For each package, a copy of the tracked tree is made in a temporary directory with a
+`[tool.mutmut]` section naming the package and the tests that exercise it, and `mutmut run`
+mutates it (mutmut runs, for each mutant, only the tests that cover the mutated function). The
+score is killed / (killed + survived + no tests) (timeouts count as killed, as mutmut does).
+Survivors are listed per package (`mutmut show NAME` in the copy shows one), and the table goes
+to `bench/results/mutation.json`. Not part of `make test`: it takes hours on two cores.
+
+    make mutation                                   # every package below
+    .venv/bin/python -m bench.mutation trials       # one package
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# package -> the tests that exercise it (mutmut maps each mutant to the tests that reach it)
+PACKAGES: dict[str, tuple[str, list[str]]] = {
+    "trials": ("oasis_ops/trials", ["tests/test_trials_rollup.py", "tests/test_trials_bounds.py", "tests/test_trials_errors.py",
+                                    "tests/test_trials_writer.py", "tests/test_wide_span.py", "tests/test_bad_input_cli.py",
+                                    "tests/test_pins_kill_snapshot.py"]),
+    "probes": ("oasis_ops/probes", ["tests/test_probes_processes.py", "tests/test_bad_input_ollama.py", "tests/test_flash.py",
+                                    "tests/test_preflight.py"]),
+    "actions": ("oasis_ops/actions", ["tests/test_kill_real.py", "tests/test_kill_audit_always.py", "tests/test_pins_kill_snapshot.py",
+                                      "tests/test_watchdog.py"]),
+    "diagnosis": ("oasis_ops/diagnosis", ["tests/test_windows.py", "tests/test_pins_diagnosis.py", "tests/test_diagnosis_scenarios.py",
+                                          "tests/test_report.py"]),
+    "watchdog": ("oasis_ops/watchdog.py", ["tests/test_watchdog.py", "tests/test_sampler_watchdog.py", "tests/test_pins_diagnosis.py"]),
+}  # fmt: skip
+KILLED = {1, 3, -24, 24, 36, 152, 255}  # mutmut's (3.8) exit codes for killed and timed out
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def tracked_copy(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = ROOT / name.decode()
+        if src.is_file():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+def run_package(name: str, work: Path) -> dict[str, object]:
+    path, tests = PACKAGES[name]
+    copy = work / name
+    tracked_copy(copy)
+    # the whole package is copied (imports need it), only `path` is mutated
+    others = sorted(str(p.relative_to(copy)) for p in (copy / "oasis_ops").rglob("*.py")
+                    if not str(p.relative_to(copy)).startswith(path))  # fmt: skip
+    pyproject = copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n[tool.mutmut]\n" + 'paths_to_mutate = ["oasis_ops"]\n'
+                         + f"do_not_mutate = {json.dumps(others)}\n" + f"tests_dir = {json.dumps(tests)}\n"
+                         + 'also_copy = ["sql", "tests"]\n')  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "2"], cwd=copy,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    counts = {"killed": 0, "survived": 0, "no_tests": 0, "other": 0}
+    survivors: list[str] = []
+    for meta in (copy / "mutants").rglob("*.meta"):
+        if not str(meta.relative_to(copy / "mutants")).startswith(path):
+            continue
+        data = json.loads(meta.read_text())
+        for mutant, code in data.get("exit_code_by_key", {}).items():
+            if code in KILLED:
+                counts["killed"] += 1
+            elif code in SURVIVED:
+                counts["survived"] += 1
+                survivors.append(mutant)
+            elif code in NO_TESTS:
+                counts["no_tests"] += 1
+            else:
+                counts["other"] += 1
+    judged = counts["killed"] + counts["survived"] + counts["no_tests"]
+    return {"package": name, "path": path, **counts, "score": counts["killed"] / judged if judged else None,
+            "minutes": (time.monotonic() - started) / 60, "returncode": done.returncode, "survivors": sorted(survivors),
+            "log_tail": (done.stdout + done.stderr)[-1500:]}  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(PACKAGES)
+    unknown = [n for n in names if n not in PACKAGES]
+    if unknown:
+        print(f"unknown package(s): {', '.join(unknown)}; known: {', '.join(PACKAGES)}", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="oasis-mutation-") as tmp:
+        for name in names:
+            row = run_package(name, Path(tmp))
+            rows.append(row)
+            score = "-" if row["score"] is None else f"{row['score']:.0%}"
+            print(f"{name:<10} {score:>5}  killed {row['killed']}, survived {row['survived']}, no tests {row['no_tests']}, "
+                  f"other {row['other']}  ({row['minutes']:.0f} min)", flush=True)  # fmt: skip
+    out = ROOT / "bench" / "results" / "mutation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"results (with the surviving mutants' names): {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

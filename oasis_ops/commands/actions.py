@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     switch.add_argument("--off", action="store_true", help="switch the watchdog off (persisted) and exit")
     p.add_argument("--dry-run", action="store_true", help="with --on: only log what it would do")
     p.add_argument("--once", action="store_true", help="one tick, then exit")
-    p.add_argument("--interval", type=number_in(float, 0.1, 3600), help="seconds between ticks (default: sample_interval_s)")
+    p.add_argument("--interval", type=number_in(float, 0.01, 3600), help="seconds between ticks (default: sample_interval_s)")
     _common(p)
     p.set_defaults(func=run_watchdog)
 

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="run the telemetry sampler without the dashboard")
     p.add_argument("--db", help="trial database whose sidecar gets the telemetry (default: the `db` setting)")
     p.add_argument("--sidecar", help="write this sidecar instead of <db stem>.ops.duckdb")
-    p.add_argument("--interval", type=number_in(float, 0.1, 3600), help="seconds between samples (default: sample_interval_s, 1)")
+    p.add_argument("--interval", type=number_in(float, 0.01, 3600), help="seconds between samples (default: sample_interval_s, 1)")
     p.add_argument("--once", action="store_true", help="take one sample (creating the sidecar if needed) and exit")
     p.set_defaults(func=run)
 

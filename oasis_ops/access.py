@@ -24,7 +24,6 @@ from oasis_ops.errors import UsageError
 
 MIN_SECRET_CHARS = 12
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 
 
 def is_loopback_name(name: str) -> bool:

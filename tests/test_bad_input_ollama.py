@@ -287,3 +287,62 @@ def test_loopback_origin() -> None:
     assert loopback_origin("http://localhost:8501") and loopback_origin("https://127.0.0.1") and loopback_origin("http://[::1]:80")
     assert not loopback_origin("http://evil.example") and not loopback_origin("null")
     assert not loopback_origin("file://") and not loopback_origin("http://127.0.0.1.evil.example")
+
+
+# --- expires_at as Go writes it ---------------------------------------------------------------
+# Ollama's /api/ps marshals a time.Time: RFC 3339 with Go's RFC3339Nano layout, trailing zeros of
+# the fraction dropped (0 to 9 digits), "Z" for a zero offset, else ±hh:mm (half-hour zones too).
+# Ollama sets expires_at to now + keep_alive (year ~2318 for keep_alive -1) and replaces the zero
+# time by now + session duration, but an older build could still send 0001-01-01T00:00:00Z, which
+# `ollama ps` shows as Stopping (it is in the past).
+def _go_rfc3339(moment: datetime, offset_minutes: int, digits: int) -> str:
+    from datetime import timedelta, timezone
+
+    local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    nanos = f"{local.microsecond:06d}789"[:digits].rstrip("0")  # µs plus fake ns, trimmed as Go does
+    text += f".{nanos}" if nanos else ""
+    if offset_minutes == 0:
+        return text + "Z"
+    sign, span = ("-", -offset_minutes) if offset_minutes < 0 else ("+", offset_minutes)
+    return f"{text}{sign}{span // 60:02d}:{span % 60:02d}"
+
+
+GO_FORMS = [  # (seconds ahead of now, UTC offset in minutes, fraction digits Go wrote, state)
+    (300, 0, 0, "loaded"),  # 2026-12-04T15:04:05Z
+    (300, 60, 9, "loaded"),  # ...05.123456789+01:00
+    (300, -420, 5, "loaded"),  # ...05.12345-07:00 (Go drops trailing zeros)
+    (300, 330, 3, "loaded"),  # +05:30
+    (300, -570, 1, "loaded"),  # -09:30
+    (-40, 0, 9, "stopping"),
+    (-40, 345, 7, "stopping"),  # +05:45
+    (9_000_000_000, 60, 9, "loaded"),  # keep_alive -1: year ~2312
+]
+
+
+def test_status_reads_expires_at_in_every_form_go_writes(
+    junk: JunkOllama, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    now = datetime.now(UTC).replace(microsecond=123456)
+    entries, expected = [], {}
+    for i, (ahead_s, offset_minutes, digits, state) in enumerate(GO_FORMS):
+        expires = now + timedelta(seconds=ahead_s)
+        text = _go_rfc3339(expires, offset_minutes, digits)
+        kept = min(digits, 6)  # the same instant in UTC, truncated to the digits Go wrote (ns dropped)
+        micro = int(f"{expires.microsecond:06d}"[:kept].ljust(6, "0")) if kept else 0
+        expected[f"m{i}:latest"] = (state, expires.replace(microsecond=micro), text)
+        entries.append({"name": f"m{i}:latest", "model": f"m{i}:latest", "size": 100, "size_vram": 100, "expires_at": text})
+    entries.append({"name": "zero:latest", "model": "zero:latest", "size": 100, "size_vram": 100,
+                    "expires_at": "0001-01-01T00:00:00Z"})  # fmt: skip
+    expected["zero:latest"] = ("stopping", datetime(1, 1, 1, tzinfo=UTC), "0001-01-01T00:00:00Z")
+    junk.junk["/api/ps"] = (200, json.dumps({"models": entries}).encode())
+    monkeypatch.setenv("OLLAMA_HOST", junk.url)
+    code = cli_main(["status", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    seen = {m["name"]: (m["state"], datetime.fromisoformat(m["expires_at"])) for m in json.loads(captured.out)["models"]}
+    assert set(seen) == set(expected)
+    for name, (state, moment, text) in expected.items():
+        assert seen[name] == (state, moment), text

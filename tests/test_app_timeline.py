@@ -6,8 +6,12 @@ wrote); broken inputs must give a short st.error and never an exception.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -233,3 +237,49 @@ def test_no_replay_pick_outside_the_demo(monkeypatch: pytest.MonkeyPatch, tmp_pa
     at = run_timeline(monkeypatch, db)
     assert at.button_group(key="db_path_pick").value == "Configured database"
     assert not any("This is a demo" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_pages_read_a_file_a_writer_holds_open(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A harness holding the trial DB read-write for the whole run (DuckDB's lock keeps every
+    other process out, for minutes): the Timeline and Live pages read it all the same, from a
+    snapshot copy, and say so; the writer loses no insert."""
+    from helpers_trials import WRITERS
+
+    db = tmp_path / "held run.duckdb"  # a space in the path too
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE trials (trial_id BIGINT, run_id VARCHAR, model VARCHAR, started_at TIMESTAMP,"
+        " finished_at TIMESTAMP, latency_ms DOUBLE, status VARCHAR, error VARCHAR)"
+    )
+    con.close()
+    result, stop = tmp_path / "held.json", tmp_path / "held.stop"
+    proc = subprocess.Popen([sys.executable, str(WRITERS / "hold_open.py"), str(db), "120", "0.05", str(result), str(stop)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        ready = Path(str(result) + ".ready")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ready.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the writer never opened the file"
+        with pytest.raises(duckdb.IOException, match="[Ll]ock"):  # the file is really held
+            duckdb.connect(str(db), read_only=True).close()
+        at = run_timeline(monkeypatch, db)
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        assert int(_metrics(at)["Trials"].replace(",", "")) > 0
+        text = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+        assert "snapshot" in text.lower(), text
+        at.switch_page("pages/live.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        with pytest.raises(duckdb.IOException, match="[Ll]ock"):  # still held: no page took it over
+            duckdb.connect(str(db), read_only=True).close()
+        stop.touch()
+        proc.wait(timeout=30)
+    finally:
+        stop.touch()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    assert json.loads(result.read_text())["failures"] == []

@@ -33,7 +33,8 @@ PACKAGES: dict[str, tuple[str, list[str]]] = {
                                       "tests/test_watchdog.py"]),
     "diagnosis": ("oasis_ops/diagnosis", ["tests/test_windows.py", "tests/test_pins_diagnosis.py", "tests/test_diagnosis_scenarios.py",
                                           "tests/test_report.py"]),
-    "watchdog": ("oasis_ops/watchdog.py", ["tests/test_watchdog.py", "tests/test_sampler_watchdog.py", "tests/test_pins_diagnosis.py"]),
+    "watchdog": ("oasis_ops/watchdog.py", ["tests/test_watchdog.py", "tests/test_sampler_watchdog.py", "tests/test_pins_diagnosis.py",
+                                          "tests/test_pins_watchdog.py"]),
 }  # fmt: skip
 KILLED = {1, 3, -24, 24, 36, 152, 255}  # mutmut's (3.8) exit codes for killed and timed out
 SURVIVED = {0}

@@ -179,16 +179,11 @@ class WatchdogPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WatchdogPolicy:
-        action = str(settings.watchdog_guard_action).strip().lower()
-        if action not in ("concurrency", "pause"):
-            from oasis_ops.errors import ConfigError
-
-            raise ConfigError(f"watchdog_guard_action must be `concurrency` or `pause`, got {action!r}")
         values: dict[str, Any] = {
             "stopping_s": float(settings.watchdog_stopping_s),
             "min_free_bytes": float(settings.watchdog_min_free_gb) * 1e9,
             "max_pressure": float(settings.watchdog_max_pressure),
-            "guard_action": action,
+            "guard_action": settings.watchdog_guard_action,  # one of settings.CHOICES, checked there
             "restore_s": float(settings.watchdog_restore_min) * 60.0,
             "kill_interval_s": float(settings.watchdog_kill_interval_min) * 60.0,
         }

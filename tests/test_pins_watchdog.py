@@ -1,0 +1,369 @@
+"""Pins for the watchdog's memory guard, its switch and its policy (mutation testing found these
+unpinned): exact thresholds at their edges, exact audit rows, the restore clock, what is never
+restored, and the switch file's contents. A real control channel with a runner-side thread
+(RunnerControl and a ResizableLimiter), a real sidecar; time pinned through tick(now)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oasis_ops.actions import ActionContext
+from oasis_ops.control import ControlChannel, ResizableLimiter, RunnerControl
+from oasis_ops.errors import ConfigError
+from oasis_ops.probes.host import HostSample
+from oasis_ops.settings import load_settings
+from oasis_ops.watchdog import Watchdog, WatchdogPolicy, read_switch, switch_path, write_switch
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def host(free: float | None, available: float | None, pressure: float | None) -> HostSample:
+    return HostSample(ts=T0, mem_total_bytes=32_000_000_000, mem_free_bytes=None if free is None else int(free),
+                      mem_available_bytes=None if available is None else int(available), page_size=16384,
+                      pages_free=None, swap_used_bytes=0, swapins=0, swapouts=0, pressure=pressure, source="test")  # fmt: skip
+CALM = {"pressure": 10.0, "mem_available_bytes": 20e9}
+
+
+def settings_for(tmp_path: Path, **flags: Any) -> Any:
+    return load_settings(env={}, flags={"db": str(tmp_path / "trials.duckdb"), "ollama_host": "http://127.0.0.1:9",
+                                        "watchdog": True, "control_ack_timeout_s": 5.0, **flags})  # fmt: skip
+
+
+@pytest.fixture
+def limiter(tmp_path: Path) -> Iterator[ResizableLimiter]:
+    limiter = ResizableLimiter(4)
+    with RunnerControl(tmp_path / "trials.control", limiter=limiter, poll_interval_s=0.05, heartbeat_interval_s=0.1):
+        yield limiter
+
+
+def guard_dog(tmp_path: Path, **flags: Any) -> Watchdog:
+    ctx = ActionContext.from_settings(settings_for(tmp_path, **flags), requested_by="test")
+    return Watchdog(ctx, completed_since=lambda since: 0)
+
+
+def audit_rows(dog: Watchdog) -> list[tuple[Any, ...]]:
+    assert dog.ctx.sidecar is not None
+    frame = dog.ctx.sidecar.actions_since(T0 - timedelta(days=1), max_rows=100)
+    out = []
+    for row in frame.sort_values("ts").to_dict("records"):
+        detail = json.loads(row["detail"])
+        out.append((row["action"], row["target"], row["outcome"], row["requested_by"], json.loads(row["params"]),
+                    detail["message"], detail.get("trigger")))  # fmt: skip
+    return out
+
+
+# --- thresholds ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("sample", "reason"),
+    [
+        ({"pressure": 60.0, "mem_available_bytes": 20e9}, "memory pressure 60 >= 60"),  # reaching it is enough
+        ({"pressure": 59.9, "mem_available_bytes": 1_999_999_999.0}, "available memory 2.00 GB < 2 GB"),
+        ({"pressure": None, "mem_available_bytes": None, "mem_free_bytes": 1.5e9}, "available memory 1.50 GB < 2 GB"),
+        (host(30e9, 0.5e9, 61.5),
+         "memory pressure 62 >= 60"),  # pressure is judged first; a HostSample reads as a mapping does
+        (host(1e9, None, None),
+         "available memory 1.00 GB < 2 GB"),
+    ],
+)  # fmt: skip
+def test_the_guard_acts_at_its_thresholds_with_the_exact_reason(
+    tmp_path: Path, limiter: ResizableLimiter, sample: Any, reason: str
+) -> None:
+    dog = guard_dog(tmp_path)
+    [result] = dog.tick(T0, models=[], host=sample)
+    assert (result.action, result.target, result.outcome, result.requested_by) == ("concurrency", "runner", "done", "watchdog")
+    assert result.detail["trigger"] == reason and result.params == {"max_concurrency": 1} and limiter.limit == 1
+    dog.close()
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        {"pressure": 59.99, "mem_available_bytes": 2e9},  # just under the pressure, exactly the free floor
+        {"pressure": None, "mem_available_bytes": 2e9, "mem_free_bytes": 0.1e9},  # available wins over free
+        {"pressure": None, "mem_available_bytes": None, "mem_free_bytes": None},  # nothing known: nothing done
+        host(0.1e9, 3e9, 0.0),
+    ],
+)
+def test_the_guard_leaves_a_healthy_host_alone(tmp_path: Path, limiter: ResizableLimiter, sample: Any) -> None:
+    dog = guard_dog(tmp_path)
+    assert dog.tick(T0, models=[], host=sample) == []
+    assert dog.guard is None and limiter.limit == 4 and audit_rows(dog) == []
+    dog.close()
+
+
+# --- the episode and the restore clock ----------------------------------------------------------
+def test_one_action_per_episode_and_a_fresh_recovery_clock_after_a_relapse(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    dog = guard_dog(tmp_path, watchdog_restore_min=5.0)
+    [lowered] = dog.tick(T0, models=[], host={"pressure": 80.0})
+    assert lowered.message.startswith("max concurrency is now 1") and limiter.limit == 1
+    assert dog.tick(T0 + timedelta(seconds=1), models=[], host={"pressure": 95.0}) == []  # same episode
+    assert dog.tick(T0 + timedelta(seconds=10), models=[], host=CALM) == []  # recovery from 10 s
+    assert dog.recovered_since == T0 + timedelta(seconds=10)
+    assert dog.tick(T0 + timedelta(seconds=200), models=[], host={"pressure": 70.0}) == []  # relapse: no new action
+    assert dog.recovered_since is None and dog.guard is not None
+    assert dog.tick(T0 + timedelta(seconds=210), models=[], host=CALM) == []  # recovery again, from 210 s
+    assert dog.tick(T0 + timedelta(seconds=309), models=[], host=CALM) == []  # 5 min after 10 s: not enough now
+    assert dog.tick(T0 + timedelta(seconds=509), models=[], host=CALM) == [] and limiter.limit == 1  # 299 s
+    [restored] = dog.tick(T0 + timedelta(seconds=510), models=[], host=CALM)  # exactly 300 s
+    assert (restored.action, restored.outcome, restored.params) == ("concurrency", "done", {"max_concurrency": 4})
+    assert restored.detail["trigger"] == "memory recovered for 5 min (guard since 12:00:00 UTC: memory pressure 80 >= 60)"
+    assert limiter.limit == 4 and dog.guard is None and dog.recovered_since is None
+    assert dog.tick(T0 + timedelta(seconds=600), models=[], host=CALM) == []
+    # a new episode acts again
+    [again] = dog.tick(T0 + timedelta(seconds=700), models=[], host={"pressure": 60.0})
+    assert again.outcome == "done" and limiter.limit == 1
+    dog.close()
+
+
+def test_what_was_low_before_the_guard_is_not_raised_after_it(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    limiter.set_limit(1)  # the user had already lowered it to 1
+    dog = guard_dog(tmp_path, watchdog_restore_min=0.0)
+    assert dog.ctx.control is not None
+    deadline = time.monotonic() + 10
+    while (state := dog.ctx.control.runner_state()) is None or state.max_concurrency != 1:  # the runner's next heartbeat
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    [lowered] = dog.tick(T0, models=[], host={"pressure": 99.0})
+    assert lowered.outcome == "done" and dog.guard is not None and dog.guard.previous_concurrency == 1
+    assert dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM) == []  # nothing to restore
+    assert dog.guard is None and limiter.limit == 1
+    dog.close()
+
+
+def test_pause_mode_resumes_only_what_it_paused(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    dog = guard_dog(tmp_path, watchdog_guard_action="pause", watchdog_restore_min=1.0)
+    [paused] = dog.tick(T0, models=[], host={"pressure": 70.0})
+    assert (paused.action, paused.params, paused.detail["trigger"]) == ("pause", {"paused": True}, "memory pressure 70 >= 60")
+    assert dog.guard is not None and dog.guard.previous_paused is False
+    assert dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM) == []
+    assert dog.tick(T0 + timedelta(seconds=60), models=[], host=CALM) == []  # 59 s of recovery
+    [resumed] = dog.tick(T0 + timedelta(seconds=61), models=[], host=CALM)
+    assert (resumed.action, resumed.outcome, resumed.params) == ("resume", "done", {"paused": False})
+    assert resumed.detail["trigger"].startswith("memory recovered for 1 min (guard since 12:00:00 UTC:")
+    dog.close()
+    # paused by the user before the guard: the guard's pause is a no-op and its end resumes nothing
+    assert dog.ctx.control is not None
+    dog.ctx.control.request(paused=True, requested_by="user")
+    dog.ctx.control.wait_applied(dog.ctx.control.requested()["version"], timeout_s=5.0)  # type: ignore[index]
+    second = guard_dog(tmp_path, watchdog_guard_action="pause", watchdog_restore_min=0.0)
+    [paused_again] = second.tick(T0 + timedelta(seconds=100), models=[], host={"pressure": 70.0})
+    assert paused_again.action == "pause" and second.guard is not None and second.guard.previous_paused is True
+    assert second.tick(T0 + timedelta(seconds=101), models=[], host=CALM) == []
+    second.close()
+
+
+def test_dry_run_rows_say_what_would_be_done(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    dog = guard_dog(tmp_path, watchdog_dry_run=True, watchdog_restore_min=0.5)
+    [dry] = dog.tick(T0, models=[], host={"pressure": 65.0})
+    assert (dry.action, dry.target, dry.outcome, dry.message) == ("concurrency", "runner", "dry_run", "dry run: would lower max concurrency to 1")
+    assert dry.params == {"max_concurrency": 1} and dry.detail == {"trigger": "memory pressure 65 >= 60"}
+    assert limiter.limit == 4  # nothing sent
+    assert dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM) == []
+    [undo] = dog.tick(T0 + timedelta(seconds=31), models=[], host=CALM)
+    assert (undo.action, undo.outcome, undo.message, undo.params) == (
+        "concurrency", "dry_run", "dry run: would restore max concurrency 4", {"max_concurrency": 4})  # fmt: skip
+    dog.close()
+    pausing = guard_dog(tmp_path, watchdog_dry_run=True, watchdog_guard_action="pause", watchdog_restore_min=0.0)
+    [dry_pause] = pausing.tick(T0 + timedelta(seconds=100), models=[], host={"mem_available_bytes": 1e9})
+    assert (dry_pause.action, dry_pause.message, dry_pause.params) == ("pause", "dry run: would pause the runner", {"paused": True})
+    [dry_resume] = pausing.tick(T0 + timedelta(seconds=101), models=[], host=CALM)
+    assert (dry_resume.action, dry_resume.message, dry_resume.params) == ("resume", "dry run: would resume the runner", {"paused": False})
+    pausing.close()
+    assert [(r[0], r[2], r[3]) for r in audit_rows(dog)] == [
+        ("concurrency", "dry_run", "watchdog"), ("concurrency", "dry_run", "watchdog"),
+        ("pause", "dry_run", "watchdog"), ("resume", "dry_run", "watchdog"),
+    ]  # fmt: skip
+    assert audit_rows(dog)[2][6] == "available memory 1.00 GB < 2 GB"
+
+
+def test_no_control_channel_means_no_guard(tmp_path: Path) -> None:
+    dog = guard_dog(tmp_path)
+    dog.ctx.control = None
+    assert dog._memory_guard(T0, {"pressure": 100.0}, dry_run=False) == [] and dog.guard is None
+
+
+# --- the policy ---------------------------------------------------------------------------------
+def test_policy_from_settings_in_base_units_and_back() -> None:
+    settings = load_settings(env={}, flags={"watchdog_stopping_s": 45.0, "watchdog_min_free_gb": 3.5, "watchdog_max_pressure": 70.0,
+                                            "watchdog_guard_action": "pause", "watchdog_restore_min": 2.5,
+                                            "watchdog_kill_interval_min": 15.0})  # fmt: skip
+    policy = WatchdogPolicy.from_settings(settings)
+    assert (policy.stopping_s, policy.min_free_bytes, policy.max_pressure, policy.guard_action, policy.restore_s,
+            policy.kill_interval_s) == (45.0, 3.5e9, 70.0, "pause", 150.0, 900.0)  # fmt: skip
+    assert policy.as_dict() == {"stopping_s": 45.0, "min_free_gb": 3.5, "max_pressure": 70.0, "guard_action": "pause",
+                                "restore_min": 2.5, "kill_interval_min": 15.0}  # fmt: skip
+    assert WatchdogPolicy.from_settings(settings, stopping_s=5.0, restore_s=7.0).as_dict()["stopping_s"] == 5.0
+    with pytest.raises(ConfigError, match="watchdog_guard_action from override: 'kill' is not one of concurrency, pause"):
+        settings.replace(watchdog_guard_action="kill")
+
+
+# --- the switch ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("enabled", "dry_run", "target", "message"),
+    [(True, False, "on", "watchdog switched on"), (True, True, "on", "watchdog switched on (dry run)"),
+     (False, False, "off", "watchdog switched off"), (False, True, "off", "watchdog switched off")],
+)  # fmt: skip
+def test_write_switch_persists_and_audits(tmp_path: Path, enabled: bool, dry_run: bool, target: str, message: str) -> None:
+    ctx = ActionContext.from_settings(settings_for(tmp_path, watchdog=not enabled), requested_by="ui")
+    before = datetime.now(UTC)
+    result = write_switch(ctx, enabled=enabled, dry_run=dry_run)
+    assert (result.action, result.target, result.outcome, result.message, result.requested_by) == ("watchdog", target, "done", message, "ui")
+    assert result.params == {"enabled": enabled, "dry_run": dry_run} and result.audited
+    assert ctx.control is not None
+    path = switch_path(ctx.control.dir)
+    assert result.detail == {"switch_file": str(path)} and path == tmp_path / "trials.control" / "watchdog.json"
+    data = json.loads(path.read_text())
+    assert (data["enabled"], data["dry_run"], data["updated_by"]) == (enabled, dry_run, "ui")
+    assert before <= datetime.fromisoformat(data["updated_at"]) <= datetime.now(UTC)
+    assert (os.stat(path).st_mode & 0o777) == 0o600 and (os.stat(ctx.control.dir).st_mode & 0o777) == 0o700
+    switch = read_switch(ctx.control.dir, ctx.settings)
+    assert (switch.enabled, switch.dry_run, switch.source, switch.updated_by) == (enabled, dry_run, "switch file", "ui")
+    assert switch.updated_at == datetime.fromisoformat(data["updated_at"]) and switch.note is None
+    [row] = [r for r in ctx.sidecar.actions_since(before - timedelta(seconds=1), max_rows=10).to_dict("records")]  # type: ignore[union-attr]
+    assert (row["action"], row["target"], row["outcome"], row["requested_by"]) == ("watchdog", target, "done", "ui")
+
+
+def test_write_switch_without_a_control_dir_or_with_a_broken_one(tmp_path: Path) -> None:
+    ctx = ActionContext.from_settings(settings_for(tmp_path), requested_by="ui")
+    ctx.control = None
+    refused = write_switch(ctx, enabled=True, dry_run=False)
+    assert (refused.action, refused.target, refused.outcome) == ("watchdog", "on", "refused")
+    assert refused.message == "no control directory to keep the switch in: pass --db" and refused.audited
+    assert refused.params == {"enabled": True, "dry_run": False}
+    (tmp_path / "blocked").write_text("a file where the directory should be")
+    ctx.control = ControlChannel(tmp_path / "blocked")
+    failed = write_switch(ctx, enabled=False, dry_run=True)
+    assert (failed.action, failed.target, failed.outcome) == ("watchdog", "off", "failed") and failed.audited
+    assert str(tmp_path / "blocked") in failed.message and failed.params == {"enabled": False, "dry_run": True}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"enabled": True}, (True, False, "switch file", None)),  # dry_run defaults to off
+        ({"enabled": False, "dry_run": True, "updated_by": 5}, (False, True, "switch file", None)),
+        ({"enabled": "yes", "dry_run": True}, (False, True, "settings", None)),  # not a bool: the settings decide
+        ({"dry_run": False}, (False, True, "settings", None)),
+        ({"enabled": True, "updated_by": "cli"}, (True, False, "switch file", "cli")),
+    ],
+)
+def test_read_switch_trusts_only_a_well_formed_file(tmp_path: Path, content: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    control = tmp_path / "trials.control"
+    control.mkdir(mode=0o700)
+    (control / "watchdog.json").write_text(json.dumps(content))
+    settings = settings_for(tmp_path, watchdog=False, watchdog_dry_run=True)
+    switch = read_switch(control, settings)
+    assert (switch.enabled, switch.dry_run, switch.source, switch.updated_by) == expected
+    assert read_switch(None, settings).source == "settings"
+
+
+def test_describe_says_the_state_and_where_it_came_from(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, watchdog=True, watchdog_dry_run=True)
+    assert read_switch(None, settings).describe() == "watchdog on (dry run: only logs) (from the settings)"
+    assert read_switch(None, settings.replace(watchdog_dry_run=False)).describe() == "watchdog on (from the settings)"
+    assert read_switch(None, settings.replace(watchdog=False)).describe() == "watchdog off (from the settings)"
+
+
+# --- (a) the stuck-runner rule at its edges (real processes: test_kill_real's world) -------------
+from test_kill_real import GEMMA, World, pauser, world  # noqa: E402, F401 - fixtures reused
+from test_watchdog import make_watchdog, snapshots  # noqa: E402
+
+
+def _gemma(snaps: list[Any]) -> Any:
+    [snap] = [s for s in snaps if s.model == GEMMA]
+    return snap
+
+
+def test_stuck_rule_acts_exactly_at_stopping_s_with_its_evidence(world: World) -> None:  # noqa: F811
+    dog = make_watchdog(world, stopping_s=30.0)
+    assert dog.ctx.control is not None
+    write_switch(dog.ctx.as_requester("ui"), enabled=True, dry_run=True)
+    snaps = snapshots(world)
+    since = _gemma(snaps).status.stopping_since
+    assert dog.tick(since + timedelta(seconds=30) - timedelta(microseconds=1), models=snaps) == []
+    assert dog.handled == {}
+    [dry] = dog.tick(since + timedelta(seconds=30), models=snaps)
+    assert (dry.action, dry.target, dry.outcome, dry.requested_by) == ("hard_kill", GEMMA, "dry_run", "watchdog")
+    trigger = dry.detail["trigger"]
+    assert trigger["key"] == Watchdog.stuck_key(_gemma(snaps), since)
+    assert (trigger["stopping_for_s"], trigger["policy"], trigger["stopping_s"]) == (30.0, "stopping", 30.0)
+    assert trigger["evidence"] == f"no ok trial started since {since:%H:%M:%S} UTC"
+    assert dog.handled == {trigger["key"]: "dry_run"}
+    assert dog.tick(since + timedelta(seconds=31), models=snaps) == []  # a dry run is not repeated
+    # switched to act for real, the same stuck state is acted on (the dry run does not count)
+    write_switch(dog.ctx.as_requester("ui"), enabled=True, dry_run=False)
+    [done] = dog.tick(since + timedelta(seconds=32), models=snaps)
+    assert done.outcome == "done" and not world.alive(_gemma(snaps).runner_pid)
+    assert dog.last_kill == {GEMMA: since + timedelta(seconds=32)}
+    write_switch(dog.ctx.as_requester("ui"), enabled=True, dry_run=True)
+    assert dog.tick(since + timedelta(seconds=33), models=snaps) == []  # acted on: never again, dry or not
+    dog.close()
+
+
+def test_stuck_rule_keys_and_notes(world: World) -> None:  # noqa: F811
+    import dataclasses
+
+    snaps = snapshots(world)
+    gemma = _gemma(snaps)
+    since = gemma.status.stopping_since
+    key = Watchdog.stuck_key(gemma, since)
+    assert key == f"{GEMMA}|{gemma.runner_pid}|{gemma.runner_create_time:.2f}|{since.isoformat()}"
+    unmatched = dataclasses.replace(gemma, runner_pid=None, runner_create_time=None)
+    assert Watchdog.stuck_key(unmatched, None) == f"{GEMMA}|None|-|-"
+    dog = make_watchdog(world, stopping_s=30.0)
+    assert dog.tick(since + timedelta(seconds=45), models=[unmatched]) == []
+    assert dog.notes == [f"{GEMMA} Stopping for 45 s but no runner process is matched"]
+    dog.close()
+
+
+def test_without_trials_the_runner_cpu_decides_at_the_bar(world: World) -> None:  # noqa: F811
+    import dataclasses
+
+    from oasis_ops.errors import DataError
+
+    snaps = snapshots(world)
+    gemma = _gemma(snaps)
+    since = gemma.status.stopping_since
+
+    def broken(_since: datetime) -> int:
+        raise DataError("trials.duckdb is locked")
+
+    dog = make_watchdog(world, stopping_s=30.0, busy_cpu_percent=50.0)
+    dog.completed_since = broken
+    write_switch(dog.ctx.as_requester("ui"), enabled=True, dry_run=True)
+    idle = dataclasses.replace(gemma, runner_cpu_percent=49.9)
+    assert dog.tick(since + timedelta(seconds=40), models=[idle]) == []
+    assert dog.notes == ["trials: trials.duckdb is locked; judging by runner CPU",
+                         f"{GEMMA} is Stopping, runner CPU 49.9%: not judged stuck"]  # fmt: skip
+    unknown = dataclasses.replace(gemma, runner_cpu_percent=None)
+    assert dog.tick(since + timedelta(seconds=41), models=[unknown]) == []
+    assert dog.notes[-1] == f"{GEMMA} is Stopping, runner CPU unknown%: not judged stuck"
+    busy = dataclasses.replace(gemma, runner_cpu_percent=50.0)
+    [dry] = dog.tick(since + timedelta(seconds=42), models=[busy])
+    assert dry.outcome == "dry_run" and dry.detail["trigger"]["evidence"] == "no trial DB; runner CPU 50% while Stopping"
+    dog.close()
+
+
+def test_a_refused_kill_says_when_and_why(world: World) -> None:  # noqa: F811
+    snaps = snapshots(world)
+    gemma = _gemma(snaps)
+    since = gemma.status.stopping_since
+    dog = make_watchdog(world, stopping_s=30.0, kill_interval_s=900.0)
+    killed_at = since.replace(microsecond=0) - timedelta(minutes=5)
+    dog.last_kill[GEMMA] = killed_at
+    [refused] = dog.tick(since + timedelta(seconds=40), models=snaps)
+    assert refused.message == (f"not killing {GEMMA}'s runner pid {gemma.runner_pid}: a runner of it was killed at "
+                               f"{killed_at:%H:%M:%S} UTC; at most one kill per 15 min")  # fmt: skip
+    assert (refused.outcome, refused.params, refused.requested_by) == ("refused", {"pid": gemma.runner_pid}, "watchdog")
+    assert refused.detail["trigger"]["evidence"].startswith("no ok trial started since") and refused.audited
+    assert dog.tick(since + timedelta(seconds=41), models=snaps) == []  # remembered as refused
+    assert world.alive(gemma.runner_pid)
+    dog.close()

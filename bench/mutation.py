@@ -8,12 +8,14 @@ Survivors are listed per package (`mutmut show NAME` in the copy shows one), and
 to `bench/results/mutation.json`. Not part of `make test`: it takes hours on two cores.
 
     make mutation                                   # every package below
+    MUTATION_WORK=/some/dir make mutation           # keep the mutated copies (`mutmut show NAME` there)
     .venv/bin/python -m bench.mutation trials       # one package
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,16 +96,21 @@ def main(argv: list[str]) -> int:
         print(f"unknown package(s): {', '.join(unknown)}; known: {', '.join(PACKAGES)}", file=sys.stderr)
         return 2
     rows = []
+    keep = os.environ.get("MUTATION_WORK")  # a directory to keep the mutated copies in (`mutmut show` there)
     with tempfile.TemporaryDirectory(prefix="oasis-mutation-") as tmp:
         for name in names:
-            row = run_package(name, Path(tmp))
+            row = run_package(name, Path(keep or tmp))
             rows.append(row)
             score = "-" if row["score"] is None else f"{row['score']:.0%}"
             print(f"{name:<10} {score:>5}  killed {row['killed']}, survived {row['survived']}, no tests {row['no_tests']}, "
                   f"other {row['other']}  ({row['minutes']:.0f} min)", flush=True)  # fmt: skip
     out = ROOT / "bench" / "results" / "mutation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1))
+    try:  # the other packages' rows from earlier runs stay
+        earlier = [r for r in json.loads(out.read_text()) if r.get("package") not in names]
+    except (OSError, ValueError):
+        earlier = []
+    out.write_text(json.dumps(sorted(earlier + rows, key=lambda r: list(PACKAGES).index(r["package"])), indent=1))
     print(f"results (with the surviving mutants' names): {out}")
     return 0
 

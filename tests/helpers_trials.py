@@ -6,8 +6,12 @@ checked against a computation that shares nothing with it but the definition.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,3 +141,29 @@ def assert_rollup_equal(actual: Any, expected: list[dict[str, Any]]) -> None:
         for key in ("failure_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms"):
             a, b = float(g[key]), float(e[key])
             assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (e["minute"], key, a, b)
+
+
+@contextlib.contextmanager
+def writer_holding(db: Path, work: Path) -> Iterator[Path]:
+    """writers/hold_open.py holding `db` read-write (one insert every 50 ms) for the whole block:
+    yields once it holds the file and made its first insert (its own signal: probing with our
+    connects could take the file first); on exit it is told to stop and its result JSON (at the
+    yielded path) lists every failed insert. The hold ends on our signal, not after a fixed time,
+    so a loaded machine cannot make the test check after the hold is over (120 s is a cap)."""
+    result, stop = work / "held.json", work / "held.stop"
+    proc = subprocess.Popen([sys.executable, str(WRITERS / "hold_open.py"), str(db), "120", "0.05", str(result), str(stop)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        ready = Path(str(result) + ".ready")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ready.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the writer never opened the file"
+        yield result
+        stop.touch()
+        proc.wait(timeout=30)
+    finally:
+        stop.touch()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)

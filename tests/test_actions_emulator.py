@@ -17,6 +17,7 @@ from helpers_emulator import (
     find_runner_pid,
     ps_entry,
     runner_pids,
+    running_emulator,
     set_fault,
     wait_until,
 )
@@ -137,3 +138,21 @@ def test_cli_exit_codes(emulator: EmulatorProcess, tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("OASIS_OPS_OLLAMA_HOST", "http://127.0.0.1:9")
     assert cli_main(["evict", MODEL, "--db", db]) == 1
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_the_current_serve_is_the_one_listening_on_our_port(tmp_path: Path) -> None:
+    """Two `ollama serve` processes on this machine (two emulators): each URL finds its own; a
+    port nobody listens on, or a remote host, finds none (never "the only serve")."""
+    import socket
+
+    from oasis_ops.actions.context import serve_pid_listening
+    from oasis_ops.probes.processes import PsutilProcesses, serve_pid_for
+
+    with running_emulator(tmp_path / "a") as a, running_emulator(tmp_path / "b") as b:
+        assert serve_pid_listening(a.url) == a.pid and serve_pid_listening(b.url) == b.pid
+        assert serve_pid_for(b.url.replace("127.0.0.1", "localhost"), PsutilProcesses(with_environ=False)()) == b.pid
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            free_port = s.getsockname()[1]
+        assert serve_pid_listening(f"http://127.0.0.1:{free_port}") is None
+        assert serve_pid_listening(f"http://10.1.2.3:{a.url.rsplit(':', 1)[1]}") is None

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -244,7 +241,7 @@ def test_pages_read_a_file_a_writer_holds_open(monkeypatch: pytest.MonkeyPatch, 
     """A harness holding the trial DB read-write for the whole run (DuckDB's lock keeps every
     other process out, for minutes): the Timeline and Live pages read it all the same, from a
     snapshot copy, and say so; the writer loses no insert."""
-    from helpers_trials import WRITERS
+    from helpers_trials import writer_holding
 
     db = tmp_path / "held run.duckdb"  # a space in the path too
     con = duckdb.connect(str(db))
@@ -253,15 +250,7 @@ def test_pages_read_a_file_a_writer_holds_open(monkeypatch: pytest.MonkeyPatch, 
         " finished_at TIMESTAMP, latency_ms DOUBLE, status VARCHAR, error VARCHAR)"
     )
     con.close()
-    result, stop = tmp_path / "held.json", tmp_path / "held.stop"
-    proc = subprocess.Popen([sys.executable, str(WRITERS / "hold_open.py"), str(db), "120", "0.05", str(result), str(stop)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        ready = Path(str(result) + ".ready")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not ready.exists() and proc.poll() is None:
-            time.sleep(0.05)
-        assert ready.exists(), "the writer never opened the file"
+    with writer_holding(db, tmp_path) as result:
         with pytest.raises(duckdb.IOException, match="[Ll]ock"):  # the file is really held
             duckdb.connect(str(db), read_only=True).close()
         at = run_timeline(monkeypatch, db)
@@ -275,11 +264,4 @@ def test_pages_read_a_file_a_writer_holds_open(monkeypatch: pytest.MonkeyPatch, 
         assert not at.error, [e.value for e in at.error]
         with pytest.raises(duckdb.IOException, match="[Ll]ock"):  # still held: no page took it over
             duckdb.connect(str(db), read_only=True).close()
-        stop.touch()
-        proc.wait(timeout=30)
-    finally:
-        stop.touch()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
     assert json.loads(result.read_text())["failures"] == []

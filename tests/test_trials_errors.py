@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
-from helpers_trials import T0, WRITERS, Row, create_canonical, trial_settings
+from helpers_trials import T0, Row, create_canonical, trial_settings, writer_holding
 
 from oasis_ops.errors import DatabaseCorrupt, DatabaseMissing, SchemaError
 from oasis_ops.trials import TrialSource
@@ -112,37 +109,13 @@ def test_file_held_read_write_by_another_process_is_still_read(tmp_path: Path) -
     con = duckdb.connect(str(db))
     con.execute("DELETE FROM trials")  # the writer script numbers trials from 1
     con.close()
-    result = tmp_path / "held.json"
-    stop = tmp_path / "held.stop"
-    # The writer holds the file until told to stop (120 s is only a safety cap): a fixed-length
-    # hold raced this test on a loaded machine ("the writer never held the lock" once the test
-    # got to its check after the hold had ended).
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITERS / "hold_open.py"), str(db), "120", "0.05", str(result), str(stop)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        # wait for the writer's own signal (it holds the file and made its first insert):
-        # probing with connects of our own could take the file first and make the writer's
-        # read-write connect fail (a flake seen in CI)
-        ready = Path(str(result) + ".ready")
-        deadline = time.time() + 60
-        while time.time() < deadline and not ready.exists() and proc.poll() is None:
-            time.sleep(0.05)
-        assert ready.exists(), "the writer never opened the file"
+    with writer_holding(db, tmp_path) as result:
         assert _writer_holds_the_lock(db), "the writer never held the lock; the test would prove nothing"
         with TrialSource(db, trial_settings()) as src:
             fresh = src.freshness()
             assert fresh.trials > 0 and fresh.note == ""
             assert src.runs()["run_id"].tolist() == ["run-live"]
         assert _writer_holds_the_lock(db), "the writer let go of the file before we were done reading"
-        stop.touch()
-        proc.wait(timeout=30)
-    finally:
-        stop.touch()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
     assert '"failures": []' in result.read_text()
 
 

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -25,7 +24,7 @@ from oasis_ops.probes.processes import (
     ProcessList,
     PsutilProcesses,
     default_models_dir,
-    is_serve_cmdline,
+    serve_pid_for,
 )
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
@@ -33,23 +32,13 @@ from oasis_ops.sidecar import Sidecar, sidecar_path_for
 
 def serve_pid_listening(base_url: str) -> int | None:
     """The pid of the `ollama serve` listening on the port we talk to: "the current serve",
-    exactly. None when it cannot be told (remote host, no permission, not an `ollama serve`):
-    discovery decides then."""
-    parsed = urlsplit(base_url)
-    if parsed.hostname not in ("127.0.0.1", "localhost", "::1") or parsed.port is None:
-        return None
+    exactly (probes.processes.serve_pid_for over this machine's ollama processes). None when it
+    cannot be told (remote host, no permission, not an `ollama serve`): no serve then."""
     try:
-        connections = psutil.net_connections(kind="tcp")
+        records = PsutilProcesses(with_environ=False)()
     except (psutil.Error, OSError):
         return None
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == parsed.port and conn.pid:
-            try:
-                if is_serve_cmdline(psutil.Process(conn.pid).cmdline()):
-                    return int(conn.pid)
-            except psutil.Error:
-                return None
-    return None
+    return serve_pid_for(base_url, records)
 
 
 def full_process_list() -> ProcessList:

@@ -88,19 +88,24 @@ class TrialQueries:
         return {**mapping.params(), "from": mapping.time_value(start), "to": mapping.time_value(end),
                 "run_id": run_id, "model": model, **extra}  # fmt: skip
 
-    def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
+    def _span(self) -> tuple[int, int, float] | None:
+        """(first and last trial start in epoch µs, the trials' average rows per µs) from the
+        groups, or None when no trial has a start time."""
         first_us, last_us = self._groups.first_us(), self._groups.last_us()
-        if first_us is not None and last_us is not None:
+        if first_us is None or last_us is None:
+            return None
+        return first_us, last_us, max(self._state.trials, 1) / max(last_us - first_us, 1)
+
+    def _compute(self, from_us: int, to_us: int, width_us: int, run_id: str | None, model: str | None, only_buckets: Sequence[int]) -> pd.DataFrame:
+        span = self._span()
+        if span is not None:
             # Only where trials are: a range decades wider than the data costs no extra query.
-            first = first_us // width_us * width_us
-            last = last_us // width_us * width_us + width_us
-            from_us, to_us = max(from_us, first), min(to_us, last)
+            from_us, to_us = _clip(from_us, to_us, width_us, span)
             if to_us <= from_us:
                 return empty_aggregates()
         chunk_us = to_us - from_us
-        if not only_buckets and first_us is not None and last_us is not None:
-            span_us = max(last_us - first_us, 1)
-            rows_per_us = max(self._state.trials, 1) / span_us
+        if not only_buckets and span is not None:
+            rows_per_us = span[2]
             if rows_per_us * width_us > BUCKET_VALUES_BOUND:
                 # buckets so full that an exact quantile would hold more latencies than
                 # memory_limit allows: each bucket's percentiles from its histogram instead
@@ -226,14 +231,13 @@ class TrialQueries:
         the range needs _compute's chunks or bounded path (more rows than CHUNK_ROWS, or buckets
         fuller than BUCKET_VALUES_BOUND, by the groups' average density) or the query runs out
         of memory."""
-        first_us, last_us = self._groups.first_us(), self._groups.last_us()
-        if first_us is None or last_us is None:
+        span = self._span()
+        if span is None:
             return {}
-        from_us = max(from_us, first_us // width_us * width_us)
-        to_us = min(to_us, last_us // width_us * width_us + width_us)
+        from_us, to_us = _clip(from_us, to_us, width_us, span)
         if to_us <= from_us:
             return {}
-        rows_per_us = max(self._state.trials, 1) / max(last_us - first_us, 1)
+        rows_per_us = span[2]
         if rows_per_us * (to_us - from_us) > CHUNK_ROWS or rows_per_us * width_us > BUCKET_VALUES_BOUND:
             return None
         params = self._range_params(_from_us(from_us), _from_us(to_us), run_id, model, width_us=width_us, only_buckets=[])
@@ -372,3 +376,9 @@ def _float(value: Any) -> float | None:
         return None
     result = float(value)
     return None if np.isnan(result) else result
+
+
+def _clip(from_us: int, to_us: int, width_us: int, span: tuple[int, int, float]) -> tuple[int, int]:
+    """[from_us, to_us) narrowed to the buckets from the first trial's to the last one's."""
+    first_us, last_us, _density = span
+    return max(from_us, first_us // width_us * width_us), min(to_us, last_us // width_us * width_us + width_us)

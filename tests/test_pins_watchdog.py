@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from oasis_ops.actions import ActionContext
@@ -367,3 +368,138 @@ def test_a_refused_kill_says_when_and_why(world: World) -> None:  # noqa: F811
     assert dog.tick(since + timedelta(seconds=41), models=snaps) == []  # remembered as refused
     assert world.alive(gemma.runner_pid)
     dog.close()
+
+
+# --- the lock, the tick's bookkeeping, the headless helpers ---------------------------------------
+def test_lock_file_rules(tmp_path: Path) -> None:
+    import stat as stat_module
+
+    from oasis_ops.watchdog import open_lock_file
+
+    notes: list[str] = []
+    fresh = tmp_path / "fresh.lock"
+    fd = open_lock_file(fresh, notes)
+    assert fd is not None and notes == [] and stat_module.S_IMODE(fresh.stat().st_mode) == 0o600
+    os.close(fd)
+    (tmp_path / "target").write_text("x")
+    (tmp_path / "link.lock").symlink_to(tmp_path / "target")
+    assert open_lock_file(tmp_path / "link.lock", notes) is None
+    assert notes == [f"cannot open the watchdog lock {tmp_path / 'link.lock'}: it is a symlink"]
+    os.mkfifo(tmp_path / "fifo.lock", 0o600)
+    notes.clear()
+    fd = os.open(tmp_path / "fifo.lock", os.O_RDONLY | os.O_NONBLOCK)  # a reader, so opening it read-write cannot block
+    try:
+        assert open_lock_file(tmp_path / "fifo.lock", notes) is None
+    finally:
+        os.close(fd)
+    assert notes == [f"refusing the watchdog lock {tmp_path / 'fifo.lock'}: not a regular file"]
+    shared = tmp_path / "shared.lock"
+    shared.write_text("")
+    os.chmod(shared, 0o622)
+    notes.clear()
+    assert open_lock_file(shared, notes) is None
+    assert notes == [f"refusing the watchdog lock {shared}: writable by others (mode 0622)"]
+    os.chmod(shared, 0o644)
+    fd = open_lock_file(shared, notes)
+    assert fd is not None
+    os.close(fd)
+
+
+def test_two_watchdogs_one_lock_and_what_the_second_says(tmp_path: Path) -> None:
+    first, second = guard_dog(tmp_path), guard_dog(tmp_path)
+    assert first.tick(T0, models=[], host=CALM) == [] and first.notes == [] and first.ticks == 1
+    assert first.ctx.control is not None
+    lock = first.ctx.control.dir / "watchdog.lock"
+    assert json.loads(lock.read_text()) == {"pid": os.getpid()}
+    assert second.tick(T0, models=[], host={"pressure": 100.0}) == []  # stands by: does not act
+    assert second.notes == [f'another watchdog is active ({{"pid": {os.getpid()}}}); this one stands by']
+    assert second._lock_fd is None
+    held = first._lock_fd
+    assert first._lock() and first._lock_fd == held  # held for good, not reopened
+    first.close()
+    assert first._lock_fd is None
+    assert second.tick(T0, models=[], host=CALM) == [] and second.notes == [] and second.ticks == 2  # notes reset
+    second.close()
+
+
+def test_no_control_dir_and_no_sidecar_needs_no_lock(tmp_path: Path) -> None:
+    dog = guard_dog(tmp_path)
+    dog.ctx.control = None
+    dog.ctx.sidecar = None
+    assert dog._lock() and dog._lock_fd is None
+
+
+def test_an_unusable_control_dir_is_said_and_nothing_done(tmp_path: Path) -> None:
+    (tmp_path / "trials.control").write_text("a file, not a directory")
+    dog = guard_dog(tmp_path)
+    assert dog.tick(T0, models=[], host={"pressure": 100.0}) == []
+    assert len(dog.notes) == 1 and str(tmp_path / "trials.control") in dog.notes[0]
+
+
+def test_a_failing_host_probe_is_a_note(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    from oasis_ops.errors import ProbeError
+
+    def broken() -> Any:
+        raise ProbeError("/proc/meminfo unreadable")
+
+    dog = guard_dog(tmp_path)
+    dog.host_probe = broken
+    assert dog.tick(T0, models=[]) == [] and dog.notes == ["host memory: /proc/meminfo unreadable"]
+    dog.host_probe = lambda: {"pressure": 90.0}
+    [lowered] = dog.tick(T0, models=[])
+    assert lowered.action == "concurrency" and dog.notes == []
+    dog.close()
+
+
+def test_remembered_stuck_states_are_bounded(tmp_path: Path) -> None:
+    from oasis_ops.watchdog import MAX_REMEMBERED
+
+    dog = guard_dog(tmp_path)
+    for n in range(MAX_REMEMBERED + 3):
+        dog._remember(f"k{n}", "done")
+    assert len(dog.handled) == MAX_REMEMBERED and next(iter(dog.handled)) == "k3" and dog.handled[f"k{MAX_REMEMBERED + 2}"] == "done"
+
+
+def test_the_last_kill_is_rebuilt_from_signalled_watchdog_rows_only(tmp_path: Path) -> None:
+    dog = guard_dog(tmp_path, watchdog_kill_interval_min=120.0)  # the audit window: 2 h, not 1 h
+    sidecar = dog.ctx.sidecar
+    assert sidecar is not None
+    now = T0
+    signalled = {"signalled_at": "2026-12-04T11:00:00+00:00"}
+    sidecar.record_action("hard_kill", "m", requested_by="watchdog", outcome="failed", detail=signalled, ts=now - timedelta(minutes=90))
+    sidecar.record_action("hard_kill", "m", requested_by="watchdog", outcome="done", detail=signalled, ts=now - timedelta(minutes=100))
+    sidecar.record_action("hard_kill", "m", requested_by="watchdog", outcome="refused", detail={}, ts=now - timedelta(minutes=5))
+    sidecar.record_action("hard_kill", "m", requested_by="ui", outcome="done", detail=signalled, ts=now - timedelta(minutes=2))
+    sidecar.record_action("hard_kill", "other", requested_by="watchdog", outcome="done", detail=signalled, ts=now - timedelta(minutes=1))
+    sidecar.record_action("evict", "m", requested_by="watchdog", outcome="done", detail=signalled, ts=now - timedelta(minutes=1))
+    sidecar.record_action("hard_kill", "m", requested_by="watchdog", outcome="done", detail=signalled, ts=now - timedelta(minutes=130))
+    last = dog._last_kill_audited("m", now)
+    assert last == now - timedelta(minutes=90) and last.tzinfo is not None
+    assert dog._last_kill_audited("nobody", now) is None
+    short = guard_dog(tmp_path, watchdog_kill_interval_min=10.0)  # window: an hour at least
+    assert short._last_kill_audited("m", now) is None and short._last_kill_audited("other", now) == now - timedelta(minutes=1)
+
+
+def test_for_settings_counts_trials_only_where_there_is_a_trial_db(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, snapshot_min_interval_s=0.0, snapshot_dir=str(tmp_path / "snapshots"))
+    assert Watchdog.for_settings(settings).completed_since is None  # no trials.duckdb yet
+    with duckdb.connect(str(tmp_path / "trials.duckdb")) as con:
+        con.execute("CREATE TABLE trials (trial_id INTEGER, started_at TIMESTAMP, latency_ms DOUBLE, status VARCHAR)")
+        con.execute("INSERT INTO trials VALUES (1, TIMESTAMP '2026-12-04 11:59:00', 4000, 'ok'), "
+                    "(2, TIMESTAMP '2026-12-04 12:00:30', 4000, 'ok'), (3, TIMESTAMP '2026-12-04 12:01:00', NULL, 'timeout')")  # fmt: skip
+    dog = Watchdog.for_settings(settings, sidecar_path=tmp_path / "elsewhere.ops.duckdb")
+    assert dog.ctx.sidecar is not None and dog.ctx.sidecar.path == tmp_path / "elsewhere.ops.duckdb"
+    assert dog.ctx.requested_by == "watchdog" and dog.completed_since is not None
+    assert dog.completed_since(T0) == 1  # ok trials started at or after 12:00
+    with duckdb.connect(str(tmp_path / "trials.duckdb")) as con:  # the run goes on: each count is fresh
+        con.execute("INSERT INTO trials VALUES (4, TIMESTAMP '2026-12-04 12:02:00', 4000, 'ok')")
+    os.utime(tmp_path / "trials.duckdb", (time.time() + 5, time.time() + 5))
+    assert dog.completed_since(T0) == 2
+    dog.close()
+
+
+def test_host_probe_for_reads_this_machine(tmp_path: Path) -> None:
+    from oasis_ops.watchdog import host_probe_for
+
+    sample = host_probe_for(settings_for(tmp_path))()
+    assert isinstance(sample, HostSample) and sample.source.startswith("linux") and (sample.mem_total_bytes or 0) > 0

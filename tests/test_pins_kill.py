@@ -1,0 +1,145 @@
+"""Pins for the hard-kill's words and records (mutation testing: what the user reads before
+confirming, what the audit row keeps, and each refusal's reason, exactly). Real processes
+(test_kill_real's world: a fake `ollama serve` with runner children and decoys, a loopback
+Ollama API, a real sidecar)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from helpers_probes import FakeOllama, FakeOllamaTree
+from test_kill_real import GEMMA, OTHER, World, pauser, world  # noqa: F401 - fixtures reused
+
+from oasis_ops.actions.kill import KillPlan, _interrupted, find_status, hard_kill, plan_kill
+from oasis_ops.probes.ollama import ModelStatus, parse_ps
+
+
+def _ctx_without_manifest(w: World) -> object:
+    ctx = w.ctx()
+    return dataclasses.replace(ctx, models_dir=w.tmp / "no-models-here")
+
+
+def test_the_plan_says_exactly_what_will_be_signalled(world: World) -> None:  # noqa: F811
+    gemma = world.tree.pid_of("--port", "54107")
+    plan = plan_kill(world.ctx(), GEMMA)
+    assert plan.ok and plan.pid == gemma and plan.serve_pid == world.serve_pid and plan.refusal is None
+    assert plan.blob_path == world.blobs[GEMMA] and plan.candidates == (gemma,) and plan.state == "stopping"
+    lines = plan.describe()
+    assert lines[0] == f"SIGKILL pid {gemma}: the runner serving {GEMMA}"
+    assert lines[1] == f"command line: {' '.join(plan.cmdline)}" and plan.command_line == " ".join(plan.cmdline)
+    assert lines[2].startswith("RSS: ") and lines[2].endswith("%") and ", CPU: " in lines[2]
+    assert lines[3].startswith("model state: Stopping for 4") and lines[3].endswith("s")
+    assert lines[4] == f"parent: ollama serve pid {world.serve_pid}; user: {plan.username}"
+    assert len(lines) == 4 + 1 + len(plan.notes)
+    data = plan.as_dict()
+    assert data == {"model": GEMMA, "pid": gemma, "create_time": plan.create_time, "cmdline": list(plan.cmdline),
+                    "username": plan.username, "rss_bytes": plan.rss_bytes, "cpu_percent": plan.cpu_percent,
+                    "serve_pid": world.serve_pid, "blob_path": world.blobs[GEMMA], "state": "stopping",
+                    "stopping_for_s": plan.stopping_for_s, "stopping_since": plan.stopping_since.isoformat(),  # type: ignore[union-attr]
+                    "candidates": [gemma], "notes": list(plan.notes), "refusal": None}  # fmt: skip
+
+
+def test_describe_for_other_states_and_refusals() -> None:
+    base = KillPlan(model="m", pid=7, create_time=1.0, cmdline=("ollama", "runner"), username="eval", rss_bytes=2_000_000_000,
+                    cpu_percent=None, serve_pid=3, state="loaded")  # fmt: skip
+    assert base.describe()[2] == "RSS: 2.0 GB" and base.describe()[3] == "model state: loaded"
+    assert dataclasses.replace(base, state=None).describe()[3] == "model state: not listed by /api/ps"
+    assert dataclasses.replace(base, state="weird").describe()[3] == "model state: weird"
+    refused = dataclasses.replace(base, refusal="no runner", notes=("n1", "n2"))
+    assert not refused.ok and refused.describe() == ["Will NOT kill anything: no runner", "n1", "n2"]
+    assert not dataclasses.replace(base, pid=None).ok and not dataclasses.replace(base, create_time=None).ok
+    assert dataclasses.replace(base, stopping_since=None).as_dict()["stopping_since"] is None
+
+
+def test_find_status_by_name_and_implicit_latest() -> None:
+    now = datetime.now(UTC)
+    future = (now + timedelta(minutes=5)).isoformat()
+    statuses: list[ModelStatus] = parse_ps({"models": [
+        {"name": "llama3:latest", "model": "llama3:latest", "size": 1, "size_vram": 1, "expires_at": future},
+        {"name": "ns/tool:7b", "model": "ns/tool:7b", "size": 1, "size_vram": 1, "expires_at": future},
+    ]}, now)  # fmt: skip
+    assert find_status(statuses, "llama3").name == "llama3:latest"  # type: ignore[union-attr]
+    assert find_status(statuses, "llama3:latest").name == "llama3:latest"  # type: ignore[union-attr]
+    assert find_status(statuses, "llama3:8b") is None
+    assert find_status(statuses, "ns/tool:7b").name == "ns/tool:7b"  # type: ignore[union-attr]
+    assert find_status(statuses, "ns/tool") is None  # ns/tool means ns/tool:latest
+
+
+def test_refusals_say_exactly_why(world: World, pauser: Path, tmp_path: Path) -> None:  # noqa: F811
+    gemma = world.tree.pid_of("--port", "54107")
+    not_loaded = plan_kill(world.ctx(), "absent:1b")
+    assert not_loaded.refusal == "no runner process serves absent:1b (absent:1b is not loaded according to /api/ps)"
+    world.server.models = [m for m in world.server.models if m["name"] == GEMMA]
+    world.server.modelfiles = {}
+    unknown_blob = plan_kill(_ctx_without_manifest(world), GEMMA)  # type: ignore[arg-type]
+    assert unknown_blob.refusal == f"no runner process serves {GEMMA} (its weights blob is unknown, so no runner can be matched)"
+    by_pid = plan_kill(_ctx_without_manifest(world), GEMMA, pid=gemma)  # type: ignore[arg-type]
+    assert by_pid.refusal is not None and by_pid.refusal.startswith(
+        f"cannot tell which model pid {gemma} serves: the blob of {GEMMA} is unknown (no manifest under {world.tmp / 'no-models-here'}, /api/show"
+    )
+    gone = plan_kill(world.ctx(), GEMMA, pid=2**22 + 12345)
+    assert gone.refusal == f"pid {2**22 + 12345} does not exist" and gone.pid == 2**22 + 12345
+    created = world.create_time(gemma)
+    reused = plan_kill(world.ctx(), GEMMA, pid=gemma, create_time=created - 42.0)
+    assert reused.refusal == (f"pid {gemma} was reused: it now belongs to a process started at {created:.2f}, "
+                              f"not the one seen at {created - 42.0:.2f}")  # fmt: skip
+    assert reused.create_time == created - 42.0
+    me = plan_kill(world.ctx(), GEMMA, pid=os.getpid())
+    assert me.refusal == f"pid {os.getpid()} is this process"
+    # no serve listening where the context says: nothing is a runner of "the current serve"
+    lonely = dataclasses.replace(world.ctx(), serve_pid=2**22 + 54321)
+    assert plan_kill(lonely, GEMMA).refusal == "no `ollama serve` process is visible on this machine"
+
+
+def test_dry_run_and_refusal_messages_and_rows(world: World) -> None:  # noqa: F811
+    gemma = world.tree.pid_of("--port", "54107")
+    dry = hard_kill(world.ctx(), GEMMA, dry_run=True, trigger={"why": "test"})
+    assert dry.message == f"dry run: would SIGKILL runner pid {gemma} of {GEMMA}" and dry.outcome == "dry_run"
+    assert dry.params == {"pid": None, "create_time": None, "verify_respawn": False, "dry_run": True}
+    assert dry.detail["trigger"] == {"why": "test"} and dry.detail["plan"]["pid"] == gemma and world.alive(gemma)
+    refused = hard_kill(world.ctx(), "absent:1b")
+    assert refused.message == "hard-kill absent:1b: no runner process serves absent:1b (absent:1b is not loaded according to /api/ps)"
+    no_audit = dataclasses.replace(world.ctx(), sidecar=None)
+    unaudited = hard_kill(no_audit, GEMMA)
+    assert (unaudited.outcome, unaudited.message) == ("refused", "refusing to kill without an audit log: pass --db (or set `sidecar`)")
+    assert world.alive(gemma)
+    done = hard_kill(world.ctx(), GEMMA)
+    assert done.message.startswith(f"killed runner pid {gemma} of {GEMMA} (gone after ") and done.message.endswith(" ms)")
+    assert done.detail["gone_after_ms"] >= 0 and datetime.fromisoformat(done.detail["signalled_at"]).tzinfo is not None
+    assert [r["outcome"] for r in world.audit_rows()] == ["dry_run", "refused", "done"]  # the unaudited one left no row
+
+
+@pytest.mark.parametrize(
+    ("stage", "outcome", "message"),
+    [
+        ("planning", "failed", "hard-kill m: RuntimeError: boom while planning; nothing was signalled"),
+        ("signalling", "failed", "hard-kill m: RuntimeError: boom while verifying pid 42; SIGKILL may not have been sent"),
+        ("signalled", "failed", "sent SIGKILL to pid 42 of m at T, but confirming it is gone failed: RuntimeError: boom"),
+        ("confirmed", "done", "killed runner pid 42 of m; then RuntimeError: boom"),
+        ("respawn check", "done", "killed runner pid 42 of m (confirmed gone), but the respawn check failed: "
+                                  "RuntimeError: boom; no new runner was verified"),
+    ],
+)  # fmt: skip
+def test_an_interrupted_kill_says_how_far_it_got(stage: str, outcome: str, message: str) -> None:
+    detail: dict[str, object] = {"plan": {"pid": 42}, "signalled_at": "T"}
+    assert _interrupted("m", stage, detail, RuntimeError("boom")) == (outcome, message)
+    assert detail["error"] == "RuntimeError: boom" and detail["error_stage"] == stage
+    bare: dict[str, object] = {}
+    assert _interrupted("m", "planning", bare, KeyboardInterrupt())[1] == "hard-kill m: KeyboardInterrupt while planning; nothing was signalled"
+
+
+def test_a_tree_without_runners(pauser: Path, tmp_path: Path) -> None:  # noqa: F811
+    tree = FakeOllamaTree(pauser, tmp_path / "fs")
+    server = FakeOllama()
+    try:
+        tree.exe("bin/ollama")
+        serve_pid = tree.start([])
+        w = World(tree, server, serve_pid, tmp_path, {})
+        assert plan_kill(w.ctx(), OTHER).refusal == f"no runner process serves {OTHER} ({OTHER} is not loaded according to /api/ps)"
+    finally:
+        server.close()
+        tree.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -143,3 +144,58 @@ def test_a_tree_without_runners(pauser: Path, tmp_path: Path) -> None:  # noqa: 
     finally:
         server.close()
         tree.close()
+
+
+# --- evict and recover: outcomes and words ------------------------------------------------------
+def test_evict_outcomes_and_words(world: World) -> None:  # noqa: F811
+    import threading
+
+    from oasis_ops.actions import evict
+
+    nothing = evict(world.ctx(), "absent:1b")
+    assert (nothing.outcome, nothing.message, nothing.detail, nothing.params) == (
+        "done", "absent:1b is not loaded: nothing to evict", {"state_before": None}, {"grace_s": 1.0})  # fmt: skip
+    stuck = evict(world.ctx(), GEMMA, grace_s=0.5)  # Stopping for 40 s already: reported after the minimum look
+    assert stuck.outcome == "stuck" and stuck.detail["waited_up_to_s"] == 0.5 and stuck.detail["state_after"] == "stopping"
+    assert stuck.message.startswith(f"{GEMMA} is still Stopping after 4") and stuck.message.endswith(
+        f": a request on its runner never finishes; escalate with a hard-kill (`oasis-ops kill-runner {GEMMA}`) or Recover")
+    assert stuck.detail["stopping_for_s"] >= 40 and stuck.detail["escalation"]["command"] == f"oasis-ops kill-runner {GEMMA}"
+    assert stuck.detail["escalation"]["action"] == "hard_kill" and stuck.detail["escalation"]["plan"]["refusal"] is None
+    with_db = dataclasses.replace(world.ctx(), db="/data/t.duckdb")
+    assert evict(with_db, GEMMA, grace_s=0.1).detail["escalation"]["command"] == f"oasis-ops kill-runner {GEMMA} --db /data/t.duckdb"
+    reused = evict(world.ctx(), OTHER, grace_s=0.3)  # loaded, and the fake never unloads it
+    assert (reused.outcome, reused.detail["state_after"], reused.detail["waited_up_to_s"]) == ("stuck", "loaded", 0.3)
+    assert reused.message == (f"{OTHER} is still loaded 0.3 s after the unload request (new requests keep reusing it); "
+                              "pause the runner first, or hard-kill")  # fmt: skip
+    threading.Timer(0.3, world.server.drop, args=(OTHER,)).start()
+    gone = evict(world.ctx(), OTHER, grace_s=5.0)
+    assert gone.outcome == "done" and 0.2 < gone.detail["gone_after_s"] < 5.0
+    assert re.fullmatch(rf"{re.escape(OTHER)} unloaded after \d+\.\d s", gone.message), gone.message
+    assert [(r["action"], r["outcome"]) for r in world.audit_rows()][-1] == ("evict", "done")
+    world.server.mode = "500"
+    down = evict(world.ctx(), GEMMA)
+    assert down.outcome == "failed" and down.message.startswith(f"evict {GEMMA}: ") and "HTTP 500" in down.message
+    world.server.mode = "ok"
+
+
+def test_recover_outcomes_and_words(world: World) -> None:  # noqa: F811
+    from oasis_ops.actions import recover
+
+    gemma = world.tree.pid_of("--port", "54107")
+    decoy = world.tree.pid_of("-c", "import time; time.sleep(600)")
+    unaudited = recover(dataclasses.replace(world.ctx(), sidecar=None), GEMMA)
+    assert (unaudited.outcome, unaudited.message) == ("refused", "refusing to recover (it may kill a process) without an audit log: pass --db")
+    absent = recover(world.ctx(), "absent:1b")
+    assert (absent.outcome, absent.message) == ("done", "absent:1b is not loaded: nothing to evict")
+    assert [s["action"] for s in absent.detail["steps"]] == ["evict"] and absent.params == {"grace_s": None, "ping": True, "pid": None}
+    refused = recover(world.ctx(), GEMMA, grace_s=0.2, ping=False, pid=decoy)
+    assert refused.outcome == "stuck" and world.alive(decoy) and world.alive(gemma)
+    assert refused.message.startswith(f"{GEMMA} is stuck and the hard-kill was refused: hard-kill {GEMMA}: ")
+    assert [(s["action"], s["outcome"]) for s in refused.detail["steps"]] == [("evict", "stuck"), ("hard_kill", "refused")]
+    done = recover(world.ctx(), GEMMA, grace_s=0.2, ping=False)
+    assert done.outcome == "done" and done.message.startswith(f"soft evict was stuck; killed runner pid {gemma} of {GEMMA} (gone after ")
+    step = done.detail["steps"][1]
+    assert (step["action"], step["outcome"]) == ("hard_kill", "done") and step["duration_ms"] >= 0 and "signalled_at" in step["detail"]
+    assert not world.alive(gemma)
+    # the refusal without an audit log left no row
+    assert [(r["action"], r["outcome"]) for r in world.audit_rows()] == [("recover", "done"), ("recover", "stuck"), ("recover", "done")]

@@ -6,6 +6,7 @@ Ollama API, a real sidecar)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -199,3 +200,52 @@ def test_recover_outcomes_and_words(world: World) -> None:  # noqa: F811
     assert not world.alive(gemma)
     # the refusal without an audit log left no row
     assert [(r["action"], r["outcome"]) for r in world.audit_rows()] == [("recover", "done"), ("recover", "stuck"), ("recover", "done")]
+
+
+# --- results, the audit log and its markers ----------------------------------------------------
+def test_outcomes_exit_codes_and_the_result_record() -> None:
+    from oasis_ops.actions.result import EXIT_CODES, ActionResult, cancelled
+
+    assert EXIT_CODES == {"done": 0, "dry_run": 0, "refused": 1, "cancelled": 1, "failed": 1, "stuck": 3, "not_acknowledged": 3}
+    assert [ActionResult("a", None, o, "m").ok for o in EXIT_CODES] == [True, True, False, False, False, False, False]
+    with pytest.raises(ValueError, match="unknown outcome 'maybe'"):
+        ActionResult("a", None, "maybe", "m")
+    ts = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    result = ActionResult("evict", "m", "stuck", "still Stopping", {"k": 1}, 12.345, {"grace_s": 5.0}, "ui", ts)
+    assert result.as_dict() == {"ts": "2026-12-04T12:00:00+00:00", "action": "evict", "target": "m", "outcome": "stuck",
+                                "exit_code": 3, "message": "still Stopping", "params": {"grace_s": 5.0}, "requested_by": "ui",
+                                "detail": {"k": 1}, "duration_ms": 12.3, "audited": False}  # fmt: skip
+    declined = cancelled("hard_kill", "m", "not confirmed", {"pid": 4}, "ui")
+    assert (declined.outcome, declined.exit_code, declined.params, declined.requested_by, declined.detail) == (
+        "cancelled", 1, {"pid": 4}, "ui", {})  # fmt: skip
+    assert cancelled("pause", None, "no").params == {}
+
+
+def test_audit_log_and_markers_read_back_what_was_written(tmp_path: Path) -> None:
+    from oasis_ops.actions.audit import actions_markers, audit, audit_log
+    from oasis_ops.actions.result import ActionResult
+    from oasis_ops.sidecar import Sidecar
+
+    sidecar = Sidecar(tmp_path / "s.ops.duckdb")
+    t0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    first = audit(sidecar, ActionResult("hard_kill", "m", "done", "killed", {"pid": 7}, 5.0, {"pid": 7}, "watchdog", t0))
+    second = audit(sidecar, ActionResult("pause", "runner", "refused", "no control", {}, 0.0, {"paused": True}, "ui",
+                                         t0 + timedelta(seconds=5)))  # fmt: skip
+    third = audit(sidecar, ActionResult("watchdog", None, "done", "on", {}, 0.0, {}, "cli", t0 + timedelta(seconds=9)))
+    assert first.audited and second.audited and third.audited
+    log = audit_log(sidecar, t0 - timedelta(minutes=1))
+    assert list(log["action"]) == ["watchdog", "pause", "hard_kill"]  # newest first
+    assert list(log["message"]) == ["on", "no control", "killed"] and list(log["requested_by"]) == ["cli", "ui", "watchdog"]
+    assert json.loads(log["params"].iloc[2]) == {"pid": 7} and json.loads(log["detail"].iloc[2]) == {"message": "killed", "pid": 7}
+    assert list(audit_log(sidecar, t0, t0 + timedelta(seconds=6))["action"]) == ["pause", "hard_kill"]  # [since, until)
+    assert list(audit_log(sidecar, t0, max_rows=1)["action"]) == ["watchdog"]  # the newest
+    assert audit_log(sidecar, t0 + timedelta(hours=1)).empty
+    markers = actions_markers(sidecar, t0, t0 + timedelta(minutes=1))
+    assert list(markers["label"]) == ["hard_kill m: done (watchdog)", "pause runner: refused (ui)", "watchdog: done (cli)"]
+    assert list(markers["kind"]) == ["hard_kill", "pause", "watchdog"] and str(markers["ts"].dt.tz) == "UTC"
+    assert actions_markers(sidecar, t0 + timedelta(hours=1), t0 + timedelta(hours=2)).empty
+    unaudited = audit(None, ActionResult("evict", "m", "done", "ok"))
+    assert not unaudited.audited and unaudited.detail["audit_error"] == "no sidecar configured: this attempt was not audited"
+    (tmp_path / "blocked").write_text("not a directory")
+    broken = audit(Sidecar(tmp_path / "blocked" / "s.ops.duckdb"), ActionResult("evict", "m", "done", "ok"))
+    assert not broken.audited and str(tmp_path / "blocked") in broken.detail["audit_error"]

@@ -85,7 +85,7 @@ def actions_markers(sidecar: Sidecar, start: datetime, end: datetime, max_rows: 
     if frame.empty:
         return pd.DataFrame(columns=MARKER_COLUMNS)
     labels = [
-        f"{a} {t}: {o} ({r})" if t else f"{a}: {o} ({r})"
+        f"{a} {t}: {o} ({r})" if isinstance(t, str) and t else f"{a}: {o} ({r})"  # a missing target reads as NaN
         for a, t, o, r in zip(frame["action"], frame["target"], frame["outcome"], frame["requested_by"], strict=True)
     ]
     return pd.DataFrame(

@@ -249,3 +249,80 @@ def test_audit_log_and_markers_read_back_what_was_written(tmp_path: Path) -> Non
     (tmp_path / "blocked").write_text("not a directory")
     broken = audit(Sidecar(tmp_path / "blocked" / "s.ops.duckdb"), ActionResult("evict", "m", "done", "ok"))
     assert not broken.audited and str(tmp_path / "blocked") in broken.detail["audit_error"]
+
+
+# --- the Stopping episode -------------------------------------------------------------------------
+def _samples(tmp_path: Path, rows: list[tuple[int, str, int | None, int | None, int | None]]) -> object:
+    """model_samples of model m: (seconds before NOW, state, runner pid, stopping_since and
+    expires_at as seconds before NOW)."""
+    from oasis_ops.sidecar import Sidecar
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sidecar = Sidecar(tmp_path / "s.ops.duckdb")
+    now = EPISODE_NOW
+
+    def at(seconds: int | None) -> datetime | None:
+        return None if seconds is None else now - timedelta(seconds=seconds)
+
+    sidecar.write_batch({"model_samples": [
+        {"ts": at(ago), "model": "m", "state": state, "runner_pid": pid, "runner_create_time": 1.0,
+         "stopping_since": at(since), "expires_at": at(expires)}
+        for ago, state, pid, since, expires in rows
+    ]})  # fmt: skip
+    return sidecar
+
+
+EPISODE_NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def test_episode_from_the_sampler_rules(tmp_path: Path) -> None:
+    from oasis_ops.actions.episodes import FRESH_S, episode_start_from_sidecar
+
+    now = EPISODE_NOW
+    # loaded, then Stopping with Ollama's clock restarted by a second keep_alive 0 at 100 s ago
+    sidecar = _samples(tmp_path / "a", [(400, "loaded", 7, None, None), (300, "stopping", 7, 300, 300),
+                                        (200, "stopping", 7, 300, 300), (100, "stopping", 7, 100, 100),
+                                        (int(FRESH_S), "stopping", 7, 100, 100)])  # fmt: skip
+    assert episode_start_from_sidecar(sidecar, "m", now) == now - timedelta(seconds=300)  # type: ignore[arg-type]
+    assert episode_start_from_sidecar(sidecar, "m", now, runner_pid=7) == now - timedelta(seconds=300)  # type: ignore[arg-type]
+    assert episode_start_from_sidecar(sidecar, "m", now, runner_pid=8) is None  # type: ignore[arg-type]
+    assert episode_start_from_sidecar(sidecar, "other", now) is None  # type: ignore[arg-type]
+    assert episode_start_from_sidecar(sidecar, "m", now + timedelta(seconds=1)) is None  # type: ignore[arg-type]  # stale
+    assert episode_start_from_sidecar(None, "m", now) is None
+    # a respawned runner (another pid) ends the older run; an expires_at earlier than stopping_since counts
+    respawn = _samples(tmp_path / "b", [(400, "stopping", 7, 400, 400), (200, "stopping", 9, 220, 260), (10, "stopping", 9, 220, 220)])
+    assert episode_start_from_sidecar(respawn, "m", now) == now - timedelta(seconds=260)  # type: ignore[arg-type]
+    # no stopping_since nor expires_at: the samples' own times
+    bare = _samples(tmp_path / "c", [(250, "loaded", 7, None, None), (200, "stopping", None, None, None), (5, "stopping", None, None, None)])
+    assert episode_start_from_sidecar(bare, "m", now) == now - timedelta(seconds=200)  # type: ignore[arg-type]
+    ended = _samples(tmp_path / "d", [(100, "stopping", 7, 100, 100), (5, "loaded", 7, None, None)])
+    assert episode_start_from_sidecar(ended, "m", now) is None  # type: ignore[arg-type]
+
+
+def test_episodes_tracked_poll_by_poll(tmp_path: Path) -> None:
+    from oasis_ops.actions.episodes import MAX_EPISODES, StoppingEpisodes
+    from oasis_ops.probes import ModelSnapshot
+    from oasis_ops.probes.ollama import parse_ps
+
+    now = EPISODE_NOW
+
+    def snap(model: str, since_s: int | None, pid: int = 7, create: float = 1.004) -> ModelSnapshot:
+        expires = now - timedelta(seconds=since_s) if since_s is not None else now + timedelta(minutes=5)
+        [status] = parse_ps({"models": [{"name": model, "model": model, "size": 1, "size_vram": 1,
+                                         "expires_at": expires.isoformat()}]}, now)  # fmt: skip
+        return ModelSnapshot(ts=now, status=status, blob_path=None, runner_pid=pid, runner_create_time=create,
+                             runner_rss_bytes=None, runner_cpu_percent=None, runner_threads=None, runner_cmdline=None,
+                             runner_variant=None, runner_port=None, note=None)  # fmt: skip
+
+    episodes = StoppingEpisodes()
+    episodes.update([snap("m", 300), snap("ok", None)])
+    assert episodes.starts == {("m", 7, 1.0): now - timedelta(seconds=300)}
+    assert StoppingEpisodes.key(snap("m", 1, create=1.006)) == ("m", 7, 1.01)
+    episodes.update([snap("m", 20)])  # Ollama's clock restarted: the episode keeps its start
+    assert episodes.start(snap("m", 20)) == now - timedelta(seconds=300)
+    episodes.update([snap("m", 20, pid=8)])  # another runner: a new episode
+    assert episodes.start(snap("m", 20, pid=8)) == now - timedelta(seconds=20) and len(episodes.starts) == 1
+    episodes.update([])  # no longer Stopping: forgotten
+    assert episodes.starts == {}
+    episodes.update([snap(f"m{n}", 10) for n in range(MAX_EPISODES + 5)])
+    assert len(episodes.starts) == MAX_EPISODES

@@ -326,3 +326,37 @@ def test_episodes_tracked_poll_by_poll(tmp_path: Path) -> None:
     assert episodes.starts == {}
     episodes.update([snap(f"m{n}", 10) for n in range(MAX_EPISODES + 5)])
     assert len(episodes.starts) == MAX_EPISODES
+
+
+# --- control-channel actions -------------------------------------------------------------------------
+def test_control_actions_words_and_details(tmp_path: Path) -> None:
+    from oasis_ops.actions import ActionContext, pause, resume, set_concurrency
+    from oasis_ops.control import ResizableLimiter, RunnerControl
+    from oasis_ops.settings import load_settings
+
+    settings = load_settings(env={}, flags={"db": str(tmp_path / "trials.duckdb"), "ollama_host": "http://127.0.0.1:9",
+                                            "control_ack_timeout_s": 0.5})  # fmt: skip
+    ctx = ActionContext.from_settings(settings, requested_by="ui")
+    for bad in (0, True, "3", 2.5):
+        wrong = set_concurrency(ctx, bad)  # type: ignore[arg-type]
+        assert (wrong.outcome, wrong.message, wrong.params) == ("refused", f"concurrency must be an integer >= 1, got {bad!r}",
+                                                                {"max_concurrency": bad}) and wrong.audited  # fmt: skip
+    nobody = set_concurrency(ctx, 2, reason="test")  # no runner-side helper: requested, not applied
+    assert nobody.outcome == "not_acknowledged" and nobody.exit_code == 3
+    assert nobody.message.startswith("concurrency: requested (version 1), ") and nobody.detail["runner"] is None
+    assert nobody.detail["trigger"] == "test" and nobody.detail["requested_version"] == 1
+    assert nobody.detail["control_dir"] == str(tmp_path / "trials.control")
+    limiter = ResizableLimiter(4)
+    with RunnerControl(tmp_path / "trials.control", limiter=limiter, poll_interval_s=0.05, heartbeat_interval_s=0.1):
+        done = set_concurrency(ctx, 3)
+        assert done.outcome == "done" and limiter.limit == 3 and "trigger" not in done.detail
+        assert done.message == f"max concurrency is now 3 (runner pid {os.getpid()} applied version {done.detail['applied_version']})"
+        assert (done.detail["runner_pid"], done.detail["applied_max_concurrency"], done.detail["runner_alive"]) == (os.getpid(), 3, True)
+        paused = pause(ctx, reason="memory")
+        assert paused.message.startswith("runner paused (in-flight trials finish) (runner pid ") and limiter.paused
+        assert paused.params == {"paused": True} and paused.detail["trigger"] == "memory" and paused.detail["applied_paused"] is True
+        resumed = resume(ctx)
+        assert resumed.message.startswith("runner resumed (runner pid ") and not limiter.paused and resumed.params == {"paused": False}
+    ctx.control = None
+    for action, result in (("concurrency", set_concurrency(ctx, 2)), ("pause", pause(ctx)), ("resume", resume(ctx))):
+        assert (result.outcome, result.message) == ("refused", f"{action}: no control directory (pass --db, or set `control_dir`)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -123,6 +124,27 @@ def test_runner_orphaned_between_plan_and_signal_is_not_killed(small_world: Worl
     assert w.alive(gemma) and w.create_time(gemma) == born
     assert processes.calls >= 2  # planned on the old table, refused on a fresh one
     assert [r["outcome"] for r in w.audit_rows()] == ["refused"]
+
+
+@linux_and_gcc
+def test_a_runner_that_exits_between_plan_and_signal(small_world: World) -> None:
+    """The runner is gone (exited, reaped) after the plan approved it: nothing is signalled, the
+    outcome is `failed` with the reason, and the attempt is audited."""
+    w = small_world
+    gemma = w.tree.pid_of("--port", "54107")
+
+    def runner_exits() -> None:
+        os.kill(gemma, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(gemma):  # the serve reaps it
+            assert time.monotonic() < deadline, "the runner was never reaped"
+            time.sleep(0.01)
+
+    result = hard_kill(_ctx(w, ChangesAfterThePlan(runner_exits)), GEMMA)
+    assert (result.outcome, result.exit_code) == ("failed", 1), result.message
+    assert result.message == f"hard-kill {GEMMA}: pid {gemma} exited before the signal; nothing was killed"
+    assert "signalled_at" not in result.detail and result.detail["plan"]["pid"] == gemma
+    assert [r["outcome"] for r in w.audit_rows()] == ["failed"]
 
 
 @linux_and_gcc

@@ -12,7 +12,8 @@ from html import escape
 
 import streamlit as st
 
-from oasis_ops.diagnosis.report import build_report, report_bytes
+from oasis_ops.diagnosis.render import report_bytes
+from oasis_ops.diagnosis.report import build_report
 from oasis_ops.errors import OasisOpsError
 from oasis_ops.settings import Settings
 

@@ -10,7 +10,8 @@ import pytest
 from helpers_scenarios import build_scenario
 
 from oasis_ops import cli
-from oasis_ops.diagnosis.report import build_report, render_html, write_report
+from oasis_ops.diagnosis.render import render_html, write_report
+from oasis_ops.diagnosis.report import build_report
 from oasis_ops.settings import load_settings
 
 SECTIONS = ("## Summary", "## Impact", "## Timeline", "## Root causes", "## Ruled out", "## Memory, in vm_stat's terms",

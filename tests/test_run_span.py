@@ -19,7 +19,8 @@ from helpers_trials import trial_settings
 from streamlit.testing.v1 import AppTest
 
 from oasis_ops import cli
-from oasis_ops.diagnosis.report import build_report, render_html, render_markdown
+from oasis_ops.diagnosis.render import render_html, render_markdown
+from oasis_ops.diagnosis.report import build_report
 from oasis_ops.trials import TrialSource
 from oasis_ops.trials.span import RunSpan, duration_text, range_text
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from oasis_ops.commands import settings_from
-from oasis_ops.diagnosis.report import build_report, write_report
+from oasis_ops.diagnosis.render import write_report
+from oasis_ops.diagnosis.report import build_report
 from oasis_ops.errors import UsageError
 from oasis_ops.fmt import json_text
 from oasis_ops.trials import parse_time

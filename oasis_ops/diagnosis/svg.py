@@ -168,13 +168,22 @@ def time_chart(
         out.append(f'<text x="{mx + 3:.1f}" y="{pad_t + 24 + 12 * (n % 3)}" fill="#6a3d9a">{escape(label)}</text>')
     # series
     for s in series:
-        pts = [(x(ts), y(float(v), s.axis)) for ts, v in s.points if v is not None and math.isfinite(float(v)) and t0 <= ts.timestamp() <= t1]
-        pts = [(px, py) for px, py in pts if py is not None]
-        if not pts:
-            continue
-        if s.kind == "dots":
-            out.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2" fill="{s.color}" fill-opacity="0.75"/>' for px, py in pts)  # type: ignore[str-format]
-        else:
+        # runs of drawable points: a missing value (None, NaN, <= 0 on a log axis) breaks the
+        # line, so a gap in the data is drawn as a gap, never bridged
+        runs: list[list[tuple[float, float]]] = [[]]
+        for ts, v in s.points:
+            if not t0 <= ts.timestamp() <= t1:
+                continue
+            py = y(float(v), s.axis) if v is not None and math.isfinite(float(v)) else None
+            if py is None:
+                if runs[-1]:
+                    runs.append([])
+                continue
+            runs[-1].append((x(ts), py))
+        for pts in (run for run in runs if run):
+            if s.kind == "dots":
+                out.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2" fill="{s.color}" fill-opacity="0.75"/>' for px, py in pts)
+                continue
             coords: list[str] = []
             for i, (px, py) in enumerate(pts):
                 if s.kind == "step" and i:

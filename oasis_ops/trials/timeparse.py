@@ -107,6 +107,3 @@ def ceil_to_bucket(value: datetime, width_s: int) -> datetime:
         return floored + timedelta(seconds=width_s)
     except OverflowError:
         raise UsageError(f"{as_utc(value).isoformat()} is too close to the end of year 9999 for {width_s} s buckets") from None
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,95 @@
+"""Pins for reading /api/ps (oasis_ops.probes.ollama) at its edges: every field of a status, the
+exact refusals of odd numbers, the Stopping boundary, forever, and the poll-to-poll transitions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from oasis_ops.errors import OllamaBadResponse
+from oasis_ops.probes.ollama import (
+    FOREVER_AFTER,
+    diff_models,
+    model_status_from_ps,
+    modelfile_from_paths,
+    parse_ps,
+)
+
+NOW = datetime(2025, 11, 20, 18, 0, tzinfo=UTC)
+
+
+def entry(**fields: Any) -> dict[str, Any]:
+    return {"name": "gemma4:e4b", "model": "gemma4:e4b", "digest": "c6eb", "size": 1000, "size_vram": 1000,
+            "context_length": 8192, "expires_at": (NOW + timedelta(minutes=5)).isoformat(), "details": {"family": "gemma4"}, **fields}  # fmt: skip
+
+
+def test_every_field_of_a_loaded_model() -> None:
+    status = model_status_from_ps(entry(size=1000, size_vram=520), NOW)
+    assert status.as_dict() == {
+        "name": "gemma4:e4b", "model": "gemma4:e4b", "digest": "c6eb", "size_bytes": 1000, "size_vram_bytes": 520,
+        "context_length": 8192, "expires_at": "2025-11-20T18:05:00+00:00", "state": "loaded", "stopping_since": None,
+        "stopping_for_s": None, "processor": "48%/52% CPU/GPU", "cpu_percent": 48.0, "gpu_percent": 52.0,
+        "keep_alive_forever": False, "details": {"family": "gemma4"}, "ollama_state": "loaded", "busy": False, "judged": None,
+    }  # fmt: skip
+
+
+def test_the_stopping_boundary_and_forever() -> None:
+    at_now = model_status_from_ps(entry(expires_at=NOW.isoformat()), NOW)
+    assert at_now.state == "loaded"  # not yet in the past: `ollama ps` says Stopping only after it
+    past = model_status_from_ps(entry(expires_at=(NOW - timedelta(microseconds=1)).isoformat()), NOW)
+    assert (past.state, past.stopping_since, past.stopping_for_s) == ("stopping", NOW - timedelta(microseconds=1), 1e-6)
+    forever = model_status_from_ps(entry(expires_at=FOREVER_AFTER.isoformat()), NOW)
+    assert forever.keep_alive_forever and not model_status_from_ps(entry(expires_at=(FOREVER_AFTER - timedelta(seconds=1)).isoformat()), NOW).keep_alive_forever
+    none = model_status_from_ps(entry(expires_at=None, model=None, digest=None, details=["x"], size_vram=None, context_length=None), NOW)
+    assert (none.expires_at, none.state, none.model, none.digest, none.details, none.size_vram_bytes, none.context_length) == (
+        None, "loaded", "gemma4:e4b", "", {}, 0, None)  # fmt: skip
+    assert model_status_from_ps(entry(name=None), NOW).name == "gemma4:e4b"  # the model field names it
+    assert model_status_from_ps(entry(expires_at=""), NOW).expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"size": True}, "/api/ps: size is bool, expected a number"), ({"size": "9"}, "/api/ps: size is str, expected a number"),
+     ({"size_vram": -1.5}, "/api/ps: size_vram is negative (-1.5), expected a byte count or length"),
+     ({"context_length": float("inf")}, "/api/ps: context_length is inf, expected a finite number"),
+     ({"size": 2**63}, "/api/ps: size is larger than 2^63-1, expected a byte count or length"),
+     ({"name": "", "model": ""}, "/api/ps: a model entry has no name"),
+     ({"expires_at": 5}, "/api/ps: 'gemma4:e4b': expires_at '5' is not a usable time"),
+     ({"expires_at": "soon"}, "/api/ps: 'gemma4:e4b': expires_at 'soon' is not a usable time")],
+)  # fmt: skip
+def test_refusals_say_which_field(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(OllamaBadResponse) as info:
+        model_status_from_ps(entry(**fields), NOW)
+    assert str(info.value) == message
+
+
+def test_whole_bodies() -> None:
+    assert parse_ps({"models": None}, NOW) == [] and parse_ps({}, NOW) == []
+    with pytest.raises(OllamaBadResponse, match="^/api/ps answered list, expected an object$"):
+        parse_ps([], NOW)
+    with pytest.raises(OllamaBadResponse, match="^/api/ps: models is str, expected a list$"):
+        parse_ps({"models": "x"}, NOW)
+    with pytest.raises(OllamaBadResponse, match="^/api/ps: a model entry is int, expected an object$"):
+        parse_ps({"models": [5]}, NOW)
+    two = parse_ps({"models": [entry(name="b"), entry(name="a")]}, NOW)
+    assert [m.name for m in two] == ["b", "a"]  # Ollama's order is kept
+
+
+def test_transitions_between_polls() -> None:
+    loaded = model_status_from_ps(entry(), NOW)
+    stopping = model_status_from_ps(entry(expires_at=(NOW - timedelta(seconds=5)).isoformat()), NOW)
+    other = model_status_from_ps(entry(name="other:7b"), NOW)
+    assert [(t.model, t.old_state, t.new_state) for t in diff_models([], [loaded])] == [("gemma4:e4b", None, "loaded")]
+    assert diff_models([loaded], [loaded]) == []
+    moved = diff_models([loaded, other], [stopping])
+    assert [(t.model, t.old_state, t.new_state, t.status is not None) for t in moved] == [
+        ("gemma4:e4b", "loaded", "stopping", True), ("other:7b", "loaded", "gone", False)]  # fmt: skip
+
+
+def test_from_lines_of_a_modelfile() -> None:
+    modelfile = ("# Modelfile generated by \"ollama show\"\n# FROM gemma4:e4b\nFROM /m/blobs/sha256-aaa\n"
+                 "from   /m/blobs/sha256-bbb  \nTEMPLATE x\nFROMAGE no\n")  # fmt: skip
+    assert modelfile_from_paths(modelfile) == ["/m/blobs/sha256-aaa", "/m/blobs/sha256-bbb"]
+    assert modelfile_from_paths("") == []

@@ -82,3 +82,26 @@ def test_auto_bucket_and_alignment() -> None:
                                "(start later, or use a narrower bucket)")  # fmt: skip
     with pytest.raises(UsageError, match="too close to the end of year 9999 for 86400 s buckets"):
         tp.ceil_to_bucket(datetime(9999, 12, 31, 12, 0, tzinfo=UTC), 86_400)
+
+
+# --- a run's span, as every surface shows it (oasis_ops.trials.span) ----------------------------
+def test_span_texts() -> None:
+    from oasis_ops.trials.span import RunSpan, duration_text, range_parts, range_text
+
+    assert [duration_text(s) for s in (-3, 0, 58.9, 60, 298, 3600, 32_698, 86_400, 183_605)] == [
+        "0 s", "0 s", "58 s", "1 min 0 s", "4 min 58 s", "1 h 0 min 0 s", "9 h 4 min 58 s", "1 d 0 h 0 min 0 s", "2 d 3 h 0 min 5 s"]  # fmt: skip
+    assert duration_text(timedelta(minutes=2, seconds=3.9)) == "2 min 3 s"
+    start = datetime(2025, 11, 20, 9, 0, 1, 900_000, tzinfo=UTC)
+    end = datetime(2025, 11, 20, 18, 4, 59, 100_000, tzinfo=UTC)
+    # shown times are truncated and the duration is their difference (not 9:04:57.2 rounded)
+    assert range_parts(start, end) == ("2025-11-20 09:00:01", "18:04:59", "9 h 4 min 58 s")
+    assert range_text(start, end + timedelta(days=1)) == "2025-11-20 09:00:01 → 2025-11-21 18:04:59 UTC (1 d 9 h 4 min 58 s)"
+    run = RunSpan("oasis-1", start, end, end - timedelta(seconds=9), 12_830, 376, ("gemma4:e4b",))
+    assert (run.start_text, run.end_text, run.duration_text, run.shown_duration_s) == ("2025-11-20 09:00:01", "18:04:59", "9 h 4 min 58 s", 32_698)
+    assert run.label() == "run oasis-1: 2025-11-20 09:00:01 → 18:04:59 UTC (9 h 4 min 58 s)"
+    assert RunSpan(None, start, end, end, 1, 0).label().startswith("all trials: 2025-11-20 09:00:01")
+    assert run.covered_by(start, run.last_started + timedelta(microseconds=1))
+    assert not run.covered_by(start, run.last_started) and not run.covered_by(start + timedelta(microseconds=1), end + timedelta(hours=1))
+    assert run.as_dict() == {"run_id": "oasis-1", "start": "2025-11-20T09:00:01.900000+00:00", "end": "2025-11-20T18:04:59.100000+00:00",
+                             "duration_s": 32_697.2, "last_started": "2025-11-20T18:04:50.100000+00:00", "trials": 12_830,
+                             "failures": 376, "models": ["gemma4:e4b"]}  # fmt: skip

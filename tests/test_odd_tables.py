@@ -122,3 +122,38 @@ def test_a_trial_db_in_a_read_only_directory(read_only_dir: Path, tmp_path: Path
     report = tmp_path / "report.md"
     code, _, err = run(["report", "--db", str(db), "--sidecar", str(tmp_path / "s.ops.duckdb"), "--out", str(report)], capsys)
     assert code == 0 and report.read_text().startswith("#"), err
+
+
+def test_column_mapping_rules(tmp_path: Path) -> None:
+    """Aliases only while a setting is at its default; names case-insensitively; the default
+    table name in another schema (when only one has it); each refusal names what exists."""
+    from oasis_ops.errors import SchemaError
+    from oasis_ops.settings import load_settings
+    from oasis_ops.trials.mapping import TrialMapping
+
+    def resolve(ddl: str, **flags: object) -> TrialMapping:
+        with duckdb.connect(":memory:") as con:
+            for statement in ddl.split(";"):
+                con.execute(statement)
+            return TrialMapping.resolve(con, load_settings(env={}, flags=flags), where="db")
+
+    aliased = resolve("CREATE TABLE trials (ID INT, Start_Time TIMESTAMP, Ended_At TIMESTAMP, Outcome VARCHAR, Run VARCHAR, "
+                      "Model_Name VARCHAR, Err VARCHAR)")  # fmt: skip
+    assert (aliased.time_column, aliased.finished_column, aliased.latency_column, aliased.status_column, aliased.run_id_column,
+            aliased.model_column, aliased.trial_id_column, aliased.error_column) == (
+        "Start_Time", "Ended_At", None, "Outcome", "Run", "Model_Name", "ID", "Err")  # fmt: skip
+    assert not aliased.time_is_tz and aliased.has_run_id and aliased.has_model
+    # a setting changed from its default is taken as given: no alias hunt
+    with pytest.raises(SchemaError) as info:
+        resolve("CREATE TABLE trials (started_at TIMESTAMP, latency_ms DOUBLE, outcome VARCHAR)", status_column="verdict")
+    assert str(info.value) == "table 'trials' in db has no status column 'verdict' (setting status_column); columns: started_at, latency_ms, outcome"
+    tz = resolve("CREATE SCHEMA evals; CREATE TABLE evals.trials (started_at TIMESTAMPTZ, latency_ms DOUBLE, status VARCHAR)")
+    assert tz.table == "evals.trials" and tz.time_is_tz and not tz.has_run_id and not tz.has_model
+    with pytest.raises(SchemaError) as info:
+        resolve("CREATE SCHEMA a; CREATE SCHEMA b; CREATE TABLE a.trials (x INT); CREATE TABLE b.trials (x INT)")
+    assert str(info.value) == "no table 'trials' in db (setting table); tables: a.trials, b.trials"
+    with pytest.raises(SchemaError, match=r"no table 'runs' in db \(setting table\); tables: none \(the database is empty\)"):
+        resolve("SELECT 1", table="runs")
+    with pytest.raises(SchemaError) as info:
+        resolve("CREATE TABLE trials (started_at TIMESTAMP, finished_at VARCHAR, status VARCHAR)")
+    assert str(info.value) == "finished column 'finished_at' of table 'trials' in db is VARCHAR, not a timestamp"

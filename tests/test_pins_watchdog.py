@@ -177,12 +177,34 @@ def test_dry_run_rows_say_what_would_be_done(tmp_path: Path, limiter: ResizableL
     assert (dry_pause.action, dry_pause.message, dry_pause.params) == ("pause", "dry run: would pause the runner", {"paused": True})
     [dry_resume] = pausing.tick(T0 + timedelta(seconds=101), models=[], host=CALM)
     assert (dry_resume.action, dry_resume.message, dry_resume.params) == ("resume", "dry run: would resume the runner", {"paused": False})
+    assert dry_resume.detail == {"trigger": "memory recovered for 0 min (guard since 12:01:40 UTC: available memory 1.00 GB < 2 GB)"}
+    assert (dry_resume.duration_ms, dry_resume.requested_by, dry_resume.target) == (0.0, "watchdog", "runner")
     pausing.close()
     assert [(r[0], r[2], r[3]) for r in audit_rows(dog)] == [
         ("concurrency", "dry_run", "watchdog"), ("concurrency", "dry_run", "watchdog"),
         ("pause", "dry_run", "watchdog"), ("resume", "dry_run", "watchdog"),
     ]  # fmt: skip
     assert audit_rows(dog)[2][6] == "available memory 1.00 GB < 2 GB"
+
+
+def test_without_a_runner_the_guard_remembers_what_was_requested(tmp_path: Path) -> None:
+    """No runner-side helper (no state.json): what control.json asked for is what the guard
+    restores; values that are not what they claim to be are not restored."""
+    dog = guard_dog(tmp_path, watchdog_restore_min=0.0, control_ack_timeout_s=0.2)
+    assert dog.ctx.control is not None
+    dog.ctx.control.request(max_concurrency=3, paused=False, requested_by="user")
+    [lowered] = dog.tick(T0, models=[], host={"pressure": 90.0})
+    assert lowered.outcome == "not_acknowledged" and dog.guard is not None
+    assert (dog.guard.previous_concurrency, dog.guard.previous_paused) == (3, False)
+    [restored] = dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM)
+    assert restored.params == {"max_concurrency": 3}
+    dog.close()
+    (dog.ctx.control.dir / "control.json").write_text(json.dumps({"version": 9, "max_concurrency": "lots", "paused": "yes"}))
+    odd = guard_dog(tmp_path, watchdog_restore_min=0.0, control_ack_timeout_s=0.2)
+    odd.tick(T0 + timedelta(seconds=5), models=[], host={"pressure": 90.0})
+    assert odd.guard is not None and (odd.guard.previous_concurrency, odd.guard.previous_paused) == (None, None)
+    assert odd.tick(T0 + timedelta(seconds=6), models=[], host=CALM) == []  # nothing known to restore
+    odd.close()
 
 
 def test_no_control_channel_means_no_guard(tmp_path: Path) -> None:
@@ -244,6 +266,14 @@ def test_write_switch_without_a_control_dir_or_with_a_broken_one(tmp_path: Path)
     failed = write_switch(ctx, enabled=False, dry_run=True)
     assert (failed.action, failed.target, failed.outcome) == ("watchdog", "off", "failed") and failed.audited
     assert str(tmp_path / "blocked") in failed.message and failed.params == {"enabled": False, "dry_run": True}
+    for result in (refused, failed):
+        assert (result.duration_ms, result.requested_by, result.detail) == (0.0, "ui", {})
+    # the switch file's place taken by a directory: the OS's own words
+    (tmp_path / "ok.control" / "watchdog.json").mkdir(parents=True)
+    os.chmod(tmp_path / "ok.control", 0o700)
+    ctx.control = ControlChannel(tmp_path / "ok.control")
+    clash = write_switch(ctx, enabled=True, dry_run=False)
+    assert clash.outcome == "failed" and "Is a directory" in clash.message and clash.duration_ms == 0.0 and clash.requested_by == "ui"
 
 
 @pytest.mark.parametrize(
@@ -353,6 +383,44 @@ def test_without_trials_the_runner_cpu_decides_at_the_bar(world: World) -> None:
     dog.close()
 
 
+def test_stuck_rule_edges_identity_and_memory(world: World) -> None:  # noqa: F811
+    import dataclasses
+
+    snaps = snapshots(world)
+    gemma = _gemma(snaps)
+    since = gemma.status.stopping_since
+    dog = make_watchdog(world, stopping_s=30.0, kill_interval_s=600.0)
+    write_switch(dog.ctx.as_requester("ui"), enabled=True, dry_run=True)
+    # loaded (Ollama's word) with a stale stopping_since: not a Stopping model
+    loaded = dataclasses.replace(gemma, status=dataclasses.replace(gemma.status, state="loaded"))
+    assert dog.tick(since + timedelta(seconds=300), models=[loaded]) == [] and dog.handled == {}
+    # a pid without its create time is no identity: not acted on
+    half = dataclasses.replace(gemma, runner_create_time=None)
+    assert dog.tick(since + timedelta(seconds=45), models=[half]) == []
+    assert dog.notes == [f"{GEMMA} Stopping for 45 s but no runner process is matched"]
+    [dry] = dog.tick(since + timedelta(seconds=30.16), models=snaps)  # the trigger keeps one decimal
+    assert dry.detail["trigger"]["stopping_for_s"] == 30.2
+    # a kill exactly kill_interval_s ago no longer holds the next one back
+    write_switch(dog.ctx.as_requester("ui"), enabled=True, dry_run=False)
+    dog.last_kill[GEMMA] = since + timedelta(seconds=40) - timedelta(seconds=600)
+    # the identity the probe saw is pinned: a create time that is not the process's is refused as reused
+    stale = [dataclasses.replace(s, runner_create_time=s.runner_create_time - 42.0) if s.model == GEMMA else s for s in snaps]
+    [reused] = dog.tick(since + timedelta(seconds=40), models=stale)
+    assert reused.outcome == "refused" and "was reused" in reused.message and world.alive(gemma.runner_pid)
+    key = Watchdog.stuck_key(stale[[s.model for s in stale].index(GEMMA)], since)
+    assert dog.handled[key] == "refused"
+    dog.close()
+    # a restarted watchdog finds the state acted on in the audit log and remembers it as done
+    killer = make_watchdog(world, stopping_s=30.0)
+    [done] = killer.tick(since + timedelta(seconds=50), models=snaps)
+    assert done.outcome == "done"
+    killer.close()  # releases the lock for the next one
+    again = make_watchdog(world, stopping_s=30.0)
+    assert again.tick(since + timedelta(seconds=60), models=snaps) == []
+    assert again.handled == {Watchdog.stuck_key(gemma, since): "done"}
+    again.close()
+
+
 def test_a_refused_kill_says_when_and_why(world: World) -> None:  # noqa: F811
     snaps = snapshots(world)
     gemma = _gemma(snaps)
@@ -364,6 +432,7 @@ def test_a_refused_kill_says_when_and_why(world: World) -> None:  # noqa: F811
     assert refused.message == (f"not killing {GEMMA}'s runner pid {gemma.runner_pid}: a runner of it was killed at "
                                f"{killed_at:%H:%M:%S} UTC; at most one kill per 15 min")  # fmt: skip
     assert (refused.outcome, refused.params, refused.requested_by) == ("refused", {"pid": gemma.runner_pid}, "watchdog")
+    assert refused.duration_ms == 0.0 and dog.handled == {refused.detail["trigger"]["key"]: "refused"}
     assert refused.detail["trigger"]["evidence"].startswith("no ok trial started since") and refused.audited
     assert dog.tick(since + timedelta(seconds=41), models=snaps) == []  # remembered as refused
     assert world.alive(gemma.runner_pid)

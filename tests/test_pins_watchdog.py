@@ -139,6 +139,21 @@ def test_what_was_low_before_the_guard_is_not_raised_after_it(tmp_path: Path, li
     dog.close()
 
 
+def test_a_limit_of_two_before_the_guard_is_restored(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    limiter.set_limit(2)
+    dog = guard_dog(tmp_path, watchdog_restore_min=0.0)
+    assert dog.ctx.control is not None
+    deadline = time.monotonic() + 10
+    while (state := dog.ctx.control.runner_state()) is None or state.max_concurrency != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    dog.tick(T0, models=[], host={"pressure": 99.0})
+    assert limiter.limit == 1
+    [restored] = dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM)
+    assert restored.params == {"max_concurrency": 2} and limiter.limit == 2
+    dog.close()
+
+
 def test_pause_mode_resumes_only_what_it_paused(tmp_path: Path, limiter: ResizableLimiter) -> None:
     dog = guard_dog(tmp_path, watchdog_guard_action="pause", watchdog_restore_min=1.0)
     [paused] = dog.tick(T0, models=[], host={"pressure": 70.0})
@@ -171,6 +186,8 @@ def test_dry_run_rows_say_what_would_be_done(tmp_path: Path, limiter: ResizableL
     [undo] = dog.tick(T0 + timedelta(seconds=31), models=[], host=CALM)
     assert (undo.action, undo.outcome, undo.message, undo.params) == (
         "concurrency", "dry_run", "dry run: would restore max concurrency 4", {"max_concurrency": 4})  # fmt: skip
+    assert undo.detail == {"trigger": "memory recovered for 0.5 min (guard since 12:00:00 UTC: memory pressure 65 >= 60)"}
+    assert (dry.duration_ms, undo.duration_ms, dry.requested_by) == (0.0, 0.0, "watchdog")
     dog.close()
     pausing = guard_dog(tmp_path, watchdog_dry_run=True, watchdog_guard_action="pause", watchdog_restore_min=0.0)
     [dry_pause] = pausing.tick(T0 + timedelta(seconds=100), models=[], host={"mem_available_bytes": 1e9})
@@ -441,6 +458,7 @@ def test_a_refused_kill_says_when_and_why(world: World) -> None:  # noqa: F811
 
 # --- the lock, the tick's bookkeeping, the headless helpers ---------------------------------------
 def test_lock_file_rules(tmp_path: Path) -> None:
+    import fcntl
     import stat as stat_module
 
     from oasis_ops.watchdog import open_lock_file
@@ -449,7 +467,11 @@ def test_lock_file_rules(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.lock"
     fd = open_lock_file(fresh, notes)
     assert fd is not None and notes == [] and stat_module.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # never inherited by a process we start
     os.close(fd)
+    assert open_lock_file(tmp_path / "no-such-dir" / "x.lock", notes) is None
+    assert notes == [f"cannot open the watchdog lock {tmp_path / 'no-such-dir' / 'x.lock'}: No such file or directory"]
+    notes.clear()
     (tmp_path / "target").write_text("x")
     (tmp_path / "link.lock").symlink_to(tmp_path / "target")
     assert open_lock_file(tmp_path / "link.lock", notes) is None

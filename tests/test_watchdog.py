@@ -72,6 +72,14 @@ def test_leaves_alone_what_is_not_stuck(world: World) -> None:  # noqa: F811
     completing = make_watchdog(world, completed=12)  # trials still complete: a busy, healthy model
     assert completing.tick(now, models=snaps) == [] and any("12 trials completed" in n for n in completing.notes)
     completing.close()
+    one = make_watchdog(world, completed=1)  # one is enough to say it is not stuck
+    assert one.tick(now, models=snaps) == [] and f"{GEMMA} is Stopping but 1 trials completed since: left alone" in one.notes
+    one.close()
+    world.server.mode = "500"  # the watchdog probing for itself, Ollama failing: a note, nothing done
+    probing = make_watchdog(world)
+    assert probing.tick(now) == [] and any(n.startswith("models: ") for n in probing.notes), probing.notes
+    probing.close()
+    world.server.mode = "ok"
     no_trials = make_watchdog(world, completed=None)  # no trial DB: runner CPU decides (idle here)
     assert no_trials.tick(now, models=snaps) == [] and any("not judged stuck" in n for n in no_trials.notes)
     no_trials.close()
@@ -223,6 +231,7 @@ def test_fallback_lock_refuses_a_symlink(world: World, tmp_path: Path) -> None: 
     dog = lock_dog(world)
     assert dog.tick(datetime.now(UTC), models=[]) == []
     assert any("symlink" in n for n in dog.notes), dog.notes
+    assert dog._lock() is False and dog._lock_fd is None
     assert victim.read_text() == "precious\n"
     dog.close()
     lock.unlink()

@@ -313,6 +313,29 @@ def test_read_switch_trusts_only_a_well_formed_file(tmp_path: Path, content: dic
     assert read_switch(None, settings).source == "settings"
 
 
+def test_an_untrusted_switch_file_falls_back_to_the_settings_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    control = tmp_path / "trials.control"
+    control.mkdir()
+    os.chmod(control, 0o777)
+    (control / "watchdog.json").write_text(json.dumps({"enabled": False, "dry_run": False}))
+    with caplog.at_level("WARNING", logger="oasis_ops.watchdog"):
+        switch = read_switch(control, settings_for(tmp_path, watchdog=True, watchdog_dry_run=True))
+    assert (switch.enabled, switch.dry_run, switch.source) == (True, True, "settings")
+    assert switch.note is not None and switch.note.startswith("switch file ignored: ") and "writable by others" in switch.note
+    [record] = [r for r in caplog.records if r.name == "oasis_ops.watchdog"]
+    assert record.getMessage() == "ignoring the watchdog switch file: " + switch.note.removeprefix("switch file ignored: ")
+
+
+def test_each_action_is_logged_in_one_line(tmp_path: Path, limiter: ResizableLimiter, caplog: pytest.LogCaptureFixture) -> None:
+    dog = guard_dog(tmp_path)
+    dog.host_probe = lambda: pytest.fail("the host given to tick() is used, not the probe")  # type: ignore[assignment]
+    with caplog.at_level("WARNING", logger="oasis_ops.watchdog"):
+        [lowered] = dog.tick(T0, models=[], host={"pressure": 75.0})
+    [record] = [r for r in caplog.records if r.name == "oasis_ops.watchdog"]
+    assert record.getMessage() == f"watchdog: concurrency runner: done ({lowered.message})"
+    dog.close()
+
+
 def test_describe_says_the_state_and_where_it_came_from(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, watchdog=True, watchdog_dry_run=True)
     assert read_switch(None, settings).describe() == "watchdog on (dry run: only logs) (from the settings)"
@@ -498,10 +521,13 @@ def test_lock_file_rules(tmp_path: Path) -> None:
 
 def test_two_watchdogs_one_lock_and_what_the_second_says(tmp_path: Path) -> None:
     first, second = guard_dog(tmp_path), guard_dog(tmp_path)
-    assert first.tick(T0, models=[], host=CALM) == [] and first.notes == [] and first.ticks == 1
     assert first.ctx.control is not None
     lock = first.ctx.control.dir / "watchdog.lock"
-    assert json.loads(lock.read_text()) == {"pid": os.getpid()}
+    lock.parent.mkdir(mode=0o700)
+    lock.write_text('{"pid": 99999999, "left": "by an older watchdog"}')  # a stale, longer holder line
+    os.chmod(lock, 0o600)
+    assert first.tick(T0, models=[], host=CALM) == [] and first.notes == [] and first.ticks == 1
+    assert lock.read_text() == json.dumps({"pid": os.getpid()})  # replaced whole, nothing left of the old line
     assert second.tick(T0, models=[], host={"pressure": 100.0}) == []  # stands by: does not act
     assert second.notes == [f'another watchdog is active ({{"pid": {os.getpid()}}}); this one stands by']
     assert second._lock_fd is None

@@ -6,6 +6,7 @@ Ollama API, a real sidecar)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -360,3 +361,63 @@ def test_control_actions_words_and_details(tmp_path: Path) -> None:
     ctx.control = None
     for action, result in (("concurrency", set_concurrency(ctx, 2)), ("pause", pause(ctx)), ("resume", resume(ctx))):
         assert (result.outcome, result.message) == ("refused", f"{action}: no control directory (pass --db, or set `control_dir`)")
+
+
+# --- recover when something breaks midway ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("progress", "exc", "outcome", "message", "kill_outcome"),
+    [
+        ({}, RuntimeError("boom"), "failed", "recover m: RuntimeError: boom; no SIGKILL was sent", None),
+        ({"plan": {"pid": 5}, "error_stage": "signalling"}, RuntimeError("boom"), "failed",
+         "recover m: RuntimeError: boom while verifying pid 5; SIGKILL may not have been sent", "failed"),
+        ({"plan": {"pid": 5}, "signalled_at": "T"}, RuntimeError("boom"), "failed",
+         "recover m: SIGKILL was sent to pid 5 at T, then RuntimeError: boom", "failed"),
+        ({"plan": {"pid": 5}, "signalled_at": "T", "gone_after_ms": 12.0}, OSError(), "done",
+         "recover m: killed runner pid 5 (confirmed gone), but the respawn check failed: OSError", "done"),
+    ],
+)  # fmt: skip
+def test_recover_says_how_far_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, progress: dict, exc: BaseException, outcome: str, message: str, kill_outcome: str | None
+) -> None:
+    from oasis_ops.actions import ActionContext, recover
+    recover_module = importlib.import_module("oasis_ops.actions.recover")
+    from oasis_ops.actions.result import ActionResult
+    from oasis_ops.settings import load_settings
+
+    ctx = ActionContext.from_settings(load_settings(env={}, flags={"db": str(tmp_path / "t.duckdb"), "ollama_host": "http://127.0.0.1:9"}))
+    monkeypatch.setattr(recover_module, "evict", lambda *a, **k: ActionResult("evict", "m", "stuck", "m is still Stopping", {}, 1.0))
+
+    def breaking_kill(*args: object, progress: dict, **kwargs: object) -> ActionResult:
+        progress.update(progress_given)
+        raise exc
+
+    progress_given = progress
+    monkeypatch.setattr(recover_module, "hard_kill", breaking_kill)
+    result = recover(ctx, "m", grace_s=0.0, ping=False)
+    assert (result.outcome, result.message) == (outcome, message)
+    assert result.detail["error"] == (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    assert result.detail["signalled_at"] == progress.get("signalled_at") and result.audited
+    steps = [(s["action"], s["outcome"]) for s in result.detail["steps"]]
+    assert steps == [("evict", "stuck")] + ([("hard_kill", kill_outcome)] if kill_outcome else [])
+
+
+def test_recover_audits_then_lets_an_interrupt_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oasis_ops.actions import ActionContext, recover
+    recover_module = importlib.import_module("oasis_ops.actions.recover")
+    from oasis_ops.actions.audit import audit_log
+    from oasis_ops.actions.result import ActionResult
+    from oasis_ops.settings import load_settings
+
+    ctx = ActionContext.from_settings(load_settings(env={}, flags={"db": str(tmp_path / "t.duckdb"), "ollama_host": "http://127.0.0.1:9"}))
+    monkeypatch.setattr(recover_module, "evict", lambda *a, **k: ActionResult("evict", "m", "stuck", "stuck", {}, 1.0))
+
+    def interrupted(*args: object, progress: dict, **kwargs: object) -> ActionResult:
+        progress.update({"plan": {"pid": 5}, "signalled_at": "T"})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recover_module, "hard_kill", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        recover(ctx, "m", grace_s=0.0, ping=False)
+    assert ctx.sidecar is not None
+    [row] = audit_log(ctx.sidecar, datetime(2000, 1, 1, tzinfo=UTC)).to_dict("records")
+    assert (row["action"], row["outcome"], row["message"]) == ("recover", "failed", "recover m: SIGKILL was sent to pid 5 at T, then KeyboardInterrupt")

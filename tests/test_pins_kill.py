@@ -421,3 +421,28 @@ def test_recover_audits_then_lets_an_interrupt_through(tmp_path: Path, monkeypat
     assert ctx.sidecar is not None
     [row] = audit_log(ctx.sidecar, datetime(2000, 1, 1, tzinfo=UTC)).to_dict("records")
     assert (row["action"], row["outcome"], row["message"]) == ("recover", "failed", "recover m: SIGKILL was sent to pid 5 at T, then KeyboardInterrupt")
+
+
+def test_the_context_derives_its_places_from_the_trial_db(tmp_path: Path) -> None:
+    from oasis_ops.actions import ActionContext
+    from oasis_ops.settings import load_settings
+
+    base = {"ollama_host": "http://127.0.0.1:9"}
+    ctx = ActionContext.from_settings(load_settings(env={}, flags={**base, "db": str(tmp_path / "run 1.duckdb")}), requested_by="ui")
+    assert ctx.sidecar is not None and ctx.sidecar.path == tmp_path / "run 1.ops.duckdb"
+    assert ctx.control is not None and ctx.control.dir == tmp_path / "run 1.control"
+    assert (ctx.db, ctx.requested_by, ctx.serve_pid, ctx.client.base_url) == (str(tmp_path / "run 1.duckdb"), "ui", None, "http://127.0.0.1:9")
+    other = ctx.as_requester("watchdog")
+    assert other.requested_by == "watchdog" and other.client is ctx.client and ctx.requested_by == "ui"
+    assert dataclasses.replace(ctx, serve_pid=4242).current_serve_pid() == 4242
+    elsewhere = ActionContext.from_settings(load_settings(env={}, flags={**base, "db": str(tmp_path / "t.duckdb")}),
+                                            sidecar_path=tmp_path / "side.ops.duckdb")  # fmt: skip
+    assert elsewhere.sidecar is not None and elsewhere.sidecar.path == tmp_path / "side.ops.duckdb"
+    bare = ActionContext.from_settings(load_settings(env={}, flags=base))
+    assert (bare.sidecar, bare.control, bare.db, bare.requested_by) == (None, None, None, "cli")
+    models = ActionContext.from_settings(load_settings(env={}, flags={**base, "ollama_models": str(tmp_path / "m")}))
+    assert models.models_dir == tmp_path / "m"
+    ctx.close()
+    elsewhere.close()
+    bare.close()
+    models.close()

@@ -50,7 +50,7 @@ from oasis_ops.actions import (
     resume,
     set_concurrency,
 )
-from oasis_ops.actions.episodes import StoppingEpisodes
+from oasis_ops.actions.episodes import StoppingEpisodes, as_utc_datetime
 from oasis_ops.control.files import (
     atomic_write_json,
     check_control_dir,
@@ -132,7 +132,7 @@ def write_switch(ctx: ActionContext, enabled: bool, dry_run: bool) -> ActionResu
             {"enabled": enabled, "dry_run": dry_run, "updated_at": utc_now().isoformat(), "updated_by": ctx.requested_by},
         )
     except (OasisOpsError, OSError) as exc:
-        message = exc.message if isinstance(exc, OasisOpsError) else str(exc)
+        message = str(exc)  # ours: the message (and hint); the OS's: its own words
         return audit(ctx.sidecar, ActionResult("watchdog", target, "failed", message, {}, 0.0, params, ctx.requested_by))
     mode = " (dry run)" if enabled and dry_run else ""
     result = ActionResult("watchdog", target, "done", f"watchdog switched {target}{mode}",
@@ -211,7 +211,7 @@ class GuardEpisode:
 
 
 def _host_value(host: HostSample | Mapping[str, Any], name: str) -> Any:
-    return host.get(name) if isinstance(host, Mapping) else getattr(host, name, None)
+    return host.get(name) if isinstance(host, Mapping) else getattr(host, name)
 
 
 class Watchdog:
@@ -251,7 +251,7 @@ class Watchdog:
     ) -> Watchdog:
         """The real one: Ollama from settings, audit rows to db's sidecar (or `sidecar_path`),
         the control channel beside db, and (when db exists) trials from a TrialSource on it."""
-        ctx = ActionContext.from_settings(settings, db=db, requested_by="watchdog", sidecar_path=sidecar_path)
+        ctx = ActionContext.from_settings(settings, db=db, sidecar_path=sidecar_path)  # __init__ makes it the watchdog's
         if completed_since is None and ctx.db and Path(ctx.db).expanduser().exists():
             completed_since = trial_counter(ctx.db, settings)
         return cls(ctx, completed_since=completed_since)
@@ -432,9 +432,7 @@ class Watchdog:
         kills = [r["ts"] for r in self._audit_rows(now) if r.get("target") == model and _signalled(r.get("detail"))]
         if not kills:
             return None
-        last = max(kills)
-        last = last.to_pydatetime() if hasattr(last, "to_pydatetime") else last
-        return last if last.tzinfo else last.replace(tzinfo=UTC)
+        return as_utc_datetime(max(kills))
 
     # --- (b) memory guard -------------------------------------------------------------------
     def _pressure_reason(self, host: HostSample | Mapping[str, Any]) -> str | None:
@@ -509,12 +507,12 @@ def trial_counter(db: str | os.PathLike[str], settings: Settings) -> Callable[[d
     """completed_since() on a lazily opened TrialSource (refreshed before each count)."""
     from oasis_ops.trials import TrialSource
 
-    holder: dict[str, TrialSource] = {}
+    source: TrialSource | None = None
 
     def completed_since(ts: datetime) -> int:
-        source = holder.get("source")
+        nonlocal source
         if source is None:
-            source = holder["source"] = TrialSource(Path(db), settings)
+            source = TrialSource(Path(db), settings)
         source.refresh()
         return source.completed_since(ts)
 

@@ -256,7 +256,7 @@ def test_write_switch_persists_and_audits(tmp_path: Path, enabled: bool, dry_run
     before = datetime.now(UTC)
     result = write_switch(ctx, enabled=enabled, dry_run=dry_run)
     assert (result.action, result.target, result.outcome, result.message, result.requested_by) == ("watchdog", target, "done", message, "ui")
-    assert result.params == {"enabled": enabled, "dry_run": dry_run} and result.audited
+    assert result.params == {"enabled": enabled, "dry_run": dry_run} and result.audited and result.duration_ms == 0.0
     assert ctx.control is not None
     path = switch_path(ctx.control.dir)
     assert result.detail == {"switch_file": str(path)} and path == tmp_path / "trials.control" / "watchdog.json"
@@ -591,10 +591,24 @@ def test_the_last_kill_is_rebuilt_from_signalled_watchdog_rows_only(tmp_path: Pa
     sidecar.record_action("evict", "m", requested_by="watchdog", outcome="done", detail=signalled, ts=now - timedelta(minutes=1))
     sidecar.record_action("hard_kill", "m", requested_by="watchdog", outcome="done", detail=signalled, ts=now - timedelta(minutes=130))
     last = dog._last_kill_audited("m", now)
-    assert last == now - timedelta(minutes=90) and last.tzinfo is not None
+    assert last == now - timedelta(minutes=90) and type(last) is datetime and last.tzinfo is not None
     assert dog._last_kill_audited("nobody", now) is None
     short = guard_dog(tmp_path, watchdog_kill_interval_min=10.0)  # window: an hour at least
     assert short._last_kill_audited("m", now) is None and short._last_kill_audited("other", now) == now - timedelta(minutes=1)
+    sidecar.record_action("hard_kill", "edge", requested_by="watchdog", outcome="done", detail=signalled,
+                          ts=now - timedelta(seconds=3600.5))  # fmt: skip
+    assert short._last_kill_audited("edge", now) is None  # just outside the hour
+    sidecar.record_action("hard_kill", "edge", requested_by="watchdog", outcome="done", detail=signalled,
+                          ts=now - timedelta(seconds=3599.5))  # fmt: skip
+    assert short._last_kill_audited("edge", now) == now - timedelta(seconds=3599.5)
+    from oasis_ops.sidecar import Sidecar
+    from oasis_ops.watchdog import _signalled
+
+    assert not _signalled("not json") and not _signalled('{"signalled_at": null}') and _signalled('{"signalled_at": "T"}')
+    assert not _signalled(None) and _signalled({"signalled_at": "T"})
+    (tmp_path / "not-a-db").mkdir()
+    short.ctx.sidecar = Sidecar(tmp_path / "not-a-db")
+    assert short._last_kill_audited("m", now) is None and short.notes[-1].startswith("audit log: ")
 
 
 def test_for_settings_counts_trials_only_where_there_is_a_trial_db(tmp_path: Path) -> None:
@@ -604,6 +618,9 @@ def test_for_settings_counts_trials_only_where_there_is_a_trial_db(tmp_path: Pat
         con.execute("CREATE TABLE trials (trial_id INTEGER, started_at TIMESTAMP, latency_ms DOUBLE, status VARCHAR)")
         con.execute("INSERT INTO trials VALUES (1, TIMESTAMP '2026-12-04 11:59:00', 4000, 'ok'), "
                     "(2, TIMESTAMP '2026-12-04 12:00:30', 4000, 'ok'), (3, TIMESTAMP '2026-12-04 12:01:00', NULL, 'timeout')")  # fmt: skip
+    named = Watchdog.for_settings(settings, db=tmp_path / "named.duckdb")
+    assert named.ctx.db == str(tmp_path / "named.duckdb") and named.completed_since is None  # no such file: no counter
+    assert named.ctx.control is not None and named.ctx.control.dir == tmp_path / "named.control"
     dog = Watchdog.for_settings(settings, sidecar_path=tmp_path / "elsewhere.ops.duckdb")
     assert dog.ctx.sidecar is not None and dog.ctx.sidecar.path == tmp_path / "elsewhere.ops.duckdb"
     assert dog.ctx.requested_by == "watchdog" and dog.completed_since is not None

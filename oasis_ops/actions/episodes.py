@@ -26,7 +26,8 @@ FRESH_S = 30.0  # the newest sample must be this recent to say anything about "n
 MAX_EPISODES = 256
 
 
-def _ts(value: Any) -> datetime | None:
+def as_utc_datetime(value: Any) -> datetime | None:
+    """A pandas/py timestamp (naive = UTC) as an aware UTC datetime; None for None/NaN/NaT."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return None
     stamp = pd.Timestamp(value)
@@ -64,7 +65,7 @@ def episode_start_from_sidecar(
     if rows.empty:
         return None
     newest = rows.iloc[-1]
-    newest_ts = _ts(newest["ts"])
+    newest_ts = as_utc_datetime(newest["ts"])
     if newest["state"] != "stopping" or newest_ts is None or (now - newest_ts).total_seconds() > FRESH_S:
         return None
     pid = _num(newest.get("runner_pid"))
@@ -75,7 +76,7 @@ def episode_start_from_sidecar(
         row_pid = _num(row.get("runner_pid"))
         if row["state"] != "stopping" or (pid is not None and row_pid is not None and row_pid != pid):
             break
-        for candidate in (_ts(row.get("stopping_since")), _ts(row.get("expires_at")), _ts(row["ts"])):
+        for candidate in (as_utc_datetime(row.get("stopping_since")), as_utc_datetime(row.get("expires_at")), as_utc_datetime(row["ts"])):
             if candidate is not None and candidate < start:
                 start = candidate
     return start

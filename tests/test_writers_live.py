@@ -3,7 +3,7 @@
 Two worst-case writers run in parallel as separate Python processes using duckdb directly:
 (a) holds the file open read-write for the whole run, inserting every ~50 ms;
 (b) connects, inserts one trial and closes, per trial, with no retry (a failed connect = a
-lost trial, recorded by the writer itself). Our reader refreshes every second for 32 s.
+lost trial, recorded by the writer itself). Our reader refreshes every second for 20 s.
 A control at the end shows the test can fail: a plain read-only connection on the live file
 does make writer (b) lose trials.
 """
@@ -23,7 +23,7 @@ from helpers_trials import CANONICAL_DDL, WRITERS, trial_settings
 
 from oasis_ops.trials import TrialSource
 
-RUN_S = 32.0
+RUN_S = 20.0
 INTERVAL_S = 0.05
 MAX_STALE_S = 10.0
 
@@ -94,7 +94,7 @@ def test_live_writers_lose_nothing_and_reader_stays_fresh(tmp_path: Path) -> Non
         # and our reader ends up with every one of them
         with TrialSource(db, trial_settings()) as src:
             assert src.freshness().trials == stored
-    assert min(refreshes.values()) >= 25, refreshes
+    assert min(refreshes.values()) >= 15, refreshes
     print(f"worst staleness: {worst_stale}, refreshes: {refreshes}")
 
 

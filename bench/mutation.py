@@ -69,7 +69,7 @@ def run_package(name: str, work: Path) -> dict[str, object]:
     pyproject = copy / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + "\n[tool.mutmut]\n" + 'paths_to_mutate = ["oasis_ops"]\n'
                          + f"do_not_mutate = {json.dumps(others)}\n" + f"tests_dir = {json.dumps(tests)}\n"
-                         + 'also_copy = ["sql", "tests"]\n')  # fmt: skip
+                         + 'also_copy = ["sql", "tests", "bench"]\n')  # fmt: skip
     started = time.monotonic()
     done = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "2"], cwd=copy,
                           capture_output=True, text=True, check=False)  # fmt: skip
@@ -110,6 +110,8 @@ def main(argv: list[str]) -> int:
             score = "-" if row["score"] is None else f"{row['score']:.0%}"
             print(f"{name:<10} {score:>5}  killed {row['killed']}, survived {row['survived']}, no tests {row['no_tests']}, "
                   f"other {row['other']}  ({row['minutes']:.0f} min)", flush=True)  # fmt: skip
+            if row["score"] is None:  # mutmut could not run the tests at all: say why
+                print(str(row["log_tail"])[-800:], flush=True)
     out = ROOT / "bench" / "results" / "mutation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:  # the other packages' rows from earlier runs stay

@@ -118,7 +118,8 @@ def main(argv: list[str]) -> int:
         earlier = [r for r in json.loads(out.read_text()) if r.get("package") not in names]
     except (OSError, ValueError):
         earlier = []
-    out.write_text(json.dumps(sorted(earlier + rows, key=lambda r: list(PACKAGES).index(r["package"])), indent=1))
+    order = {name: n for n, name in enumerate(PACKAGES)}
+    out.write_text(json.dumps(sorted(earlier + rows, key=lambda r: order.get(r.get("package"), len(order))), indent=1))
     print(f"results (with the surviving mutants' names): {out}")
     return 0
 

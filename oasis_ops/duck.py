@@ -105,14 +105,19 @@ def trim(con: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
 _OS_REASONS = ("Read-only file system", "Permission denied", "No space left on device", "Disk quota exceeded")
 
 
+def os_refusal(text: str) -> str | None:
+    """The file system's reason in an error's text ("No space left on device", ...), or None."""
+    return next((reason for reason in _OS_REASONS if reason in text), None)
+
+
 def translate(exc: BaseException, where: str) -> DataError:
     """Map a DuckDB error on `where` to our exception tree, keeping the first line."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if _LOCK_RE.search(str(exc)):
         return DatabaseLocked(f"{where} is locked by another process: {text}")
-    for reason in _OS_REASONS:  # the file system said no: nothing is wrong with the file itself
-        if reason in str(exc):
-            return DataError(f"{where}: {reason}", hint=text if text != reason else None)
+    reason = os_refusal(str(exc))
+    if reason is not None:  # the file system said no: nothing is wrong with the file itself
+        return DataError(f"{where}: {reason}", hint=text if text != reason else None)
     if isinstance(exc, duckdb.IOException | duckdb.SerializationException) or "not a valid DuckDB" in str(exc):
         return DatabaseCorrupt(f"{where} cannot be read as a DuckDB database: {text}")
     return DataError(f"{where}: {text}")

@@ -32,8 +32,11 @@ FIXTURE_LOG = ROOT / "tests" / "fixtures" / "ollama" / "server.log"
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount_point)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+    except OSError as exc:  # no mount(8) at all
+        pytest.skip(f"cannot mount a small tmpfs here: {exc}")
     if done.returncode:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
     try:
@@ -128,3 +131,16 @@ def test_cli_that_must_write_says_one_line_on_a_full_disk(small_disk: Path) -> N
     filler.unlink()
     with duckdb.connect(str(sidecar), read_only=True) as con:
         assert con.execute("select count(*) from log_requests").fetchone() == before  # nothing recorded was lost
+
+
+def test_a_full_disk_under_the_snapshot_directory_is_one_line(small_disk: Path, tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    with TrialWriter(db, background=False) as writer:
+        writer.write({"trial_id": 1, "status": "ok", "started_at": T0, "latency_ms": 1000.0})
+    (small_disk / "snaps").mkdir()
+    fill(small_disk)
+    env = {**os.environ, "OASIS_OPS_SNAPSHOT_DIR": str(small_disk / "snaps")}
+    done = subprocess.run([sys.executable, "-m", "oasis_ops", "timeline", "--db", str(db), "--format", "json"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env, check=False)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "No space left on device" in done.stderr and str(db) in done.stderr

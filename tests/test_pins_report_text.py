@@ -82,16 +82,19 @@ def _chart() -> str:
     def p95(i: int) -> float | None:
         if 40 <= i < 45:  # no trial in these minutes: a gap, not a line
             return None
+        if i == 70:  # one lone minute with a trial: a dot, not an invisible one-point line
+            return 50_000.0
         return 4100.0 + 30 * (i % 5) if i < 58 else (60_000.0 if i < 64 else None)
 
     latency = [(ts, p95(i)) for i, ts in enumerate(minutes)]
-    free = [(ts, 2_103_449 - 28_000.0 * i if i <= 60 else 58_000.0) for i, ts in enumerate(minutes)]
+    # the sampler was down from 17:20 to 17:25: rows missing (not None), not to be joined
+    free = [(ts, 2_103_449 - 28_000.0 * i if i <= 60 else 58_000.0) for i, ts in enumerate(minutes) if not 20 <= i < 25]
     outlier = [(T0 + timedelta(minutes=64, seconds=13), 248_239.0)]
     stopping = [(ts, 1.0 if i >= 64 else 0.0) for i, ts in enumerate(minutes)]
     return svg.time_chart(
         "p95 latency & free pages <17:00–18:15>",
         [svg.Series("p95", "#1f77b4", latency), svg.Series("outlier", "#d62728", outlier, kind="dots"),
-         svg.Series("pages free", "#2ca02c", free, axis="right"), svg.Series("Stopping", "#9467bd", stopping, kind="step", axis="right")],
+         svg.Series("pages free", "#2ca02c", free, axis="right", max_step=timedelta(minutes=1)), svg.Series("Stopping", "#9467bd", stopping, kind="step", axis="right")],
         start=T0, end=T0 + timedelta(minutes=75),
         left=svg.Axis("latency", log=True, fmt=svg.fmt_ms_tick),
         right=svg.Axis("pages", fmt=svg.fmt_count_tick, minimum=0),
@@ -126,6 +129,11 @@ def test_the_chart_geometry_says_what_the_data_says() -> None:
     first_x = float(lines[1].split()[0].split(",")[0])
     assert last_x == pytest.approx(plot_left + 39 / 75 * plot_width, abs=0.1)
     assert first_x == pytest.approx(plot_left + 45 / 75 * plot_width, abs=0.1)
+    # the lone minute is a dot at 18:10; the free pages break where the sampler was down
+    dots = re.findall(r'<circle cx="([\d.]+)" cy="[\d.]+" r="2" fill="#1f77b4"', drawn)
+    assert [float(d) for d in dots] == [pytest.approx(plot_left + 70 / 75 * plot_width, abs=0.1)]
+    green = re.findall(r'<polyline points="([^"]+)" fill="none" stroke="#2ca02c"', drawn)
+    assert len(green) == 2 and float(green[1].split()[0].split(",")[0]) == pytest.approx(plot_left + 25 / 75 * plot_width, abs=0.1)
     # the shaded window and the marker sit where their times are on the 17:00-18:15 axis
     rect = re.search(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="[\d.]+" fill="[^"]+" fill-opacity', drawn)
     assert rect is not None

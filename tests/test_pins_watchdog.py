@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -632,6 +633,7 @@ def test_for_settings_counts_trials_only_where_there_is_a_trial_db(tmp_path: Pat
     dog.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads this machine's /proc")
 def test_host_probe_for_reads_this_machine(tmp_path: Path) -> None:
     from oasis_ops.watchdog import host_probe_for
 

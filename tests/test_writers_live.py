@@ -94,7 +94,7 @@ def test_live_writers_lose_nothing_and_reader_stays_fresh(tmp_path: Path) -> Non
         # and our reader ends up with every one of them
         with TrialSource(db, trial_settings()) as src:
             assert src.freshness().trials == stored
-    assert min(refreshes.values()) >= 15, refreshes
+    assert min(refreshes.values()) >= 10, refreshes
     print(f"worst staleness: {worst_stale}, refreshes: {refreshes}")
 
 

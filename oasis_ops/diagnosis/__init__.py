@@ -7,5 +7,6 @@
 windows.py finds the minutes that depart from the run's own baseline; findings.py runs the checks
 of checks/ (one module per finding, the shared sidecar reading in checks/context.py) around each
 window for evidence; preflight.py checks a machine before a run;
-report.py writes the post-mortem (Markdown or self-contained HTML with inline SVG charts).
+report.py composes the post-mortem, render.py writes it (Markdown or self-contained HTML with inline
+SVG charts).
 """

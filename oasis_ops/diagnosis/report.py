@@ -498,13 +498,15 @@ def _charts(pm: PostMortem, analysis: Analysis, incident: Incident | None) -> No
     rollup = scan.rollup
     if len(rollup):
         minutes = [t.as_dt(m) for m in rollup["minute"]]
+        steps = [b - a for a, b in zip(minutes, minutes[1:], strict=False) if a is not None and b is not None and b > a]
+        bucket = min(steps) if steps else timedelta(minutes=1)  # a sparse rollup skips empty buckets: not joined
         p50 = list(zip(minutes, rollup["p50_ms"].tolist(), strict=True))
         p95 = list(zip(minutes, rollup["p95_ms"].tolist(), strict=True))
         rates = [(m, (float(r) * 100 if pd.notna(r) else None)) for m, r in zip(minutes, rollup["failure_rate"], strict=True)]
         chart = svg.time_chart(
             "Trial latency per minute (log scale) and failure rate",
-            [svg.Series("p50", "#1f77b4", p50), svg.Series("p95", "#ff7f0e", p95),  # type: ignore[arg-type]
-             svg.Series("failure rate (%)", "#d62728", rates, kind="step", axis="right")],  # type: ignore[arg-type]
+            [svg.Series("p50", "#1f77b4", p50, max_step=bucket), svg.Series("p95", "#ff7f0e", p95, max_step=bucket),  # type: ignore[arg-type]
+             svg.Series("failure rate (%)", "#d62728", rates, kind="step", axis="right", max_step=bucket)],  # type: ignore[arg-type]
             start=lo, end=hi, left=svg.Axis("latency", log=True, fmt=svg.fmt_ms_tick),
             right=svg.Axis("failure rate", fmt=lambda v: f"{v:g}%", minimum=0, maximum=100), shade=shade, markers=markers,
         )  # fmt: skip
@@ -515,10 +517,13 @@ def _charts(pm: PostMortem, analysis: Analysis, incident: Incident | None) -> No
         page = pd.to_numeric(host["page_size"], errors="coerce")
         free = (pd.to_numeric(host["pages_free"], errors="coerce") * page).fillna(pd.to_numeric(host["mem_free_bytes"], errors="coerce"))
         ts = [t.as_dt(v) for v in host["ts"]]
+        gaps = sorted(b - a for a, b in zip(ts, ts[1:], strict=False) if a is not None and b is not None and b > a)
+        sampler_gap = max(gaps[len(gaps) // 2] * 5, timedelta(minutes=1)) if gaps else None  # the sampler was down
         chart = svg.time_chart(
             "Free memory and swap-outs",
-            [svg.Series("free memory (GB)", "#2ca02c", list(zip(ts, (free / 1e9).tolist(), strict=True))),  # type: ignore[arg-type]
-             svg.Series("Swapouts (pages, cumulative)", "#9467bd", list(zip(ts, pd.to_numeric(host["swapouts"], errors="coerce").tolist(), strict=True)), axis="right")],  # type: ignore[arg-type]
+            [svg.Series("free memory (GB)", "#2ca02c", list(zip(ts, (free / 1e9).tolist(), strict=True)), max_step=sampler_gap),  # type: ignore[arg-type]
+             svg.Series("Swapouts (pages, cumulative)", "#9467bd", list(zip(ts, pd.to_numeric(host["swapouts"], errors="coerce").tolist(), strict=True)),  # type: ignore[arg-type]
+                        axis="right", max_step=sampler_gap)],
             start=lo - timedelta(minutes=30), end=hi, left=svg.Axis("free memory (GB)", fmt=lambda v: f"{v:g}"),
             right=svg.Axis("Swapouts", fmt=svg.fmt_count_tick), shade=shade, markers=markers,
         )  # fmt: skip

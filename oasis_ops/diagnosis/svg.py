@@ -23,6 +23,7 @@ class Series:
     points: Sequence[tuple[datetime, float | None]]
     kind: str = "line"  # line | dots | step
     axis: str = "left"  # left | right
+    max_step: timedelta | None = None  # points further apart than this are not joined (a gap)
 
 
 @dataclass
@@ -171,6 +172,7 @@ def time_chart(
         # runs of drawable points: a missing value (None, NaN, <= 0 on a log axis) breaks the
         # line, so a gap in the data is drawn as a gap, never bridged
         runs: list[list[tuple[float, float]]] = [[]]
+        last_ts: datetime | None = None
         for ts, v in s.points:
             if not t0 <= ts.timestamp() <= t1:
                 continue
@@ -179,9 +181,12 @@ def time_chart(
                 if runs[-1]:
                     runs.append([])
                 continue
+            if s.max_step is not None and last_ts is not None and ts - last_ts > s.max_step and runs[-1]:
+                runs.append([])  # rows skipped (a sparse rollup, a sampler gap): not joined either
             runs[-1].append((x(ts), py))
+            last_ts = ts
         for pts in (run for run in runs if run):
-            if s.kind == "dots":
+            if s.kind == "dots" or len(pts) == 1:  # a lone point is a dot: a one-point line draws nothing
                 out.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2" fill="{s.color}" fill-opacity="0.75"/>' for px, py in pts)
                 continue
             coords: list[str] = []

@@ -238,6 +238,9 @@ class Snapshotter(Generic[T]):
             return True
         if self.current is None:
             message = str(last_error) if last_error else f"{self.source} kept changing while it was copied"
+            if duck.os_refusal(message) is not None:  # our copy could not be written (a full disk): not the file's fault
+                raise DataError(f"cannot make a snapshot copy of {self.source} in {self.directory}: {message}",
+                                hint="free some space, or set `snapshot_dir` elsewhere")  # fmt: skip
             raise DatabaseCorrupt(self._source_message(message))
         self.note = (
             f"snapshot copy torn ({self.attempts} attempts), showing the last good one from "

@@ -217,9 +217,12 @@ def test_outcomes_exit_codes_and_the_result_record() -> None:
                                 "exit_code": 3, "message": "still Stopping", "params": {"grace_s": 5.0}, "requested_by": "ui",
                                 "detail": {"k": 1}, "duration_ms": 12.3, "audited": False}  # fmt: skip
     declined = cancelled("hard_kill", "m", "not confirmed", {"pid": 4}, "ui")
-    assert (declined.outcome, declined.exit_code, declined.params, declined.requested_by, declined.detail) == (
-        "cancelled", 1, {"pid": 4}, "ui", {})  # fmt: skip
-    assert cancelled("pause", None, "no").params == {}
+    data = declined.as_dict()
+    assert data.pop("ts") == declined.ts.isoformat()
+    assert data == {"action": "hard_kill", "target": "m", "outcome": "cancelled", "exit_code": 1, "message": "not confirmed",
+                    "params": {"pid": 4}, "requested_by": "ui", "detail": {}, "duration_ms": 0.0, "audited": False}  # fmt: skip
+    default = cancelled("pause", None, "no")
+    assert (default.params, default.requested_by, default.target, default.duration_ms) == ({}, "cli", None, 0.0)
 
 
 def test_audit_log_and_markers_read_back_what_was_written(tmp_path: Path) -> None:
@@ -234,8 +237,14 @@ def test_audit_log_and_markers_read_back_what_was_written(tmp_path: Path) -> Non
                                          t0 + timedelta(seconds=5)))  # fmt: skip
     third = audit(sidecar, ActionResult("watchdog", None, "done", "on", {}, 0.0, {}, "cli", t0 + timedelta(seconds=9)))
     assert first.audited and second.audited and third.audited
+    from oasis_ops.actions.audit import LOG_COLUMNS, MARKER_COLUMNS
+
     log = audit_log(sidecar, t0 - timedelta(minutes=1))
+    assert list(log.columns) == list(LOG_COLUMNS) and list(log.index) == [0, 1, 2]
     assert list(log["action"]) == ["watchdog", "pause", "hard_kill"]  # newest first
+    assert str(log["ts"].dt.tz) == "UTC" and log["ts"].iloc[2] == t0 and list(log["target"]) == [None, "runner", "m"]
+    assert list(log["duration_ms"]) == [0.0, 0.0, 5.0]
+    assert list(audit_log(sidecar, t0 + timedelta(hours=1)).columns) == list(LOG_COLUMNS)
     assert list(log["message"]) == ["on", "no control", "killed"] and list(log["requested_by"]) == ["cli", "ui", "watchdog"]
     assert json.loads(log["params"].iloc[2]) == {"pid": 7} and json.loads(log["detail"].iloc[2]) == {"message": "killed", "pid": 7}
     assert list(audit_log(sidecar, t0, t0 + timedelta(seconds=6))["action"]) == ["pause", "hard_kill"]  # [since, until)
@@ -244,7 +253,8 @@ def test_audit_log_and_markers_read_back_what_was_written(tmp_path: Path) -> Non
     markers = actions_markers(sidecar, t0, t0 + timedelta(minutes=1))
     assert list(markers["label"]) == ["hard_kill m: done (watchdog)", "pause runner: refused (ui)", "watchdog: done (cli)"]
     assert list(markers["kind"]) == ["hard_kill", "pause", "watchdog"] and str(markers["ts"].dt.tz) == "UTC"
-    assert actions_markers(sidecar, t0 + timedelta(hours=1), t0 + timedelta(hours=2)).empty
+    assert list(actions_markers(sidecar, t0 + timedelta(hours=1), t0 + timedelta(hours=2)).columns) == list(MARKER_COLUMNS)
+    assert list(actions_markers(sidecar, t0, t0 + timedelta(seconds=6))["kind"]) == ["hard_kill", "pause"]  # [start, end)
     unaudited = audit(None, ActionResult("evict", "m", "done", "ok"))
     assert not unaudited.audited and unaudited.detail["audit_error"] == "no sidecar configured: this attempt was not audited"
     (tmp_path / "blocked").write_text("not a directory")
@@ -300,6 +310,22 @@ def test_episode_from_the_sampler_rules(tmp_path: Path) -> None:
     assert episode_start_from_sidecar(ended, "m", now) is None  # type: ignore[arg-type]
 
 
+def test_timestamps_are_normalised_to_aware_utc() -> None:
+    import math
+
+    import pandas as pd
+
+    from oasis_ops.actions.episodes import _num, as_utc_datetime
+
+    moment = datetime(2025, 11, 20, 17, 58, 1, tzinfo=UTC)
+    for value in (moment, moment.replace(tzinfo=None), pd.Timestamp("2025-11-20T18:58:01+01:00"), "2025-11-20 17:58:01",
+                  pd.Timestamp("2025-11-20 17:58:01")):  # fmt: skip
+        out = as_utc_datetime(value)
+        assert out == moment and type(out) is datetime and out.utcoffset() == timedelta(0), value
+    assert [as_utc_datetime(v) for v in (None, float("nan"), pd.NaT, math.nan)] == [None] * 4
+    assert (_num(None), _num("x"), _num(float("nan")), _num("7"), _num(4242)) == (None, None, None, 7.0, 4242.0)
+
+
 def test_episodes_tracked_poll_by_poll(tmp_path: Path) -> None:
     from oasis_ops.actions.episodes import MAX_EPISODES, StoppingEpisodes
     from oasis_ops.probes import ModelSnapshot
@@ -342,6 +368,7 @@ def test_control_actions_words_and_details(tmp_path: Path) -> None:
         wrong = set_concurrency(ctx, bad)  # type: ignore[arg-type]
         assert (wrong.outcome, wrong.message, wrong.params) == ("refused", f"concurrency must be an integer >= 1, got {bad!r}",
                                                                 {"max_concurrency": bad}) and wrong.audited  # fmt: skip
+        assert (wrong.target, wrong.requested_by, wrong.detail) == ("runner", "ui", {}) and 0 <= wrong.duration_ms < 1000
     nobody = set_concurrency(ctx, 2, reason="test")  # no runner-side helper: requested, not applied
     assert nobody.outcome == "not_acknowledged" and nobody.exit_code == 3
     assert nobody.message.startswith("concurrency: requested (version 1), ") and nobody.detail["runner"] is None
@@ -352,7 +379,10 @@ def test_control_actions_words_and_details(tmp_path: Path) -> None:
         done = set_concurrency(ctx, 3)
         assert done.outcome == "done" and limiter.limit == 3 and "trigger" not in done.detail
         assert done.message == f"max concurrency is now 3 (runner pid {os.getpid()} applied version {done.detail['applied_version']})"
+        assert set(done.detail) == {"requested_version", "control_dir", "runner_pid", "applied_version", "applied_max_concurrency",
+                                    "applied_paused", "in_flight", "heartbeat_age_s", "runner_alive"}  # fmt: skip
         assert (done.detail["runner_pid"], done.detail["applied_max_concurrency"], done.detail["runner_alive"]) == (os.getpid(), 3, True)
+        assert done.detail["in_flight"] == 0 and done.detail["applied_paused"] is False and 0 <= done.detail["heartbeat_age_s"] < 5
         paused = pause(ctx, reason="memory")
         assert paused.message.startswith("runner paused (in-flight trials finish) (runner pid ") and limiter.paused
         assert paused.params == {"paused": True} and paused.detail["trigger"] == "memory" and paused.detail["applied_paused"] is True

@@ -65,7 +65,8 @@ def audit_log(sidecar: Sidecar, since: datetime, until: datetime | None = None, 
         {
             "ts": pd.to_datetime(frame["ts"], utc=True),
             "action": frame["action"],
-            "target": frame["target"],
+            # a missing target is None, not NaN (pandas 3 infers a string column and makes None NaN)
+            "target": pd.Series([t if isinstance(t, str) else None for t in frame["target"]], index=frame.index, dtype=object),
             "requested_by": frame["requested_by"],
             "outcome": frame["outcome"],
             "message": [d.get("message") if isinstance(d, dict) else None for d in details],

@@ -106,7 +106,7 @@ class KillPlan:
         if self.state == "stopping":
             state = f"Stopping for {fmt_duration(self.stopping_for_s)}"
         else:
-            state = {"loaded": "loaded", None: "not listed by /api/ps"}.get(self.state, str(self.state))
+            state = "not listed by /api/ps" if self.state is None else str(self.state)
         return [
             f"SIGKILL pid {self.pid}: the runner serving {self.model}",
             f"command line: {self.command_line}",
@@ -142,13 +142,9 @@ def find_status(statuses: list[ModelStatus], model: str) -> ModelStatus | None:
     return next((s for s in statuses if s.name in names or s.model in names), None)
 
 
-def model_blob(ctx: ActionContext, model: str, notes: list[str]) -> str | None:
-    """The weights blob: the local manifest first, else /api/show's FROM line."""
-    return resolve_blob(ctx, model, notes)[0]
-
-
 def resolve_blob(ctx: ActionContext, model: str, notes: list[str]) -> tuple[str | None, str | None]:
-    """(blob, None), or (None, why it is unknown: which sources were tried and how they failed)."""
+    """The weights blob, from the local manifest first, else /api/show's FROM line: (blob, None),
+    or (None, why it is unknown: which sources were tried and how they failed)."""
     blob = blob_from_manifest(ctx.models_dir, model)
     if blob is not None:
         return blob, None

@@ -351,6 +351,12 @@ def test_episodes_tracked_poll_by_poll(tmp_path: Path) -> None:
     assert episodes.start(snap("m", 20, pid=8)) == now - timedelta(seconds=20) and len(episodes.starts) == 1
     episodes.update([])  # no longer Stopping: forgotten
     assert episodes.starts == {}
+    # first sight after a restart: the sampler's samples know the episode began earlier
+    sidecar = _samples(tmp_path / "side", [(400, "stopping", 7, 400, 400), (3, "stopping", 7, 30, 30)])
+    episodes.update([snap("m", 30), snap("other", None)], sidecar)  # type: ignore[arg-type]
+    assert episodes.starts == {("m", 7, 1.0): now - timedelta(seconds=400)}
+    episodes.update([snap("m", 30, pid=9)], sidecar)  # type: ignore[arg-type]  # another runner: the samples are not its
+    assert episodes.starts == {("m", 9, 1.0): now - timedelta(seconds=30)}
     episodes.update([snap(f"m{n}", 10) for n in range(MAX_EPISODES + 5)])
     assert len(episodes.starts) == MAX_EPISODES
 
@@ -388,6 +394,12 @@ def test_control_actions_words_and_details(tmp_path: Path) -> None:
         assert paused.params == {"paused": True} and paused.detail["trigger"] == "memory" and paused.detail["applied_paused"] is True
         resumed = resume(ctx)
         assert resumed.message.startswith("runner resumed (runner pid ") and not limiter.paused and resumed.params == {"paused": False}
+    os.chmod(tmp_path / "trials.control", 0o777)  # anyone could write requests there now: refused, said
+    unsafe = pause(ctx, reason="memory")
+    assert (unsafe.outcome, unsafe.target, unsafe.requested_by, unsafe.params) == ("refused", "runner", "ui", {"paused": True})
+    assert unsafe.message.startswith("pause: ") and "writable by others" in unsafe.message
+    assert unsafe.detail == {"trigger": "memory"} and unsafe.audited
+    os.chmod(tmp_path / "trials.control", 0o700)
     ctx.control = None
     for action, result in (("concurrency", set_concurrency(ctx, 2)), ("pause", pause(ctx)), ("resume", resume(ctx))):
         assert (result.outcome, result.message) == ("refused", f"{action}: no control directory (pass --db, or set `control_dir`)")

@@ -488,3 +488,40 @@ def test_the_context_derives_its_places_from_the_trial_db(tmp_path: Path) -> Non
     elsewhere.close()
     bare.close()
     models.close()
+
+
+def test_the_respawn_check_retries_a_fast_failure_a_few_times(world: World) -> None:  # noqa: F811
+    from oasis_ops.actions.kill import RESPAWN_ATTEMPTS, check_respawn
+    from oasis_ops.probes.ollama import PingResult
+
+    gemma = world.tree.pid_of("--port", "54107")
+    other = world.tree.pid_of("--port", "44067")
+
+    class Pings:
+        """The real client for everything but the tiny request, whose answers are scripted."""
+
+        def __init__(self, real: object, answers: list[bool]) -> None:
+            self.real, self.answers, self.timeouts = real, answers, []
+
+        def ping_generate(self, model: str, timeout_s: float) -> PingResult:
+            self.timeouts.append(timeout_s)
+            ok = self.answers.pop(0)
+            return PingResult(ok, 0.01, "answered" if ok else "model runner has unexpectedly stopped")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    sleeps: list[float] = []
+    base = dataclasses.replace(world.ctx(), sleep=sleeps.append, respawn_timeout_s=30.0)
+    flaky = Pings(base.client, [False, False, True])
+    info = check_respawn(dataclasses.replace(base, client=flaky), GEMMA, old_pid=other)  # type: ignore[arg-type]
+    assert (info["ok"], info["ping_ok"], info["attempts"], info["new_runner_pid"]) == (True, True, 3, gemma)
+    assert info["ping"] == "answered" and sleeps == [0.2, 0.2] and 0 <= info["ping_s"] < 5
+    assert all(1.0 <= t <= 30.0 for t in flaky.timeouts) and flaky.timeouts[0] > 25  # the time left, at least 1 s
+    sleeps.clear()
+    dead = Pings(base.client, [False] * 10)
+    info = check_respawn(dataclasses.replace(base, client=dead), GEMMA, old_pid=other)  # type: ignore[arg-type]
+    assert (info["ok"], info["ping_ok"], info["attempts"]) == (False, False, RESPAWN_ATTEMPTS) and "new_runner_pid" not in info
+    assert info["ping"] == "model runner has unexpectedly stopped" and sleeps == [0.2] * (RESPAWN_ATTEMPTS - 1)
+    same = check_respawn(dataclasses.replace(base, client=Pings(base.client, [True])), GEMMA, old_pid=gemma)  # type: ignore[arg-type]
+    assert (same["ok"], same["new_runner_pid"]) == (False, gemma)  # the old runner answering is no respawn

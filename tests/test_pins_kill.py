@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers_probes import FakeOllama, FakeOllamaTree
+from helpers_probes import FakeOllama, FakeOllamaTree, ps_entry, utc
 from test_kill_real import GEMMA, OTHER, World, pauser, world  # noqa: F401 - fixtures reused
 
 from oasis_ops.actions.kill import KillPlan, _interrupted, find_status, hard_kill, plan_kill
@@ -525,3 +525,42 @@ def test_the_respawn_check_retries_a_fast_failure_a_few_times(world: World) -> N
     assert info["ping"] == "model runner has unexpectedly stopped" and sleeps == [0.2] * (RESPAWN_ATTEMPTS - 1)
     same = check_respawn(dataclasses.replace(base, client=Pings(base.client, [True])), GEMMA, old_pid=gemma)  # type: ignore[arg-type]
     assert (same["ok"], same["new_runner_pid"]) == (False, gemma)  # the old runner answering is no respawn
+
+
+def test_recover_when_the_soft_evict_works(world: World) -> None:  # noqa: F811
+    """The model leaves at the unload request: no kill; with `ping`, a tiny request must answer
+    (its step recorded), else the recovery failed; the grace period is the one asked for."""
+    import threading
+
+    from oasis_ops.actions import recover
+    from oasis_ops.probes.ollama import PingResult
+
+    class Pings:
+        def __init__(self, real: object, ok: bool) -> None:
+            self.real, self.ok, self.asked = real, ok, []
+
+        def ping_generate(self, model: str, timeout_s: float) -> PingResult:
+            self.asked.append((model, timeout_s))
+            return PingResult(self.ok, 0.25, "answered in 0.25 s" if self.ok else "HTTP 500: llama runner process has terminated")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    base = dataclasses.replace(world.ctx(), respawn_timeout_s=12.0)
+    for ok in (True, False):
+        world.server.models = [m for m in world.server.models if m["name"] != OTHER] + [ps_entry(OTHER, expires_at=utc(300))]
+        threading.Timer(0.2, world.server.drop, args=(OTHER,)).start()
+        pings = Pings(base.client, ok)
+        result = recover(dataclasses.replace(base, client=pings), OTHER, grace_s=3.0)  # type: ignore[arg-type]
+        evicted, ping = result.detail["steps"]
+        assert (evicted["action"], evicted["outcome"], ping["action"], ping["duration_ms"]) == ("evict", "done", "ping", 250.0)
+        assert evicted["detail"]["waited_up_to_s"] == 3.0 and pings.asked == [(OTHER, 12.0)]
+        assert result.target == OTHER and result.params == {"grace_s": 3.0, "ping": True, "pid": None} and result.audited
+        if ok:
+            assert (result.outcome, ping["outcome"]) == ("done", "done")
+            assert result.message == f"{evicted['message']}; a test request answered in 0.25 s"
+        else:
+            assert (result.outcome, ping["outcome"], ping["message"]) == ("failed", "failed", "HTTP 500: llama runner process has terminated")
+            assert result.message == f"{evicted['message']}, but a test request failed: HTTP 500: llama runner process has terminated"
+    quiet = recover(base, "absent:1b", ping=True)  # nothing was loaded: nothing to test either
+    assert [s["action"] for s in quiet.detail["steps"]] == ["evict"] and quiet.outcome == "done"

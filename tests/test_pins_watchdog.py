@@ -51,6 +51,15 @@ def guard_dog(tmp_path: Path, **flags: Any) -> Watchdog:
     return Watchdog(ctx, completed_since=lambda since: 0)
 
 
+def wait_reported_limit(dog: Watchdog, limit: int) -> None:
+    """Until the runner side's heartbeat reports `limit` (what the guard reads as "before")."""
+    assert dog.ctx.control is not None
+    deadline = time.monotonic() + 10
+    while (state := dog.ctx.control.runner_state()) is None or state.max_concurrency != limit:
+        assert time.monotonic() < deadline, f"the runner never reported max concurrency {limit}"
+        time.sleep(0.02)
+
+
 def audit_rows(dog: Watchdog) -> list[tuple[Any, ...]]:
     assert dog.ctx.sidecar is not None
     frame = dog.ctx.sidecar.actions_since(T0 - timedelta(days=1), max_rows=100)
@@ -128,11 +137,7 @@ def test_one_action_per_episode_and_a_fresh_recovery_clock_after_a_relapse(tmp_p
 def test_what_was_low_before_the_guard_is_not_raised_after_it(tmp_path: Path, limiter: ResizableLimiter) -> None:
     limiter.set_limit(1)  # the user had already lowered it to 1
     dog = guard_dog(tmp_path, watchdog_restore_min=0.0)
-    assert dog.ctx.control is not None
-    deadline = time.monotonic() + 10
-    while (state := dog.ctx.control.runner_state()) is None or state.max_concurrency != 1:  # the runner's next heartbeat
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_reported_limit(dog, 1)
     [lowered] = dog.tick(T0, models=[], host={"pressure": 99.0})
     assert lowered.outcome == "done" and dog.guard is not None and dog.guard.previous_concurrency == 1
     assert dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM) == []  # nothing to restore
@@ -143,11 +148,7 @@ def test_what_was_low_before_the_guard_is_not_raised_after_it(tmp_path: Path, li
 def test_a_limit_of_two_before_the_guard_is_restored(tmp_path: Path, limiter: ResizableLimiter) -> None:
     limiter.set_limit(2)
     dog = guard_dog(tmp_path, watchdog_restore_min=0.0)
-    assert dog.ctx.control is not None
-    deadline = time.monotonic() + 10
-    while (state := dog.ctx.control.runner_state()) is None or state.max_concurrency != 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_reported_limit(dog, 2)
     dog.tick(T0, models=[], host={"pressure": 99.0})
     assert limiter.limit == 1
     [restored] = dog.tick(T0 + timedelta(seconds=1), models=[], host=CALM)

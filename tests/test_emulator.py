@@ -207,7 +207,10 @@ def test_streaming_and_duration_fields(tmp_path: Path) -> None:
             t.join()
         assert len(results) == 3 and all(r["done"] and r["message"]["role"] == "assistant" for r in results)
         totals = sorted(r["total_duration"] for r in results)
-        assert totals[-1] > 2 * max(r["eval_duration"] for r in results)  # the last one waited for the slot
+        # the last one waited for the slot: its total holds the two others' generations, so it is
+        # longer than the two shortest evals together (each eval is jittered: 2x the longest was a flake)
+        evals = sorted(r["eval_duration"] for r in results)
+        assert totals[-1] > evals[0] + evals[1], (totals, evals)
 
 
 def test_empty_prompt_loads_and_keep_alive_zero_unloads(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class FakeLlamaServer:
             "/metrics": METRICS_501,
         })  # fmt: skip
         self.hits: dict[str, int] = {}
+        self.delay_s = 0.0  # answer this late (a runner starved of CPU)
         self.lock = threading.Lock()
         owner = self
 
@@ -67,6 +68,7 @@ class FakeLlamaServer:
                     owner.hits[self.path] = owner.hits.get(self.path, 0) + 1
                     status, body, ctype = owner.routes.get(self.path, (404, b'{"error":{"code":404,"message":"File Not Found"}}',
                                                                        "application/json"))  # fmt: skip
+                time.sleep(owner.delay_s)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

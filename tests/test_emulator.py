@@ -268,7 +268,7 @@ def test_sigkill_runner_fails_request_leaves_ghost_and_respawns(tmp_path: Path, 
         set_fault(url, "stall", True)  # keeps the next request in flight until we act
         results: dict[str, Any] = {}
         thread = _in_flight(url, results)
-        wait_until(lambda: _busy(url), 5, what="the request to be in flight")
+        wait_until(lambda: any(r["answering"] for r in _runners(url)), 15, what="the runner's answer to begin")
         os.kill(old_pid, signal.SIGKILL)
         thread.join(10)
         # its answer had started: Ollama's error for a runner that dies mid-stream (500, stream false)

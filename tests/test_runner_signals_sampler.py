@@ -266,6 +266,45 @@ def test_a_recorded_busy_slot_with_n_decoded_frozen(tmp_path: Path) -> None:
                                                                   "no_progress_s": 45.0}  # fmt: skip
 
 
+@pytest.mark.parametrize("answers_from_s", [4.0, None])
+def test_a_runner_that_misses_its_reads_while_ollama_shows_stopping(tmp_path: Path, answers_from_s: float | None) -> None:
+    """A runner too starved to answer its first reads is not called Stopping for that: it stays
+    "loaded" while the sampler cannot tell, then busy once two answers show it moving; one that
+    never answers is judged Stopping once JUST_EXPIRED_S has passed since the sampler met it."""
+    blob = str(tmp_path / "models" / "blobs" / ("sha256-" + "ab" * 32))
+    clock = Clock()
+    ollama = FakeOllama()
+    with FakeLlamaServer({"/slots": (200, slots_with(100), "application/json"), "/metrics": METRICS_501}) as runner:
+        runner.delay_s = 0.5  # past the sampler's 0.2 s read timeout
+        ollama.models = [ps_entry(EMULATED, expires_at=clock.wall - timedelta(seconds=1))]  # Ollama: Stopping
+        ollama.modelfiles[EMULATED] = modelfile_for(EMULATED, blob)
+        procs = records_from([
+            {"pid": 4000, "ppid": 1, "name": "ollama", "cmdline": ["/usr/local/bin/ollama", "serve"], "create_time": 10.0},
+            {"pid": 4001, "ppid": 4000, "name": "llama-server", "create_time": 11.0, "rss_bytes": 1 << 30, "cpu_percent": 99.0,
+             "cmdline": ["/usr/local/lib/ollama/llama-server", "--model", blob, "--port", str(runner.port)]},
+        ])  # fmt: skip
+        sampler = Sampler(tmp_path / "trials.ops.duckdb", settings_for(ollama.url, tmp_path / "models", process_interval_s=2.0),
+                          processes=lambda: procs, serve_pid=4000, clock=lambda: clock.wall, monotonic=lambda: clock.mono,
+                          flush_interval_s=0.0, follow_logs=False, run_watchdog=False, runner_timeout_s=0.2)  # fmt: skip
+        sampler.open()
+        states = []
+        try:
+            for t in range(0, 14, 2):
+                if answers_from_s is not None and t >= answers_from_s:
+                    runner.delay_s = 0.0
+                    runner.set("/slots", slots_with(100 + 10 * t))
+                (model,) = sampler.tick().models
+                states.append((t, model.state, model.status.busy))
+                clock.advance(2)
+        finally:
+            sampler.close()
+            ollama.close()
+    if answers_from_s is None:  # never answers: Stopping from 10 s after the sampler met it
+        assert states == [(t, "loaded" if t < 10 else "stopping", False) for t in range(0, 14, 2)]
+    else:  # answers at 4 s and 6 s (two reads: moving): busy from the tick after
+        assert states == [(t, "loaded", t >= 8) for t in range(0, 14, 2)]
+
+
 def test_several_runners_are_read_at_once_within_one_timeout(tmp_path: Path) -> None:
     """Three llama-server runners, two of which never answer: a tick still takes ~1 s, not 2-3 s."""
     models = ["gemma4:e4b", "llama3.2:3b", "qwen3:0.6b"]

@@ -354,6 +354,7 @@ class RunnerSignals:
     stalled: tuple[StalledSlot, ...] = ()  # busy slots without progress for >= the threshold
     not_answering_for_s: float | None = None  # since the first unanswered read in a row; None: answers
     slot_ages: Mapping[int, float] = field(default_factory=dict)  # busy slot id -> seconds without progress
+    moved: bool = False  # a busy slot moved on since the previous reading (a token, a prompt batch, a new task)
 
     @property
     def no_progress(self) -> bool:
@@ -391,6 +392,7 @@ class RunnerTracker:
         if reading.slots is None:
             return RunnerSignals(reading, tokens_per_s=rate, rate_source=source)
         decoded_delta = 0
+        moved = False
         ages: dict[int, float] = {}
         stalled: list[StalledSlot] = []
         seen: dict[int, _SlotMemory] = {}
@@ -408,6 +410,7 @@ class RunnerTracker:
                 since = before.since
             else:
                 since = now
+                moved = moved or before is not None  # first look: nothing to compare with
             seen[slot.id] = _SlotMemory(slot.progress, slot.n_decoded, slot.id_task, since)
             ages[slot.id] = now - since
             if now - since >= self.no_progress_s:
@@ -418,7 +421,7 @@ class RunnerTracker:
         self._last_slots_mono = now
         return RunnerSignals(
             reading, tokens_per_s=rate, rate_source=source, stalled_for_s=max(ages.values()) if ages else None,
-            stalled=tuple(stalled), slot_ages=ages,
+            stalled=tuple(stalled), slot_ages=ages, moved=moved,
         )  # fmt: skip
 
     def _counter_rate(self, reading: RunnerReading, now: float) -> tuple[float | None, str | None]:

@@ -465,7 +465,7 @@ class Sampler:
         serving = self.runners.progress_of(snap.runner_pid, snap.runner_create_time)
         if serving is None:
             serving = self._trial_evidence(status, now, mono)
-        if serving is None and snap.runner_variant == "llama-server" and snap.runner_port and self.runners.undecided(snap.runner_pid, snap.runner_create_time):
+        if serving is None and snap.runner_variant == "llama-server" and snap.runner_port and self.runners.undecided(snap.runner_pid, snap.runner_create_time, mono):
             # The sampler just met this runner: one more read (one tick) tells decoding from
             # stuck. Saying "Stopping" meanwhile would put a false event on the timeline.
             return replace(snap, status=replace(status, state="loaded", stopping_since=None,

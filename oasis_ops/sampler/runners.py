@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from oasis_ops.modelstate import Serving
+from oasis_ops.modelstate import JUST_EXPIRED_S, Serving
 from oasis_ops.probes import ModelSnapshot, OllamaTree
 from oasis_ops.probes.llama_server import (
     LlamaServerProbe,
@@ -108,7 +108,8 @@ class _RunnerWatch:
     no_progress_since: datetime | None = None  # set while a runner_no_progress event is open
     not_answering_since: datetime | None = None  # set while a runner_not_answering event is open
     progress: Serving | None = None  # the newest read that showed it serving (tokens decoded)
-    reads: int = 0  # reads finished (answered or not): progress needs two
+    met_mono: float = 0.0  # when the sampler met this runner (monotonic)
+    answered: int = 0  # reads it answered: telling progress takes two
 
 
 class RunnerReader:
@@ -173,17 +174,19 @@ class RunnerReader:
             if key not in self._runners:
                 probe = LlamaServerProbe(f"http://127.0.0.1:{target.runner_port}", timeout_s=self.timeout_s, clock=self.clock)
                 self._runners[key] = _RunnerWatch(target.model, target.runner_pid, target.runner_port, probe,
-                                                  RunnerTracker(self.no_progress_s))  # fmt: skip
+                                                  RunnerTracker(self.no_progress_s), met_mono=mono)  # fmt: skip
         readings = self._read([self._runners[k] for k in targets])
         for key, target in targets.items():
             watch = self._runners[key]
             reading = readings.get(id(watch))
             if reading is None:  # still being read (more runners than readers): next time
                 continue
-            watch.reads += 1
+            watch.answered += int(reading.reachable)
             signals = watch.tracker.update(replace(reading, ts=ts, mono=mono))
             if signals.tokens_per_s:  # tokens decoded since the previous read: it is serving
                 watch.progress = Serving(ts, f"its llama-server runner decoding ({signals.tokens_per_s:,.0f} tok/s)")
+            elif signals.moved:  # a prompt batch done or a new task taken: serving, between tokens
+                watch.progress = Serving(ts, "its llama-server runner working (a prompt batch done or a new request taken)")
             row = runner_row(target, signals)
             rows.append(row)
             self._add("runner_samples", row)
@@ -196,13 +199,15 @@ class RunnerReader:
         watch = self._runners.get((pid, create_time))
         return watch.progress if watch is not None else None
 
-    def undecided(self, pid: int | None, create_time: float | None) -> bool:
-        """True while the llama-server runner (pid, create time) has had fewer than two reads
-        (answered or not), so whether it decodes is not known yet."""
+    def undecided(self, pid: int | None, create_time: float | None, mono: float) -> bool:
+        """True while whether the llama-server runner (pid, create time) makes progress is not
+        known yet: it has answered fewer than two reads (a runner starved of CPU can miss the
+        first) and the sampler met it less than JUST_EXPIRED_S ago (one that never answers is
+        judged without its word after that)."""
         if pid is None:
             return False
         watch = self._runners.get((pid, create_time))
-        return watch is None or watch.reads < 2
+        return watch is None or (watch.answered < 2 and mono - watch.met_mono < JUST_EXPIRED_S)
 
     def _read(self, watches: list[_RunnerWatch]) -> dict[int, RunnerReading]:
         """One read per runner: inline for one, else on up to MAX_RUNNER_READERS threads at once,

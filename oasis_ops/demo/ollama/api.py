@@ -265,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
             r = entry.runner
             out.append({"model": entry.model.name, "engine": r.engine, "pid": r.pid, "port": r.port,
                         "argv": r.argv, "blob": str(entry.model.blob), "alive": r.alive(),
-                        "refs": entry.ref_count, "in_flight": r.in_flight, "waiting": r.waiting,
+                        "refs": entry.ref_count, "in_flight": r.in_flight, "waiting": r.waiting, "answering": r.answering,
                         "stopped_by_fault": r.stopped_by_fault, "loading": entry.loading,
                         "stopping": entry.expires_at <= datetime.now(UTC), "flash_attention": r.flash_attention,
                         "expires_at": go_time_json(entry.expires_at)})  # fmt: skip

@@ -71,7 +71,7 @@ class RealFaultDriver:
                 if board.take("stopping_deadlock"):
                     self._hold(runner, "wedge")
         for runner in self.emulator.runners():
-            if runner.alive() and runner.in_flight > 0 and board.take("runner_crash"):
+            if runner.alive() and runner.answering > 0 and board.take("runner_crash"):  # mid-answer, as documented
                 runner.send_signal(signal.SIGKILL)
         if board.used_up("runner_crash"):
             board.set("runner_crash", False)  # a one-shot: off once every kill was done

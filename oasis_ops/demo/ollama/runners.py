@@ -72,6 +72,7 @@ class Runner:
         self.slots = threading.Semaphore(max(1, emulator.cfg.num_parallel))
         self.in_flight = 0
         self.waiting = 0
+        self.answering = 0  # requests whose answer from the runner has begun (a kill now is "unexpected EOF")
         self.counts_lock = threading.Lock()
 
     # --- process ------------------------------------------------------------------------------
@@ -259,7 +260,13 @@ class Runner:
             status, _headers = reader.head()
             if status != 200:
                 raise RunnerGone(f"runner answered {status}: {b''.join(reader.body())[:200]!r}")
-            yield from _events(reader)
+            with self.counts_lock:
+                self.answering += 1
+            try:
+                yield from _events(reader)
+            finally:
+                with self.counts_lock:
+                    self.answering -= 1
 
 
 def _events(reader: _HttpReader) -> Generator[dict[str, Any], None, None]:

@@ -207,3 +207,5 @@ def test_a_prompt_batch_is_the_slot_moving_on_with_no_token_decoded() -> None:
     batch = tracker.update(reading(0.5, json.dumps(prompt).encode()))
     assert batch.tokens_per_s == 0.0 and batch.moved and batch.stalled_for_s == 0.0
     assert not tracker.update(reading(1.0, json.dumps(prompt).encode())).moved
+    taken = tracker.update(reading(1.5, slots_with(0, task=4)))  # a new request taken, nothing done with it yet
+    assert not taken.moved and taken.tokens_per_s == 0.0

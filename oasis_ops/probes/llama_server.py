@@ -354,7 +354,9 @@ class RunnerSignals:
     stalled: tuple[StalledSlot, ...] = ()  # busy slots without progress for >= the threshold
     not_answering_for_s: float | None = None  # since the first unanswered read in a row; None: answers
     slot_ages: Mapping[int, float] = field(default_factory=dict)  # busy slot id -> seconds without progress
-    moved: bool = False  # a busy slot moved on since the previous reading (a token, a prompt batch, a new task)
+    # a busy slot's task moved on since the previous reading (a token, a prompt batch). A task newly
+    # taken is not counted: a wedged runner takes a request and then does nothing with it.
+    moved: bool = False
 
     @property
     def no_progress(self) -> bool:
@@ -410,7 +412,7 @@ class RunnerTracker:
                 since = before.since
             else:
                 since = now
-                moved = moved or before is not None  # first look: nothing to compare with
+                moved = moved or (before is not None and before.id_task == slot.id_task)
             seen[slot.id] = _SlotMemory(slot.progress, slot.n_decoded, slot.id_task, since)
             ages[slot.id] = now - since
             if now - since >= self.no_progress_s:

@@ -185,8 +185,8 @@ class RunnerReader:
             signals = watch.tracker.update(replace(reading, ts=ts, mono=mono))
             if signals.tokens_per_s:  # tokens decoded since the previous read: it is serving
                 watch.progress = Serving(ts, f"its llama-server runner decoding ({signals.tokens_per_s:,.0f} tok/s)")
-            elif signals.moved:  # a prompt batch done or a new task taken: serving, between tokens
-                watch.progress = Serving(ts, "its llama-server runner working (a prompt batch done or a new request taken)")
+            elif signals.moved:  # a prompt batch done: serving, between tokens
+                watch.progress = Serving(ts, "its llama-server runner working (a prompt batch done)")
             row = runner_row(target, signals)
             rows.append(row)
             self._add("runner_samples", row)

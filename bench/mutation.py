@@ -69,7 +69,7 @@ def run_package(name: str, work: Path) -> dict[str, object]:
     pyproject = copy / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + "\n[tool.mutmut]\n" + 'paths_to_mutate = ["oasis_ops"]\n'
                          + f"do_not_mutate = {json.dumps(others)}\n" + f"tests_dir = {json.dumps(tests)}\n"
-                         + 'also_copy = ["sql", "tests", "bench"]\n')  # fmt: skip
+                         + 'also_copy = ["sql", "tests", "bench", "app.py", "pages", "assets"]\n')  # fmt: skip
     started = time.monotonic()
     done = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "2"], cwd=copy,
                           capture_output=True, text=True, check=False)  # fmt: skip

@@ -50,7 +50,7 @@ from oasis_ops.actions import (
     resume,
     set_concurrency,
 )
-from oasis_ops.actions.episodes import StoppingEpisodes, as_utc_datetime
+from oasis_ops.actions.episodes import StoppingEpisodes
 from oasis_ops.control.files import (
     atomic_write_json,
     check_control_dir,
@@ -59,6 +59,7 @@ from oasis_ops.control.files import (
     read_json,
 )
 from oasis_ops.errors import OasisOpsError
+from oasis_ops.moments import as_utc_datetime
 from oasis_ops.probes import ModelProbe, ModelSnapshot
 from oasis_ops.probes.host import HostSample
 from oasis_ops.settings import Settings

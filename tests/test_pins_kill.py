@@ -315,7 +315,8 @@ def test_timestamps_are_normalised_to_aware_utc() -> None:
 
     import pandas as pd
 
-    from oasis_ops.actions.episodes import _num, as_utc_datetime
+    from oasis_ops.actions.episodes import _num
+    from oasis_ops.moments import as_utc_datetime
 
     moment = datetime(2025, 11, 20, 17, 58, 1, tzinfo=UTC)
     for value in (moment, moment.replace(tzinfo=None), pd.Timestamp("2025-11-20T18:58:01+01:00"), "2025-11-20 17:58:01",

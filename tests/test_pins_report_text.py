@@ -15,6 +15,7 @@ import pytest
 
 from oasis_ops.diagnosis import svg
 from oasis_ops.diagnosis import text as t
+from oasis_ops.moments import as_utc_datetime
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "time_chart.svg"
 T0 = datetime(2025, 11, 20, 17, 0, tzinfo=UTC)
@@ -62,9 +63,9 @@ def test_counts_ratios_numbers_and_times() -> None:
     assert (t.ratio(None, 1), t.ratio(1, None), t.ratio(3, 0), t.ratio(248.2, 4.1)) == ("?", "?", "?", "60.5x")
     assert (t.num(None), t.num("x"), t.num(float("inf")), t.num(float("nan")), t.num("2.5")) == (None, None, None, None, 2.5)
     naive = datetime(2025, 11, 20, 17, 58, 1)
-    assert t.as_dt(naive) == datetime(2025, 11, 20, 17, 58, 1, tzinfo=UTC)
-    assert t.as_dt(pd.Timestamp("2025-11-20T18:58:01+01:00")) == datetime(2025, 11, 20, 17, 58, 1, tzinfo=UTC)
-    assert (t.as_dt(None), t.as_dt(pd.NaT), t.as_dt(float("nan"))) == (None, None, None)
+    assert as_utc_datetime(naive) == datetime(2025, 11, 20, 17, 58, 1, tzinfo=UTC)
+    assert as_utc_datetime(pd.Timestamp("2025-11-20T18:58:01+01:00")) == datetime(2025, 11, 20, 17, 58, 1, tzinfo=UTC)
+    assert (as_utc_datetime(None), as_utc_datetime(pd.NaT), as_utc_datetime(float("nan"))) == (None, None, None)
     assert (t.hm(naive), t.hms(naive), t.day_hm(naive)) == ("17:58", "17:58:01", "2025-11-20 17:58")
     assert (t.hm(None), t.hms(None), t.day_hm(None)) == ("?", "?", "?")
     assert t.span(naive, naive + timedelta(minutes=6)) == "17:58–18:04"

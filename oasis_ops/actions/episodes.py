@@ -15,26 +15,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
-
 from oasis_ops.errors import OasisOpsError
+from oasis_ops.moments import as_utc_datetime
 from oasis_ops.probes import ModelSnapshot
 from oasis_ops.sidecar import Sidecar
 
 LOOKBACK_S = 1800.0  # model_samples read back at most this far
 FRESH_S = 30.0  # the newest sample must be this recent to say anything about "now"
 MAX_EPISODES = 256
-
-
-def as_utc_datetime(value: Any) -> datetime | None:
-    """A pandas/py timestamp (naive = UTC) as an aware UTC datetime; None for None/NaN/NaT."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return None
-    stamp = pd.Timestamp(value)
-    if pd.isna(stamp):
-        return None
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
 
 
 def _num(value: Any) -> float | None:

@@ -30,6 +30,7 @@ from oasis_ops.diagnosis.findings import Telemetry, WindowContext, _detail, timi
 from oasis_ops.diagnosis.incidents import Analysis, Incident, analyze
 from oasis_ops.errors import ConfigError
 from oasis_ops.logs.timefmt import parse_utc_offset
+from oasis_ops.moments import as_utc_datetime
 from oasis_ops.settings import Settings
 from oasis_ops.trials import TrialSource
 from oasis_ops.trials.span import range_parts
@@ -303,7 +304,7 @@ def _timeline(pm: PostMortem, analysis: Analysis, incident: Incident, zone: time
         entries.append((row["ts"], f"server.log: {row['msg']}"))
     for f in incident.confirmed:
         if f.id == "stopping_deadlock" and f.values.get("still_stopping"):
-            entries.append((t.as_dt(f.values["last_stopping_sample"]) or w.end, "last sample: still Stopping…, no trial since the window"))  # fmt: skip
+            entries.append((as_utc_datetime(f.values["last_stopping_sample"]) or w.end, "last sample: still Stopping…, no trial since the window"))  # fmt: skip
     entries.sort(key=lambda e: e[0])
     if len(entries) > MAX_TIMELINE:
         entries = entries[: MAX_TIMELINE - 1] + [entries[-1]]
@@ -491,13 +492,13 @@ def _charts(pm: PostMortem, analysis: Analysis, incident: Incident | None) -> No
     markers: list[tuple[datetime, str]] = []
     for row in _rows(Telemetry.between(tel.events, lo, hi)):
         if row["kind"] in ("stopping", "gone", "runner_pid_changed"):
-            markers.append((t.as_dt(row["ts"]), f"{row['kind']} {t.hm(row['ts'])}"))  # type: ignore[arg-type]
+            markers.append((as_utc_datetime(row["ts"]), f"{row['kind']} {t.hm(row['ts'])}"))  # type: ignore[arg-type]
     for row in _rows(Telemetry.between(tel.actions, lo, hi)):
-        markers.append((t.as_dt(row["ts"]), f"{row['action']} {t.hm(row['ts'])}"))  # type: ignore[arg-type]
+        markers.append((as_utc_datetime(row["ts"]), f"{row['action']} {t.hm(row['ts'])}"))  # type: ignore[arg-type]
     markers = markers[:6]
     rollup = scan.rollup
     if len(rollup):
-        minutes = [t.as_dt(m) for m in rollup["minute"]]
+        minutes = [as_utc_datetime(m) for m in rollup["minute"]]
         steps = [b - a for a, b in zip(minutes, minutes[1:], strict=False) if a is not None and b is not None and b > a]
         bucket = min(steps) if steps else timedelta(minutes=1)  # a sparse rollup skips empty buckets: not joined
         p50 = list(zip(minutes, rollup["p50_ms"].tolist(), strict=True))
@@ -516,7 +517,7 @@ def _charts(pm: PostMortem, analysis: Analysis, incident: Incident | None) -> No
     if len(host):
         page = pd.to_numeric(host["page_size"], errors="coerce")
         free = (pd.to_numeric(host["pages_free"], errors="coerce") * page).fillna(pd.to_numeric(host["mem_free_bytes"], errors="coerce"))
-        ts = [t.as_dt(v) for v in host["ts"]]
+        ts = [as_utc_datetime(v) for v in host["ts"]]
         gaps = sorted(b - a for a, b in zip(ts, ts[1:], strict=False) if a is not None and b is not None and b > a)
         sampler_gap = max(gaps[len(gaps) // 2] * 5, timedelta(minutes=1)) if gaps else None  # the sampler was down
         chart = svg.time_chart(
@@ -531,7 +532,7 @@ def _charts(pm: PostMortem, analysis: Analysis, incident: Incident | None) -> No
         pm.charts.append(Chart("memory", "Memory", chart, "Pages free × page size, and vm_stat's cumulative Swapouts counter." + where))
     timings = Telemetry.between(tel.timings, lo, hi)
     if len(timings):
-        ts = [t.as_dt(v) for v in timings["ts"]]
+        ts = [as_utc_datetime(v) for v in timings["ts"]]
         chart = svg.time_chart(
             "Image encoder vs generation (eval) per request, from server.log",
             [svg.Series("eval (ms)", "#ff7f0e", list(zip(ts, pd.to_numeric(timings["eval_ms"], errors="coerce").tolist(), strict=True)), kind="dots"),  # type: ignore[arg-type]

@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
-import pandas as pd
-
-
-def as_dt(value: Any) -> datetime | None:
-    """A pandas/py timestamp as an aware UTC datetime (None for NaT/None)."""
-    if value is None or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    stamp = pd.Timestamp(value)
-    if pd.isna(stamp):
-        return None
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
+from oasis_ops.moments import as_utc_datetime
 
 
 def hm(value: Any) -> str:
-    ts = as_dt(value)
+    ts = as_utc_datetime(value)
     return "?" if ts is None else ts.astimezone(UTC).strftime("%H:%M")
 
 
 def hms(value: Any) -> str:
-    ts = as_dt(value)
+    ts = as_utc_datetime(value)
     return "?" if ts is None else ts.astimezone(UTC).strftime("%H:%M:%S")
 
 
 def day_hm(value: Any) -> str:
-    ts = as_dt(value)
+    ts = as_utc_datetime(value)
     return "?" if ts is None else ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.thresholds import (
     MODEL_LOOKBACK,
     STOPPING_LOOKAHEAD,
 )
 from oasis_ops.diagnosis.windows import IncidentWindow
+from oasis_ops.moments import as_utc_datetime
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar
 
@@ -71,7 +71,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime | pd.Timestamp):
-        return t.as_dt(value).isoformat() if t.as_dt(value) else None  # type: ignore[union-attr]
+        return as_utc_datetime(value).isoformat() if as_utc_datetime(value) else None  # type: ignore[union-attr]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, float) and (np.isnan(value) or np.isinf(value)):

@@ -25,6 +25,7 @@ from oasis_ops.diagnosis.checks.context import (
     _model_rows,
 )
 from oasis_ops.diagnosis.thresholds import BUSY_CPU_PERCENT, STOPPING_LEAD, STOPPING_LOOKAHEAD
+from oasis_ops.moments import as_utc_datetime
 
 
 @dataclass
@@ -46,16 +47,16 @@ class StoppingEpisode:
 def _episode(rows: pd.DataFrame, idx: list[Any], model: str, still: bool) -> StoppingEpisode:
     part = rows.loc[idx]
     first = part.iloc[0]
-    first_ts = t.as_dt(first["ts"])
+    first_ts = as_utc_datetime(first["ts"])
     assert first_ts is not None
-    since = t.as_dt(first.get("stopping_since")) or t.as_dt(first.get("expires_at")) or first_ts
+    since = as_utc_datetime(first.get("stopping_since")) or as_utc_datetime(first.get("expires_at")) or first_ts
     if since > first_ts or first_ts - since > timedelta(hours=12):
         since = first_ts  # an expiry in the future, or absurdly old: trust the sample time
     pids = pd.to_numeric(part["runner_pid"], errors="coerce").dropna()
     return StoppingEpisode(
         model=model,
         since=since,
-        last_seen=t.as_dt(part.iloc[-1]["ts"]) or first_ts,
+        last_seen=as_utc_datetime(part.iloc[-1]["ts"]) or first_ts,
         samples=len(part),
         still_stopping=still,
         runner_pid=int(pids.iloc[-1]) if len(pids) else None,

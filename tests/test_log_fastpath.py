@@ -89,6 +89,8 @@ def _awkward_log(path: Path) -> None:
             lines.append(gin_line(datetime(2025, 3, 30, 5, 0, 9), 200, 2500.0))
         if i == 2000:
             lines.append("x" * 70_000)
+            lines.append("x" * ((1 << 20) + 1))  # over MAX_LINE_CHARS: junk either way
+            lines.append("é" * 600_000)  # over MAX_LINE_CHARS in bytes, not in characters: not junk
             lines.append("image slice encoded in 1.2.3 ms")
             lines.append("slot print_timing: id  0 | task 9 |       total time =     12.5 ms /    3 tokens")
     data = "\n".join(lines).encode()

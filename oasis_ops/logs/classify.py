@@ -59,8 +59,16 @@ class Chunk:
         self.a = np.zeros(n, dtype=np.int64)  # task id; Gin row index
         self.b = np.zeros(n, dtype=np.float64)  # milliseconds
         self.c = np.zeros(n, dtype=np.int64)  # tokens
-        self.too_long = _mask(pc.greater(pc.utf8_length(lines), MAX_LINE_CHARS))
+        self.too_long = _too_long(lines)
         self.gin: GinBlock
+
+
+def _too_long(lines: pa.Array) -> np.ndarray:
+    """Lines over MAX_LINE_CHARS bytes, read from the offsets (no pass over the text). Only a
+    route: they go to the per-line path, which counts characters (a line of multi-byte text can
+    be over the limit in bytes and not in characters)."""
+    offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return np.diff(offsets) > MAX_LINE_CHARS
 
 
 def prepare(data: bytes, clock: LocalClock) -> Chunk | None:

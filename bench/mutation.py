@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # package -> the tests that exercise it (mutmut maps each mutant to the tests that reach it)
 PACKAGES: dict[str, tuple[str, list[str]]] = {
-    "trials": ("oasis_ops/trials", ["tests/test_trials_rollup.py", "tests/test_pins_timeparse.py", "tests/test_odd_tables.py", "tests/test_trials_bounds.py", "tests/test_trials_errors.py",
+    "trials": ("oasis_ops/trials", ["tests/test_trials_rollup.py", "tests/test_pins_trials.py", "tests/test_pins_timeparse.py", "tests/test_odd_tables.py", "tests/test_trials_bounds.py", "tests/test_trials_errors.py",
                                     "tests/test_trials_writer.py", "tests/test_wide_span.py", "tests/test_bad_input_cli.py",
                                     "tests/test_pins_kill_snapshot.py"]),
     "probes": ("oasis_ops/probes", ["tests/test_probes_processes.py", "tests/test_bad_input_ollama.py", "tests/test_flash.py",

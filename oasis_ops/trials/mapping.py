@@ -89,13 +89,6 @@ class TrialMapping:
             "timeout_words": list(self.timeout_words),
         }
 
-    def describe(self) -> str:
-        latency = self.latency_column or f"{self.finished_column} - {self.time_column}"
-        return (
-            f"table {self.table}: time {self.time_column} ({self.time_type}), latency {latency}, "
-            f"status {self.status_column}, run_id {self.run_id_column or '-'}, model {self.model_column or '-'}"
-        )
-
     @classmethod
     def resolve(cls, con: duckdb.DuckDBPyConnection, settings: Settings, *, where: str) -> TrialMapping:
         """Map `settings` onto the table in `con`; SchemaError names what is missing and what exists."""

@@ -316,12 +316,5 @@ class TrialSource(TrialQueries):
         spans = self.run_spans()
         return spans[0].run_id if spans else None
 
-    # --- helpers ------------------------------------------------------------------------------
-    def _query_df(self, name: str, params: dict[str, Any]) -> pd.DataFrame:
-        try:
-            return execute(self._con, name, params).df()
-        except duckdb.Error as exc:
-            raise duck.translate(exc, str(self.path)) from None
-
 
 __all__ = ["Freshness", "SnapshotState", "TrialSource"]

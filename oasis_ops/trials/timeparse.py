@@ -56,7 +56,7 @@ def parse_time(text: str | datetime, *, now: datetime | None = None) -> datetime
         except OverflowError:
             raise UsageError(f"{text!r} ago is before the year 1") from None
     try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+        parsed = datetime.fromisoformat(raw)  # Python 3.11 reads a trailing Z as UTC
     except ValueError:
         raise UsageError(f"not a time: {text!r}", hint="use ISO 8601, e.g. 2025-11-20T17:40:00Z, or 6h for six hours ago") from None
     return as_utc(parsed)

@@ -132,12 +132,18 @@ class TrialWriter:
     # --- internals ----------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            due = time.monotonic() - self._last_flush >= self.flush_interval_s
-            if self.pending >= self.batch_size or (due and self.pending):
-                try:
-                    self.flush()
-                except DataError:
-                    pass  # still buffered; the next round retries
+            self.flush_if_due()
+
+    def flush_if_due(self) -> bool:
+        """Flush when a batch is full or flush_interval_s has passed with trials waiting (the
+        background flusher's round); True if rows were written. A failed write keeps them."""
+        due = time.monotonic() - self._last_flush >= self.flush_interval_s
+        if not (self.pending >= self.batch_size or (due and self.pending)):
+            return False
+        try:
+            return self.flush() > 0
+        except DataError:
+            return False  # still buffered; the next round retries
 
     def _insert(self, batch: list[dict[str, Any]]) -> None:
         deadline = time.monotonic() + self.retry_for_s

@@ -1,0 +1,358 @@
+"""Pins for the trial queries that the watchdog, the model-state judgement and the incident
+windows lean on, at their edges (written from the mutation run's survivors): the sparse rollup
+(non-empty buckets only, filters, the bucket limit's message), trials completed since a moment
+and trials that ENDED ok since one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers_trials import T0, Row, create_canonical, trial_settings
+
+from oasis_ops.errors import TooManyBuckets, UsageError
+from oasis_ops.trials import TrialSource
+
+
+def _rows() -> list[Row]:
+    return [
+        Row(T0, 1000.0, "ok"),  # exactly at the start: in
+        Row(T0 + timedelta(seconds=30), 2000.0, "timeout"),
+        Row(T0 + timedelta(minutes=1, seconds=5), 3000.0, "ok", model="qwen3:8b"),
+        Row(T0 + timedelta(minutes=1, seconds=10), 4000.0, "error", run_id="run-2"),
+        Row(T0 + timedelta(minutes=7), 5000.0, "ok"),  # after an empty stretch
+        Row(T0 + timedelta(minutes=10), 6000.0, "ok"),  # exactly at the end: out
+    ]
+
+
+def _source(tmp_path: Path, name: str = "trials.duckdb", rows: list[Row] | None = None, **settings: object) -> TrialSource:
+    db = tmp_path / name
+    create_canonical(db, _rows() if rows is None else rows)
+    return TrialSource(db, trial_settings(**settings))
+
+
+def test_the_sparse_rollup_has_only_the_buckets_with_trials(tmp_path: Path) -> None:
+    with _source(tmp_path) as src:
+        frame = src.rollup_sparse(T0, T0 + timedelta(minutes=10))
+        minutes = [m.to_pydatetime() for m in frame["minute"]]
+        assert minutes == [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=7)]
+        assert frame["trials"].tolist() == [2, 2, 1]
+        assert (frame["ok"].tolist(), frame["timeouts"].tolist(), frame["errors"].tolist()) == ([1, 1, 1], [1, 0, 0], [0, 1, 0])
+        # the same numbers as the gap-filled rollup's non-empty rows
+        full = src.rollup(T0, T0 + timedelta(minutes=10))
+        assert len(full) == 10
+        nonempty = full[full["trials"] > 0].reset_index(drop=True)
+        assert nonempty["trials"].tolist() == frame["trials"].tolist()
+        assert nonempty["p50_ms"].tolist() == frame["p50_ms"].tolist()
+        # filters
+        assert src.rollup_sparse(T0, T0 + timedelta(minutes=10), run_id="run-2")["trials"].tolist() == [1]
+        by_model = src.rollup_sparse(T0, T0 + timedelta(minutes=10), model="qwen3:8b")
+        assert [m.to_pydatetime() for m in by_model["minute"]] == [T0 + timedelta(minutes=1)]
+        # a wider bucket: the range is floored and ceiled to it
+        five = src.rollup_sparse(T0 + timedelta(minutes=1), T0 + timedelta(minutes=9), bucket="5m")
+        assert [m.to_pydatetime() for m in five["minute"]] == [T0, T0 + timedelta(minutes=5)]
+        assert five["trials"].tolist() == [4, 1]
+        # an empty or inverted range has no rows and no query
+        assert len(src.rollup_sparse(T0, T0)) == 0
+        assert len(src.rollup_sparse(T0 + timedelta(minutes=5), T0)) == 0
+
+
+def test_the_sparse_rollup_counts_only_buckets_with_trials_against_the_limit(tmp_path: Path) -> None:
+    # 11 minutes with a trial each, spread over 60: the empty ones do not count
+    rows = [Row(T0 + timedelta(minutes=5 * i), 1000.0, "ok") for i in range(11)]
+    with _source(tmp_path, "eleven.duckdb", rows, max_buckets=11) as src:
+        assert len(src.rollup_sparse(T0, T0 + timedelta(hours=1))) == 11  # at the limit: fine
+    with _source(tmp_path, "ten.duckdb", rows, max_buckets=10) as src:
+        with pytest.raises(TooManyBuckets) as refused:
+            src.rollup_sparse(T0, T0 + timedelta(hours=1))
+    assert str(refused.value) == ("2025-11-20 17:40 → 2025-11-20 18:40 UTC has trials in 11 1m buckets, "
+                                  "more than max_buckets (10) (narrow the range with --from/--to)")  # fmt: skip
+    assert isinstance(refused.value, UsageError) and refused.value.hint == "narrow the range with --from/--to"
+
+
+def test_completed_since_counts_ok_trials_started_at_or_after_the_moment(tmp_path: Path) -> None:
+    with _source(tmp_path) as src:
+        assert src.completed_since(T0) == 4  # ok ones: at T0, 1m05s (qwen3), 7m, 10m
+        assert src.completed_since(T0 + timedelta(minutes=1, seconds=5)) == 3  # the moment itself counts
+        assert src.completed_since(T0 + timedelta(minutes=1, seconds=6)) == 2
+        assert src.completed_since(T0, run_id="run-2") == 0  # its one trial was an error
+        assert src.completed_since(T0, model="qwen3:8b") == 1
+        assert src.completed_since(T0, run_id="run-1", model="gemma4:e4b") == 3
+        assert src.completed_since(T0 + timedelta(hours=1)) == 0
+
+
+def test_ended_ok_since_counts_by_the_end_of_the_trial_whenever_it_started(tmp_path: Path) -> None:
+    with _source(tmp_path) as src:
+        # 7m + 5 s ends at 7m05s: ended after 7m02s though it started before it
+        assert src.ended_ok_since(T0 + timedelta(minutes=7, seconds=2), None) == 2
+        assert src.ended_ok_since(T0 + timedelta(minutes=7, seconds=5), None) == 2  # the end itself counts
+        assert src.ended_ok_since(T0 + timedelta(minutes=7, seconds=6), None) == 1
+        assert src.ended_ok_since(T0 + timedelta(minutes=1, seconds=8), "qwen3:8b") == 1  # ended at 1m08s
+        assert src.ended_ok_since(T0 + timedelta(minutes=1, seconds=8, milliseconds=1), "qwen3:8b") == 0
+        assert src.ended_ok_since(T0, "gemma4:e4b") == 3  # the error and the timeout never count
+    # trials that started over an hour (ENDED_LOOKBACK) before the moment are not looked for
+    long_ones = [Row(T0, 2 * 3_600_000.0, "ok"), Row(T0 + timedelta(minutes=45), 50 * 60_000.0, "ok")]
+    with _source(tmp_path, "long.duckdb", long_ones) as src:
+        assert src.ended_ok_since(T0 + timedelta(minutes=90), None) == 1  # the one that started at 45m
+        assert src.ended_ok_since(T0 + timedelta(minutes=59), None) == 2
+
+
+def test_a_table_without_a_model_column_ignores_the_model_asked_for(tmp_path: Path) -> None:
+    import duckdb
+
+    db = tmp_path / "trials.duckdb"
+    create_canonical(db, _rows())
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE trials DROP COLUMN model")
+    con.close()
+    with TrialSource(db, trial_settings()) as src:
+        assert src.completed_since(T0, model="no-such-model") == 4
+        assert src.ended_ok_since(T0, "no-such-model") == 4
+
+
+def test_generated_trials_have_the_documented_shape(tmp_path: Path) -> None:
+    import duckdb
+
+    from oasis_ops.trials.generate import generate_trials
+
+    db = tmp_path / "gen.duckdb"
+    window = (T0 + timedelta(minutes=30), T0 + timedelta(minutes=40))
+    assert generate_trials(db, n_trials=0, start=T0, minutes=60) == 0 and not db.exists()
+    assert generate_trials(db, n_trials=6000, start=T0, minutes=60, seed=5, failure_windows=[window], error_rate=0.01) == 6000
+    assert generate_trials(db, n_trials=10, start=T0 + timedelta(hours=2), minutes=1, run_id="run-2", model="qwen3:8b") == 10
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE trials").fetchall()]
+        assert cols == ["trial_id", "run_id", "model", "started_at", "finished_at", "latency_ms", "status", "error"]
+        first = con.execute("""SELECT min(trial_id), max(trial_id), count(*), any_value(run_id), any_value(model),
+                                      min(started_at), max(started_at) FROM trials WHERE run_id = 'run-1'""").fetchone()
+        assert first is not None and first[:5] == (1, 6000, 6000, "run-1", "gemma4:e4b")
+        assert first[5] >= T0.replace(tzinfo=None) and first[6] < (T0 + timedelta(minutes=60)).replace(tzinfo=None)
+        second = con.execute("SELECT min(trial_id), max(trial_id), any_value(model) FROM trials WHERE run_id = 'run-2'").fetchone()
+        assert second == (6001, 6010, "qwen3:8b")  # appended after the first run
+        inside = con.execute("""SELECT avg((status = 'timeout')::INT), count(*) FILTER (WHERE latency_ms IS NOT NULL AND latency_ms <> 60000)
+                                FROM trials WHERE started_at >= ? AND started_at < ?""",
+                             [window[0].replace(tzinfo=None), window[1].replace(tzinfo=None)]).fetchone()  # fmt: skip
+        assert inside is not None and 0.95 < inside[0] < 1.0 and inside[1] > 0  # ~98% timeouts, the rest slow but ok
+        healthy = con.execute("""SELECT median(latency_ms), quantile_cont(latency_ms, 0.95), avg((status = 'error')::INT),
+                                        count(*) FILTER (WHERE status = 'error' AND latency_ms IS NOT NULL),
+                                        count(*) FILTER (WHERE finished_at <> started_at + to_microseconds(CAST(1000 * coalesce(latency_ms, 150) AS BIGINT))),
+                                        any_value(error) FILTER (WHERE status = 'error')
+                                 FROM trials WHERE run_id = 'run-1' AND NOT (started_at >= ? AND started_at < ?)""",
+                              [window[0].replace(tzinfo=None), window[1].replace(tzinfo=None)]).fetchone()  # fmt: skip
+        assert healthy is not None
+        assert 4000 < healthy[0] < 4200 and 5800 < healthy[1] < 6400  # p50 ~4.1 s, p95 ~6.1 s
+        assert 0.005 < healthy[2] < 0.02 and healthy[3] == 0  # errors at the rate asked, without a latency
+        assert healthy[4] == 0 and healthy[5] == "litellm.APIConnectionError: connection reset by peer"
+        timeout_error = con.execute("SELECT any_value(error) FROM trials WHERE status = 'timeout'").fetchone()
+        assert timeout_error == ("timed out after 1m0s (litellm.Timeout)",)
+    finally:
+        con.close()
+    # renamed and dropped columns, time zone aware
+    shaped = tmp_path / "shaped.duckdb"
+    generate_trials(shaped, n_trials=5, start=T0, minutes=1, tz_aware=True, table="runs",
+                    columns={"started_at": "t0", "latency_ms": None})  # fmt: skip
+    con = duckdb.connect(str(shaped), read_only=True)
+    try:
+        types = {r[0]: r[1] for r in con.execute("DESCRIBE runs").fetchall()}
+        assert "latency_ms" not in types and types["t0"] == "TIMESTAMP WITH TIME ZONE"
+        assert types["finished_at"] == "TIMESTAMP WITH TIME ZONE"
+    finally:
+        con.close()
+
+
+def _same_rollups(live: TrialSource, db: Path, start: object, end: object) -> None:
+    """The long-lived source's rollups (cached, folded) equal a fresh source's, per filter."""
+    with TrialSource(db, trial_settings()) as fresh:
+        for kwargs in ({}, {"run_id": "run-2"}, {"model": "qwen3:8b"}, {"bucket": "5m"}):
+            mine, theirs = live.rollup(start, end, **kwargs), fresh.rollup(start, end, **kwargs)  # type: ignore[arg-type]
+            assert mine.equals(theirs), (kwargs, mine[mine["trials"] > 0], theirs[theirs["trials"] > 0])
+
+
+def test_appended_rows_fold_into_the_cached_rollups_and_a_rewrite_rebuilds_them(tmp_path: Path) -> None:
+    import duckdb
+    from helpers_trials import insert_canonical
+
+    db = tmp_path / "trials.duckdb"
+    create_canonical(db, _rows())
+    start, end = T0, T0 + timedelta(minutes=20)
+    with TrialSource(db, trial_settings()) as live:
+        for kwargs in ({}, {"run_id": "run-2"}, {"model": "qwen3:8b"}, {"bucket": "5m"}):
+            live.rollup(start, end, **kwargs)  # type: ignore[arg-type]  # cached
+        # appended: into a cached minute, a new minute, another run, another model, and far back
+        con = duckdb.connect(str(db))
+        insert_canonical(con, [
+            Row(T0 + timedelta(seconds=40), 1500.0, "ok"),
+            Row(T0 + timedelta(minutes=12), 2500.0, "timeout"),
+            Row(T0 + timedelta(minutes=12, seconds=30), 3500.0, "ok", run_id="run-2"),
+            Row(T0 + timedelta(minutes=15), 4500.0, "ok", model="qwen3:8b"),
+        ], first_id=100)  # fmt: skip
+        con.close()
+        before = live.cache_stats.get("bucket_recomputes", 0)
+        live.refresh()
+        assert live.cache_stats["bucket_recomputes"] > before  # folded in, not dropped
+        _same_rollups(live, db, start, end)
+        assert live.rollup(start, end)["trials"].sum() == 10
+        # rewritten (a row deleted, one added): not an append, everything is rebuilt
+        con = duckdb.connect(str(db))
+        con.execute("DELETE FROM trials WHERE trial_id = 1")
+        insert_canonical(con, [Row(T0 + timedelta(minutes=3), 800.0, "error")], first_id=200)
+        con.close()
+        live.refresh()
+        _same_rollups(live, db, start, end)
+        assert live.rollup(start, end)["trials"].sum() == 10 and live.summary(start, end)["errors"] == 2
+
+
+def test_groups_merge_per_run_and_model_keeping_nulls_out_of_the_extremes() -> None:
+    from oasis_ops.trials.groups import Group, Groups
+
+    old = Groups([("run-1", "m", 100, 500, 900, 10, 9, 1), ("run-2", "m", 50, 60, 70, 2, 2, 0), ("run-3", None, None, None, None, 3, 0, 3)])
+    fresh = Groups([("run-1", "m", 400, 800, 850, 5, 4, 0), ("run-3", None, 20, 30, 40, 1, 1, 0), ("run-4", "x", 1, 2, 3, 1, 0, 0)])
+    merged = {(g.run_id, g.model): g for g in old.merged(fresh).rows}
+    assert merged[("run-1", "m")] == Group("run-1", "m", 100, 800, 900, 15, 13, 1)  # min first, max last and end, sums
+    assert merged[("run-2", "m")] == Group("run-2", "m", 50, 60, 70, 2, 2, 0)  # untouched
+    assert merged[("run-3", None)] == Group("run-3", None, 20, 30, 40, 4, 1, 3)  # a None is no extreme
+    assert merged[("run-4", "x")] == Group("run-4", "x", 1, 2, 3, 1, 0, 0)  # new
+    assert old.merged(Groups()) is old
+    assert (old.first_us(), old.last_us(), old.trials(), old.untimed(), old.models()) == (50, 500, 15, 4, ["m"])
+    rows = Groups.from_columns(old.columns()).rows
+    assert rows == old.rows and Groups([(None, float("nan"), float("nan"), 1.0, None, None, None)]).rows == (
+        Group(None, None, None, 1, None, 0, 0, 0),)
+    assert [g.run_id for g in old.matching(model="m").rows] == ["run-1", "run-2"]
+    assert [g.run_id for g in old.matching(run_id="run-3").rows] == ["run-3"]
+    assert old.matching() is old and not old.matching(run_id="run-1", model="other").rows
+
+
+def test_snapshots_are_rate_limited_by_the_last_copy_time_within_bounds(tmp_path: Path) -> None:
+    import duckdb
+
+    from oasis_ops.trials.snapshot import Snapshotter
+
+    db = tmp_path / "t.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")
+    con.close()
+    now = [1000.0]
+
+    def grow() -> None:
+        c = duckdb.connect(str(db))
+        c.execute("INSERT INTO t VALUES (1); CHECKPOINT")
+        c.close()
+
+    snaps: Snapshotter[int] = Snapshotter(db, tmp_path / "snaps", open_snapshot=lambda p: duckdb.connect(str(p), read_only=True),
+                                          validate=lambda c: int(c.execute("SELECT count(*) FROM t").fetchone()[0]),  # type: ignore[index]
+                                          min_interval_s=1.0, max_interval_s=5.0, clock=lambda: now[0])  # fmt: skip
+    try:
+        assert snaps.refresh() and snaps.current is not None and snaps.current.state == 1
+        now[0] += 3.0
+        assert not snaps.refresh() and snaps.verified_at == 1003.0  # unchanged: looked at, no copy
+        grow()
+        now[0] += 0.5  # 3.5 s since the last copy (looking is no attempt): over min_interval_s
+        assert snaps.refresh() and snaps.current.state == 2
+        grow()
+        now[0] += 0.99
+        assert not snaps.refresh() and snaps.current.state == 2  # within min_interval_s
+        now[0] += 0.01
+        assert snaps.refresh() and snaps.current.state == 3  # at it
+        snaps.current.copy_ms = 2000.0  # a slow copy: 4x its time, capped at max_interval_s
+        grow()
+        now[0] += 4.99
+        assert not snaps.refresh()
+        now[0] += 0.01
+        assert snaps.refresh() and snaps.current.state == 4
+        snaps.current.copy_ms = 500.0  # 4 x 0.5 s = 2 s
+        grow()
+        now[0] += 1.99
+        assert not snaps.refresh()
+        assert snaps.refresh(force=True) and snaps.current.state == 5  # forced: no wait
+    finally:
+        snaps.close()
+
+
+def test_an_unreadable_file_is_named_as_the_users_not_as_the_private_copy(tmp_path: Path) -> None:
+    from oasis_ops.errors import DataError
+
+    db = tmp_path / "trials.duckdb"
+    db.write_bytes(b"this is not a database\n" * 200)
+    with pytest.raises(DataError) as refused:
+        TrialSource(db, trial_settings())
+    message = str(refused.value)
+    assert message.startswith(f"{db} ") and "snap-" not in message and "DuckDB database" in message
+    assert message.count("cannot be read as a DuckDB database") <= 1
+
+
+def test_parse_time_is_aware_and_a_bare_number_is_no_duration() -> None:
+    from datetime import UTC, datetime
+
+    from oasis_ops.trials.timeparse import parse_time
+
+    for text in ("now", "6h", "2025-11-20T17:40:00Z", "2025-11-20T18:40:00+01:00", "2025-11-20 17:40"):
+        moment = parse_time(text)
+        assert moment.tzinfo is not None and moment.utcoffset() == timedelta(0), text
+    assert parse_time("2025-11-20T17:40:00Z") == parse_time("2025-11-20T18:40:00+01:00") == datetime(2025, 11, 20, 17, 40, tzinfo=UTC)
+    for bare in ("12", "1.5", "2025"):  # a number without a unit is neither a duration nor a time
+        with pytest.raises(UsageError, match="not a time"):
+            parse_time(bare)
+
+
+def _trial(i: int) -> dict[str, object]:
+    from datetime import UTC, datetime
+
+    started = datetime(2025, 11, 20, 17, 40, tzinfo=UTC) + timedelta(seconds=i)
+    return {"trial_id": i, "run_id": "r", "model": "m", "started_at": started, "finished_at": started + timedelta(seconds=1),
+            "latency_ms": 1000.0, "status": "ok"}  # fmt: skip
+
+
+def test_the_writer_flushes_a_full_batch_or_when_due_and_never_an_empty_one(tmp_path: Path) -> None:
+    from oasis_ops.trials.writer import TrialWriter
+
+    writer = TrialWriter(tmp_path / "w.duckdb", batch_size=3, flush_interval_s=3600.0, background=False)
+    try:
+        assert not writer.flush_if_due()  # nothing waiting
+        for i in (1, 2):
+            writer.write(_trial(i))
+        assert not writer.flush_if_due() and writer.pending == 2  # not due, batch not full
+        writer.flush_interval_s = 0.0
+        assert writer.flush_if_due() and writer.pending == 0 and writer.written == 2  # due
+        assert not writer.flush_if_due()  # due, but nothing waiting
+        writer.flush_interval_s, writer.batch_size = 3600.0, 100
+        for i in (3, 4, 5):
+            writer.write(_trial(i))
+        assert not writer.flush_if_due()
+        writer.batch_size = 3
+        assert writer.flush_if_due() and writer.written == 5  # a full batch, not due
+    finally:
+        writer.close()
+
+
+def test_spilled_trials_are_appended_and_kept_in_memory_when_even_that_fails(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from oasis_ops.errors import DataError
+    from oasis_ops.trials.writer import TrialWriter
+
+    db = tmp_path / "s.duckdb"
+    writer = TrialWriter(db, background=False, batch_size=100)
+    spill = tmp_path / f"s.duckdb.pending-{os.getpid()}.jsonl"
+    writer.write(_trial(1))
+    writer.write(_trial(2))
+    writer._spill()
+    writer.write(_trial(3))
+    writer._spill()  # appended, not overwritten
+    rows = [json.loads(line) for line in spill.read_text().splitlines()]
+    assert [r["trial_id"] for r in rows] == [1, 2, 3] and rows[0]["started_at"] == "2025-11-20 17:40:01"
+    assert writer.pending == 0
+    spill.unlink()
+    spill.mkdir()  # the spill file cannot be written either
+    writer.write(_trial(4))
+    writer.write(_trial(5))
+    with pytest.raises(DataError) as refused:
+        writer._spill()
+    assert str(refused.value).startswith(f"cannot write trials to {db} and cannot save them to {spill}: ")
+    writer.write(_trial(6))
+    assert [row["trial_id"] for row in writer._pending] == [4, 5, 6]  # kept, in order
+    spill.rmdir()
+    writer.close()  # and written in the end
+    assert writer.written == 3

@@ -356,3 +356,76 @@ def test_spilled_trials_are_appended_and_kept_in_memory_when_even_that_fails(tmp
     spill.rmdir()
     writer.close()  # and written in the end
     assert writer.written == 3
+
+
+def test_the_bounded_percentiles_equal_the_exact_ones_bucket_by_bucket(tmp_path: Path) -> None:
+    """The histogram path (for buckets too full for an in-memory quantile) against DuckDB's own
+    quantile_cont, on buckets at the edges: one trial, failures only, an empty bucket between,
+    two outcomes in one millisecond bin, and equal values."""
+    import numpy as np
+
+    rows = [
+        Row(T0 + timedelta(seconds=1), 1234.5, "ok"),  # minute 0: one trial
+        Row(T0 + timedelta(minutes=1, seconds=1), None, "timeout"),  # minute 1: failures only, no latency
+        Row(T0 + timedelta(minutes=1, seconds=2), None, "error"),
+        # minute 2: empty
+        *[Row(T0 + timedelta(minutes=3, seconds=s), v, st) for s, v, st in (
+            (1, 1000.2, "ok"), (2, 1000.7, "timeout"), (3, 999.9, "ok"), (4, 5000.0, "ok"), (5, 5000.0, "ok"),
+            (6, 60000.0, "timeout"), (7, 1.0, "error"), (8, 250.25, "ok"))],  # fmt: skip
+        *[Row(T0 + timedelta(minutes=4, seconds=s), 700.0, "ok") for s in range(5)],  # equal values
+    ]
+    with _source(tmp_path, "edges.duckdb", rows) as src:
+        from_us = int(T0.timestamp() * 1_000_000)
+        width_us, to_us = 60_000_000, from_us + 5 * 60_000_000
+        with src._lock:
+            bounded = src._bounded_buckets(from_us, to_us, width_us, None, None)
+            exact = src._compute_one(from_us, to_us, width_us, None, None, ())
+    assert bounded.index.tolist() == exact.index.tolist() == [from_us + i * width_us for i in (0, 1, 3, 4)]
+    assert list(bounded.columns) == list(exact.columns)
+    for column in bounded.columns:
+        assert np.allclose(bounded[column].to_numpy(float), exact[column].to_numpy(float), equal_nan=True, rtol=0, atol=1e-9), column
+    assert bounded.loc[from_us, "p50_ms"] == 1234.5 and np.isnan(bounded.loc[from_us + width_us, "p95_ms"])
+    assert bounded.loc[from_us + width_us, ["trials", "timeouts", "errors"]].tolist() == [2, 1, 1]
+
+
+def test_a_column_name_given_equal_to_its_default_still_lets_aliases_find_the_column(tmp_path: Path) -> None:
+    import duckdb
+
+    from oasis_ops.settings import load_settings
+
+    db = tmp_path / "aliased.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE trials (start_time TIMESTAMP, duration_ms DOUBLE, outcome VARCHAR)")
+    con.execute("INSERT INTO trials VALUES (?, 1500.0, 'ok')", [T0.replace(tzinfo=None)])
+    con.close()
+    given = load_settings(env={"OASIS_OPS_TIME_COLUMN": "started_at"}).replace(snapshot_min_interval_s=0.0)
+    assert given.origins.get("time_column") not in (None, "default")  # given, equal to the default
+    with TrialSource(db, given) as src:
+        mapping = src.mapping
+        assert (mapping.time_column, mapping.latency_column, mapping.status_column) == ("start_time", "duration_ms", "outcome")
+        assert src.completed_since(T0) == 1
+    other = load_settings(env={"OASIS_OPS_TIME_COLUMN": "begun"}).replace(snapshot_min_interval_s=0.0)
+    with pytest.raises(Exception, match="begun"):  # a name that is not the default is taken at its word
+        TrialSource(db, other)
+
+
+def test_records_csv_writes_blanks_for_missing_values_with_plain_newlines() -> None:
+    from oasis_ops.trials.records import OUTPUT_COLUMNS, records_csv
+
+    text = records_csv([{c: None for c in OUTPUT_COLUMNS} | {"trials": 3}])
+    header, row = text.split("\n")[:2]
+    assert header == ",".join(OUTPUT_COLUMNS) and "\r" not in text
+    assert row.split(",")[OUTPUT_COLUMNS.index("trials")] == "3" and set(row.split(",")) == {"", "3"}
+
+
+def test_run_spans_and_counts_follow_their_filters(tmp_path: Path) -> None:
+    rows = [*_rows(), Row(T0 + timedelta(minutes=2, microseconds=123_456), 1000.0001, "ok", run_id="run-2", model="qwen3:8b")]
+    with _source(tmp_path, rows=rows) as src:
+        assert src.trial_counts() == (7, 0)
+        assert src.trial_counts(model="qwen3:8b") == (2, 0)
+        assert src.trial_counts(run_id="run-2") == (2, 0) and src.trial_counts(run_id="run-2", model="qwen3:8b") == (1, 0)
+        span = src.run_span("run-2")
+        assert span is not None and span.run_id == "run-2" and span.trials == 2
+        assert span.as_dict()["duration_s"] == round((span.end - span.start).total_seconds(), 3)
+        assert src.run_span("run-2", model="qwen3:8b").trials == 1  # type: ignore[union-attr]
+        assert src.run_span("no-such-run") is None

@@ -155,8 +155,9 @@ def _words(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _is_default(settings: Settings, key: str) -> bool:
-    origin = settings.origins.get(key, "default")
-    return origin == "default" or getattr(settings, key) == setting(key).default
+    """The setting has its default value, wherever it came from: a name given explicitly but
+    equal to the default still lets the aliases find the table's own column."""
+    return bool(getattr(settings, key) == setting(key).default)
 
 
 def _match(name: str, candidates: Sequence[str]) -> str | None:

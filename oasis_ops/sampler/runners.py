@@ -107,7 +107,7 @@ class _RunnerWatch:
     future: Future[RunnerReading] | None = None  # a read still running on a reader thread
     no_progress_since: datetime | None = None  # set while a runner_no_progress event is open
     not_answering_since: datetime | None = None  # set while a runner_not_answering event is open
-    progress: Serving | None = None  # the newest read that showed it serving (tokens decoded)
+    progress: Serving | None = None  # the newest read that showed it serving (tokens decoded, a prompt batch)
     met_mono: float = 0.0  # when the sampler met this runner (monotonic)
     answered: int = 0  # reads it answered: telling progress takes two
 

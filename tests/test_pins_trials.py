@@ -119,6 +119,8 @@ def test_generated_trials_have_the_documented_shape(tmp_path: Path) -> None:
     db = tmp_path / "gen.duckdb"
     window = (T0 + timedelta(minutes=30), T0 + timedelta(minutes=40))
     assert generate_trials(db, n_trials=0, start=T0, minutes=60) == 0 and not db.exists()
+    one = tmp_path / "one.duckdb"
+    assert generate_trials(one, n_trials=1, start=T0, minutes=1) == 1 and one.exists()
     assert generate_trials(db, n_trials=6000, start=T0, minutes=60, seed=5, failure_windows=[window], error_rate=0.01) == 6000
     assert generate_trials(db, n_trials=10, start=T0 + timedelta(hours=2), minutes=1, run_id="run-2", model="qwen3:8b") == 10
     con = duckdb.connect(str(db), read_only=True)
@@ -129,8 +131,9 @@ def test_generated_trials_have_the_documented_shape(tmp_path: Path) -> None:
                                       min(started_at), max(started_at) FROM trials WHERE run_id = 'run-1'""").fetchone()
         assert first is not None and first[:5] == (1, 6000, 6000, "run-1", "gemma4:e4b")
         assert first[5] >= T0.replace(tzinfo=None) and first[6] < (T0 + timedelta(minutes=60)).replace(tzinfo=None)
-        second = con.execute("SELECT min(trial_id), max(trial_id), any_value(model) FROM trials WHERE run_id = 'run-2'").fetchone()
-        assert second == (6001, 6010, "qwen3:8b")  # appended after the first run
+        second = con.execute("""SELECT min(trial_id), max(trial_id), any_value(model), count(*) FILTER (WHERE status <> 'ok')
+                                 FROM trials WHERE run_id = 'run-2'""").fetchone()
+        assert second == (6001, 6010, "qwen3:8b", 0)  # appended after the first run; the default error rate is rare
         inside = con.execute("""SELECT avg((status = 'timeout')::INT), count(*) FILTER (WHERE latency_ms IS NOT NULL AND latency_ms <> 60000)
                                 FROM trials WHERE started_at >= ? AND started_at < ?""",
                              [window[0].replace(tzinfo=None), window[1].replace(tzinfo=None)]).fetchone()  # fmt: skip
@@ -157,6 +160,7 @@ def test_generated_trials_have_the_documented_shape(tmp_path: Path) -> None:
     try:
         types = {r[0]: r[1] for r in con.execute("DESCRIBE runs").fetchall()}
         assert "latency_ms" not in types and types["t0"] == "TIMESTAMP WITH TIME ZONE"
+        assert list(types) == ["trial_id", "run_id", "model", "t0", "finished_at", "status", "error"]  # the rest kept, in order
         assert types["finished_at"] == "TIMESTAMP WITH TIME ZONE"
     finally:
         con.close()
@@ -177,23 +181,31 @@ def test_appended_rows_fold_into_the_cached_rollups_and_a_rewrite_rebuilds_them(
     db = tmp_path / "trials.duckdb"
     create_canonical(db, _rows())
     start, end = T0, T0 + timedelta(minutes=20)
+    cached = ({"model": "no-such-model"}, {}, {"run_id": "run-2"}, {"model": "qwen3:8b"}, {"bucket": "5m"})
     with TrialSource(db, trial_settings()) as live:
-        for kwargs in ({}, {"run_id": "run-2"}, {"model": "qwen3:8b"}, {"bucket": "5m"}):
-            live.rollup(start, end, **kwargs)  # type: ignore[arg-type]  # cached
-        # appended: into a cached minute, a new minute, another run, another model, and far back
+        for kwargs in cached:
+            live.rollup(start, end, **kwargs)  # type: ignore[arg-type]  # cached, in this order
         con = duckdb.connect(str(db))
         insert_canonical(con, [
-            Row(T0 + timedelta(seconds=40), 1500.0, "ok"),
-            Row(T0 + timedelta(minutes=12), 2500.0, "timeout"),
-            Row(T0 + timedelta(minutes=12, seconds=30), 3500.0, "ok", run_id="run-2"),
-            Row(T0 + timedelta(minutes=15), 4500.0, "ok", model="qwen3:8b"),
+            Row(T0 + timedelta(seconds=40), 1500.0, "ok"),  # {}: 0, 5m: 0
+            Row(T0 + timedelta(minutes=12), 2500.0, "timeout"),  # {}: 12, 5m: 10
+            Row(T0 + timedelta(minutes=12, seconds=30), 3500.0, "ok", run_id="run-2"),  # {}: 12, run-2: 12, 5m: 10
+            Row(T0 + timedelta(minutes=15), 4500.0, "ok", model="qwen3:8b"),  # {}: 15, model: 15, 5m: 15
+            Row(T0 + timedelta(minutes=15, seconds=10), 4600.0, "ok"),  # {}: 15, 5m: 15 (not the model's)
+            Row(T0, 900.0, "ok", run_id="run-2", model="qwen3:8b"),  # exactly at the start: every entry's 0
+            Row(T0 - timedelta(minutes=5), 900.0, "ok", run_id="run-2", model="qwen3:8b"),  # before every range
+            Row(T0 + timedelta(minutes=30), 900.0, "ok", run_id="run-2", model="qwen3:8b"),  # after
         ], first_id=100)  # fmt: skip
         con.close()
         before = live.cache_stats.get("bucket_recomputes", 0)
         live.refresh()
-        assert live.cache_stats["bucket_recomputes"] > before  # folded in, not dropped
+        # exactly the cached buckets the new rows fall in: {} 0, 12, 15; run-2 0, 12; model 0, 15; 5m 0, 10, 15
+        assert live.cache_stats["bucket_recomputes"] - before == 10
         _same_rollups(live, db, start, end)
-        assert live.rollup(start, end)["trials"].sum() == 10
+        assert live.rollup(start, end)["trials"].sum() == 12
+        with TrialSource(db, trial_settings()) as fresh:
+            assert live.trial_counts() == fresh.trial_counts() == (14, 0)  # the groups: the new rows once
+            assert [s.as_dict() for s in live.run_spans()] == [s.as_dict() for s in fresh.run_spans()]
         # rewritten (a row deleted, one added): not an append, everything is rebuilt
         con = duckdb.connect(str(db))
         con.execute("DELETE FROM trials WHERE trial_id = 1")
@@ -201,7 +213,8 @@ def test_appended_rows_fold_into_the_cached_rollups_and_a_rewrite_rebuilds_them(
         con.close()
         live.refresh()
         _same_rollups(live, db, start, end)
-        assert live.rollup(start, end)["trials"].sum() == 10 and live.summary(start, end)["errors"] == 2
+        assert live.rollup(start, end)["trials"].sum() == 12 and live.summary(start, end)["errors"] == 2
+        assert live.trial_counts() == (14, 0)
 
 
 def test_groups_merge_per_run_and_model_keeping_nulls_out_of_the_extremes() -> None:
@@ -262,10 +275,14 @@ def test_snapshots_are_rate_limited_by_the_last_copy_time_within_bounds(tmp_path
         now[0] += 0.01
         assert snaps.refresh() and snaps.current.state == 4
         snaps.current.copy_ms = 500.0  # 4 x 0.5 s = 2 s
+        taken_at = now[0]
         grow()
-        now[0] += 1.99
+        now[0] = taken_at + 1.999
         assert not snaps.refresh()
-        assert snaps.refresh(force=True) and snaps.current.state == 5  # forced: no wait
+        now[0] = taken_at + 2.0
+        assert snaps.refresh() and snaps.current.state == 5
+        grow()
+        assert snaps.refresh(force=True) and snaps.current.state == 6  # forced: no wait
     finally:
         snaps.close()
 
@@ -277,9 +294,8 @@ def test_an_unreadable_file_is_named_as_the_users_not_as_the_private_copy(tmp_pa
     db.write_bytes(b"this is not a database\n" * 200)
     with pytest.raises(DataError) as refused:
         TrialSource(db, trial_settings())
-    message = str(refused.value)
-    assert message.startswith(f"{db} ") and "snap-" not in message and "DuckDB database" in message
-    assert message.count("cannot be read as a DuckDB database") <= 1
+    assert str(refused.value) == (f"{db} is a text file, not a DuckDB database (the trial database must be a DuckDB "
+                                  "file (Contract 1 in the README))")  # fmt: skip  # the user's file, said once
 
 
 def test_parse_time_is_aware_and_a_bare_number_is_no_duration() -> None:
@@ -322,8 +338,57 @@ def test_the_writer_flushes_a_full_batch_or_when_due_and_never_an_empty_one(tmp_
         assert not writer.flush_if_due()
         writer.batch_size = 3
         assert writer.flush_if_due() and writer.written == 5  # a full batch, not due
+        writer.write(_trial(6))
+        writer.flush_interval_s = 0.0
+        assert writer.flush_if_due() and writer.written == 6  # one row is a flush too
     finally:
         writer.close()
+
+
+def test_the_writer_keeps_values_fills_extra_columns_and_says_what_failed(tmp_path: Path) -> None:
+    import duckdb
+
+    from oasis_ops.errors import DataError
+    from oasis_ops.trials.writer import TrialWriter
+
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE trials (trial_id BIGINT, latency_ms DOUBLE, status VARCHAR, notes VARCHAR)")
+    con.close()
+    with TrialWriter(db, background=False) as writer:
+        writer.write({**_trial(1), "latency_ms": 1234.5})
+        writer.write({**_trial(2), "latency_ms": None, "status": "timeout"})
+        writer.write({**_trial(3), "latency_ms": 7})
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT trial_id, latency_ms, status, notes FROM trials ORDER BY trial_id").fetchall() == [
+        (1, 1234.5, "ok", None), (2, None, "timeout", None), (3, 7.0, "ok", None)]
+    con.close()
+
+    alien = tmp_path / "alien.duckdb"
+    con = duckdb.connect(str(alien))
+    con.execute("CREATE TABLE trials (a INTEGER, b VARCHAR)")
+    con.close()
+    writer = TrialWriter(alien, background=False, retry_for_s=0.0)
+    writer.write(_trial(1))
+    with pytest.raises(DataError) as refused:
+        writer.flush()
+    assert str(refused.value) == (f"table 'trials' in {alien} has none of the trial columns ('trial_id', 'run_id', 'model', "
+                                  "'started_at', 'finished_at', 'latency_ms', 'status', 'error')")  # fmt: skip
+    assert not writer.flush_if_due() and writer.pending == 1  # a failed round keeps the rows
+    writer._pending.clear()
+
+    typed = tmp_path / "typed.duckdb"
+    con = duckdb.connect(str(typed))
+    con.execute("CREATE TABLE trials (trial_id BIGINT, status INTEGER)")
+    con.close()
+    writer = TrialWriter(typed, background=False)
+    writer.write(_trial(1))
+    with pytest.raises(DataError) as failed:
+        writer.flush()
+    message = str(failed.value)
+    assert message.startswith(f"cannot write trials to {typed}: Conversion Error: ") and "\n" not in message
+    assert "ok" in message  # DuckDB's first line, naming the value it could not convert
+    writer._pending.clear()
 
 
 def test_spilled_trials_are_appended_and_kept_in_memory_when_even_that_fails(tmp_path: Path) -> None:
@@ -350,7 +415,7 @@ def test_spilled_trials_are_appended_and_kept_in_memory_when_even_that_fails(tmp
     writer.write(_trial(5))
     with pytest.raises(DataError) as refused:
         writer._spill()
-    assert str(refused.value).startswith(f"cannot write trials to {db} and cannot save them to {spill}: ")
+    assert str(refused.value) == f"cannot write trials to {db} and cannot save them to {spill}: Is a directory"
     writer.write(_trial(6))
     assert [row["trial_id"] for row in writer._pending] == [4, 5, 6]  # kept, in order
     spill.rmdir()
@@ -368,6 +433,7 @@ def test_the_bounded_percentiles_equal_the_exact_ones_bucket_by_bucket(tmp_path:
         Row(T0 + timedelta(seconds=1), 1234.5, "ok"),  # minute 0: one trial
         Row(T0 + timedelta(minutes=1, seconds=1), None, "timeout"),  # minute 1: failures only, no latency
         Row(T0 + timedelta(minutes=1, seconds=2), None, "error"),
+        Row(T0 + timedelta(minutes=4, seconds=30), 42.0, "ok", run_id="run-2", model="qwen3:8b"),
         # minute 2: empty
         *[Row(T0 + timedelta(minutes=3, seconds=s), v, st) for s, v, st in (
             (1, 1000.2, "ok"), (2, 1000.7, "timeout"), (3, 999.9, "ok"), (4, 5000.0, "ok"), (5, 5000.0, "ok"),
@@ -380,6 +446,10 @@ def test_the_bounded_percentiles_equal_the_exact_ones_bucket_by_bucket(tmp_path:
         with src._lock:
             bounded = src._bounded_buckets(from_us, to_us, width_us, None, None)
             exact = src._compute_one(from_us, to_us, width_us, None, None, ())
+            for run_id, model in (("run-2", None), (None, "qwen3:8b"), ("run-1", "gemma4:e4b")):  # the filters reach it
+                mine = src._bounded_buckets(from_us, to_us, width_us, run_id, model)
+                theirs = src._compute_one(from_us, to_us, width_us, run_id, model, ())
+                assert mine.index.tolist() == theirs.index.tolist() and mine["trials"].tolist() == theirs["trials"].tolist()
     assert bounded.index.tolist() == exact.index.tolist() == [from_us + i * width_us for i in (0, 1, 3, 4)]
     assert list(bounded.columns) == list(exact.columns)
     for column in bounded.columns:

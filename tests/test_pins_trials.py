@@ -438,7 +438,7 @@ def test_the_bounded_percentiles_equal_the_exact_ones_bucket_by_bucket(tmp_path:
         *[Row(T0 + timedelta(minutes=3, seconds=s), v, st) for s, v, st in (
             (1, 1000.2, "ok"), (2, 1000.7, "timeout"), (3, 999.9, "ok"), (4, 5000.0, "ok"), (5, 5000.0, "ok"),
             (6, 60000.0, "timeout"), (7, 1.0, "error"), (8, 250.25, "ok"))],  # fmt: skip
-        *[Row(T0 + timedelta(minutes=4, seconds=s), 700.0, "ok") for s in range(5)],  # equal values
+        *[Row(T0 + timedelta(minutes=4, seconds=s), 700.5 - s / 10, "ok") for s in range(5)],  # one millisecond bin
     ]
     with _source(tmp_path, "edges.duckdb", rows) as src:
         from_us = int(T0.timestamp() * 1_000_000)
@@ -452,6 +452,9 @@ def test_the_bounded_percentiles_equal_the_exact_ones_bucket_by_bucket(tmp_path:
                 assert mine.index.tolist() == theirs.index.tolist() and mine["trials"].tolist() == theirs["trials"].tolist()
     assert bounded.index.tolist() == exact.index.tolist() == [from_us + i * width_us for i in (0, 1, 3, 4)]
     assert list(bounded.columns) == list(exact.columns)
+    assert {c: str(t) for c, t in bounded.dtypes.items()} == {c: str(t) for c, t in exact.dtypes.items()}
+    assert bounded.index.name == "bucket_us" and str(bounded.index.dtype) == "int64"
+    assert bounded.loc[from_us + 4 * width_us, "p50_ms"] == exact.loc[from_us + 4 * width_us, "p50_ms"] == pytest.approx(700.25)
     for column in bounded.columns:
         assert np.allclose(bounded[column].to_numpy(float), exact[column].to_numpy(float), equal_nan=True, rtol=0, atol=1e-9), column
     assert bounded.loc[from_us, "p50_ms"] == 1234.5 and np.isnan(bounded.loc[from_us + width_us, "p95_ms"])
@@ -499,3 +502,23 @@ def test_run_spans_and_counts_follow_their_filters(tmp_path: Path) -> None:
         assert span.as_dict()["duration_s"] == round((span.end - span.start).total_seconds(), 3)
         assert src.run_span("run-2", model="qwen3:8b").trials == 1  # type: ignore[union-attr]
         assert src.run_span("no-such-run") is None
+
+
+def test_runs_is_one_row_per_run_newest_first_and_typed_when_empty(tmp_path: Path) -> None:
+    import pandas as pd
+
+    with _source(tmp_path) as src:
+        runs = src.runs()
+        assert list(runs.columns) == ["run_id", "models", "first_at", "last_at", "ended_at", "duration_s", "trials", "failures"]
+        assert runs["run_id"].tolist() == ["run-1", "run-2"]  # run-1 has the newest start (10m)
+        one = runs.iloc[0]
+        assert (one["models"], one["trials"], one["failures"]) == ("gemma4:e4b, qwen3:8b", 5, 1)
+        assert one["first_at"] == pd.Timestamp(T0) and one["last_at"] == pd.Timestamp(T0 + timedelta(minutes=10))
+        assert one["ended_at"] == pd.Timestamp(T0 + timedelta(minutes=10, seconds=6))
+        assert one["duration_s"] == 606.0 and runs.index.tolist() == [0, 1]
+    with _source(tmp_path, "empty.duckdb", []) as src:
+        empty = src.runs()
+        assert len(empty) == 0 and list(empty.columns) == list(runs.columns)
+        assert {c: str(t) for c, t in empty.dtypes.items()} == {
+            "run_id": "object", "models": "object", "first_at": "datetime64[us, UTC]", "last_at": "datetime64[us, UTC]",
+            "ended_at": "datetime64[us, UTC]", "duration_s": "float64", "trials": "int64", "failures": "int64"}  # fmt: skip

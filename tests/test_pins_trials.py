@@ -522,3 +522,38 @@ def test_runs_is_one_row_per_run_newest_first_and_typed_when_empty(tmp_path: Pat
         assert {c: str(t) for c, t in empty.dtypes.items()} == {
             "run_id": "object", "models": "object", "first_at": "datetime64[us, UTC]", "last_at": "datetime64[us, UTC]",
             "ended_at": "datetime64[us, UTC]", "duration_s": "float64", "trials": "int64", "failures": "int64"}  # fmt: skip
+
+
+def test_the_writer_defaults_and_its_background_flusher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from datetime import timezone
+
+    import duckdb
+
+    from oasis_ops.trials.writer import TrialWriter
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # a machine not on UTC: stored times are still UTC
+    time.tzset()
+    try:
+        writer = TrialWriter(tmp_path / "d.duckdb")
+        try:
+            assert (writer.table, writer.batch_size, writer.flush_interval_s, writer.retry_for_s) == ("trials", 50, 2.0, 30.0)
+            assert (writer.memory_limit, writer.threads, writer.lock_retries, writer.written) == ("128MB", 1, 0, 0)
+            thread = writer._thread
+            assert thread is not None and thread.is_alive() and thread.daemon and thread.name == "oasis-trial-writer"
+            writer.flush_interval_s = 0.2
+            ist = timezone(timedelta(hours=5, minutes=30))
+            writer.write({**_trial(1), "started_at": T0.astimezone(ist), "finished_at": T0.astimezone(ist) + timedelta(seconds=1)})
+            deadline = time.monotonic() + 10
+            while writer.written == 0 and time.monotonic() < deadline:  # the flusher's own round, no flush() here
+                time.sleep(0.05)
+            assert writer.written == 1 and writer.pending == 0
+        finally:
+            writer.close()
+        assert not writer._thread.is_alive()  # type: ignore[union-attr]
+    finally:
+        monkeypatch.undo()  # the zone as it was, for the rest of the session
+        time.tzset()
+    con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
+    assert con.execute("SELECT started_at FROM trials").fetchone() == (T0.replace(tzinfo=None),)
+    con.close()

@@ -557,3 +557,41 @@ def test_the_writer_defaults_and_its_background_flusher(tmp_path: Path, monkeypa
     con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
     assert con.execute("SELECT started_at FROM trials").fetchone() == (T0.replace(tzinfo=None),)
     con.close()
+
+
+def test_rollup_records_are_the_rollups_values_on_either_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oasis_ops.trials import queries
+    from oasis_ops.trials.rollup import machine_records
+
+    with _source(tmp_path) as src:
+        end = T0 + timedelta(minutes=12)
+        cases = [((), {}), (("5m",), {}), (("1m", "run-2"), {}), (("1m", None, "qwen3:8b"), {})]
+        direct = [src.rollup_records(T0, end, *args) for args, _ in cases]
+        assert direct[0] == machine_records(src.rollup(T0, end)) and len(direct[0]) == 12
+        assert direct[0][0]["minute"] == "2025-11-20T17:40:00Z" and direct[0][0]["trials"] == 2
+        assert [r["trials"] for r in direct[2]] == [0, 1] + [0] * 10 and sum(r["trials"] for r in direct[3]) == 1
+        assert len(direct[1]) == 3 and direct[1][0]["trials"] == 4
+        monkeypatch.setattr(queries, "CHUNK_ROWS", 0)  # too many rows for one query: through rollup()
+        assert [src.rollup_records(T0, end, *args) for args, _ in cases] == direct
+
+
+def test_summaries_are_cached_as_copies_and_bounded(tmp_path: Path) -> None:
+    rows = [*_rows(), Row(T0 + timedelta(minutes=2), -1.0, "ok"), Row(T0 + timedelta(minutes=3), -5.0, "ok")]
+    with _source(tmp_path, rows=rows) as src:
+        end = T0 + timedelta(minutes=10)
+        first = src.summary(T0, end)
+        assert {k: first[k] for k in ("trials", "ok", "timeouts", "errors", "failures", "invalid_latency")} == {
+            "trials": 7, "ok": 5, "timeouts": 1, "errors": 1, "failures": 2, "invalid_latency": 2}  # fmt: skip
+        assert first["p50_ms"] == 3000.0 and first["failure_rate"] == pytest.approx(2 / 7)
+        first["trials"] = -1  # the caller's copy
+        again = src.summary(T0, end)
+        assert again["trials"] == 7 and len(src._summaries) == 1  # from the cache, untouched
+        assert src.summary(T0, end, run_id="run-2")["trials"] == 1 and src.summary(T0, end, model="qwen3:8b")["trials"] == 1
+        one = src.summary(T0 + timedelta(minutes=1), T0 + timedelta(minutes=1, seconds=6))
+        assert (one["trials"], one["p50_ms"], one["p95_ms"]) == (1, 3000.0, 3000.0)  # a single latency is every percentile
+        for i in range(20):
+            src.summary(T0 + timedelta(seconds=i), end)
+        assert len(src._summaries) == 16  # bounded: the oldest go first
+        newest = (int((T0 + timedelta(seconds=19)).timestamp() * 1_000_000), int(end.timestamp() * 1_000_000), None, None)
+        assert list(src._summaries)[-1] == newest
+        assert (int(T0.timestamp() * 1_000_000), int(end.timestamp() * 1_000_000), None, None) not in src._summaries

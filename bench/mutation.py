@@ -10,6 +10,7 @@ to `bench/results/mutation.json`. Not part of `make test`: it takes hours on two
     make mutation                                   # every package below
     MUTATION_WORK=/some/dir make mutation           # keep the mutated copies (`mutmut show NAME` there)
     .venv/bin/python -m bench.mutation trials       # one package
+    MUTATION_CHILDREN=6 make mutation               # mutants run at once (default 4)
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def run_package(name: str, work: Path) -> dict[str, object]:
                          + f"do_not_mutate = {json.dumps(others)}\n" + f"tests_dir = {json.dumps(tests)}\n"
                          + 'also_copy = ["sql", "tests", "bench", "app.py", "pages", "assets"]\n')  # fmt: skip
     started = time.monotonic()
-    done = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "2"], cwd=copy,
+    # More children than cores: many mutants spend their time in a test's wait (a mutated
+    # freshness or deadline), not on the CPU.
+    children = os.environ.get("MUTATION_CHILDREN", "4")
+    done = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", children], cwd=copy,
                           capture_output=True, text=True, check=False)  # fmt: skip
     counts = {"killed": 0, "survived": 0, "no_tests": 0, "other": 0}
     survivors: list[str] = []

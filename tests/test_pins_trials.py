@@ -595,3 +595,43 @@ def test_summaries_are_cached_as_copies_and_bounded(tmp_path: Path) -> None:
         newest = (int((T0 + timedelta(seconds=19)).timestamp() * 1_000_000), int(end.timestamp() * 1_000_000), None, None)
         assert list(src._summaries)[-1] == newest
         assert (int(T0.timestamp() * 1_000_000), int(end.timestamp() * 1_000_000), None, None) not in src._summaries
+
+
+@pytest.mark.parametrize(("run_id", "model"), [("run-1", None), (None, "qwen3:8b")])
+def test_a_filtered_range_too_dense_for_memory_is_halved_with_its_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                         run_id: str | None, model: str | None) -> None:  # fmt: skip
+    """DuckDB's out-of-memory halves the range down to single buckets (then the bounded path):
+    every half keeps the run and model asked for, and no bucket is lost or doubled."""
+    import duckdb
+
+    from oasis_ops.trials import queries
+
+    original = queries.execute
+
+    def out_of_memory(con, name, params):  # type: ignore[no-untyped-def]
+        if name == "trials_rollup":  # every exact query fails: down to one bucket each
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 32.0 MiB")
+        return original(con, name, params)
+
+    end = T0 + timedelta(minutes=11)
+    with _source(tmp_path) as src:
+        expected = src.rollup(T0, end, run_id=run_id, model=model)
+    monkeypatch.setattr(queries, "execute", out_of_memory)
+    with _source(tmp_path, "again.duckdb") as src:
+        halved = src.rollup(T0, end, run_id=run_id, model=model)
+    assert halved.equals(expected)
+
+
+def test_empty_aggregates_latency_rounding_and_spans_by_model(tmp_path: Path) -> None:
+    from oasis_ops.trials.records import latency_ms
+    from oasis_ops.trials.rollup import empty_aggregates
+
+    empty = empty_aggregates()
+    assert {c: str(t) for c, t in empty.dtypes.items()} == {
+        "trials": "int64", "ok": "int64", "timeouts": "int64", "errors": "int64",
+        "p50_ms": "float64", "p95_ms": "float64", "p99_ms": "float64", "max_ms": "float64"}  # fmt: skip
+    assert empty.index.name == "bucket_us" and str(empty.index.dtype) == "int64" and len(empty) == 0
+    assert latency_ms(1234.5678) == 1234.57 and latency_ms(float("nan")) is None
+    with _source(tmp_path) as src:
+        assert [s.run_id for s in src.run_spans(model="qwen3:8b")] == ["run-1"]
+        assert [s.run_id for s in src.run_spans()] == ["run-1", "run-2"]

@@ -635,3 +635,45 @@ def test_empty_aggregates_latency_rounding_and_spans_by_model(tmp_path: Path) ->
     with _source(tmp_path) as src:
         assert [s.run_id for s in src.run_spans(model="qwen3:8b")] == ["run-1"]
         assert [s.run_id for s in src.run_spans()] == ["run-1", "run-2"]
+
+
+def test_the_rollup_cache_hits_extends_misses_and_bounds(tmp_path: Path) -> None:
+    """RollupCache against a computation that records its calls: a range inside an entry is a hit
+    (no call), an overlapping or touching one extends it by the missing sides only, a disjoint one
+    replaces it, a range wider than max_buckets is never cached, keys are (width, run, model), and
+    at most max_entries are kept (the least recently used go)."""
+    import pandas as pd
+
+    from oasis_ops.trials.rollup import RollupCache
+
+    calls: list[tuple[object, ...]] = []
+
+    def compute(start: int, end: int, width: int, run_id: object, model: object, only: object) -> pd.DataFrame:
+        calls.append((start, end, width, run_id, model))
+        index = pd.Index(range(start, end, width), dtype="int64", name="bucket_us")
+        tag = len(str(run_id)) + 10 * len(str(model))  # what the filters were, in the values
+        return pd.DataFrame({"trials": [tag] * len(index)}, index=index)
+
+    cache = RollupCache(compute, max_entries=2, max_buckets=10)
+    assert cache.get(0, 5, 1, None, None)["trials"].tolist() == [44] * 5 and calls == [(0, 5, 1, None, None)]
+    calls.clear()
+    assert cache.get(1, 4, 1, None, None).index.tolist() == [1, 2, 3] and calls == []  # inside: a hit
+    assert cache.get(0, 5, 1, None, None).index.tolist() == [0, 1, 2, 3, 4] and calls == []  # the same edges
+    assert cache.get(3, 8, 1, None, None).index.tolist() == [3, 4, 5, 6, 7] and calls == [(5, 8, 1, None, None)]
+    calls.clear()
+    assert cache.get(8, 10, 1, None, None).index.tolist() == [8, 9] and calls == [(8, 10, 1, None, None)]  # touching
+    calls.clear()
+    assert cache.stats == {"hits": 2, "partial": 2, "misses": 1, "bucket_recomputes": 0}
+    assert len(cache.get(0, 20, 1, None, None)) == 20 and calls == [(0, 20, 1, None, None)]  # 20 buckets > 10: uncached
+    calls.clear()
+    assert cache.get(2, 3, 1, None, None).index.tolist() == [2] and calls == []  # the entry is still [0, 10)
+    assert cache.get(50, 52, 1, None, None).index.tolist() == [50, 51] and calls == [(50, 52, 1, None, None)]  # disjoint
+    calls.clear()
+    assert cache.get(0, 2, 1, None, None).index.tolist() == [0, 1] and calls == [(0, 2, 1, None, None)]  # replaced
+    calls.clear()
+    assert cache.get(0, 2, 1, "run-2", None)["trials"].tolist() == [45, 45]  # another key: its own entry
+    assert cache.get(0, 2, 1, None, "qwen3:8b")["trials"].tolist() == [84, 84]
+    assert len(cache) == 2 and calls == [(0, 2, 1, "run-2", None), (0, 2, 1, None, "qwen3:8b")]
+    calls.clear()
+    cache.get(0, 2, 1, None, None)  # the oldest key was dropped: computed again
+    assert calls == [(0, 2, 1, None, None)]

@@ -677,3 +677,19 @@ def test_the_rollup_cache_hits_extends_misses_and_bounds(tmp_path: Path) -> None
     calls.clear()
     cache.get(0, 2, 1, None, None)  # the oldest key was dropped: computed again
     assert calls == [(0, 2, 1, None, None)]
+
+
+def test_the_writer_refuses_unknown_fields_by_name_and_an_empty_flush_writes_nothing(tmp_path: Path) -> None:
+    from oasis_ops.trials.writer import TrialWriter
+
+    writer = TrialWriter(tmp_path / "u.duckdb", background=False)
+    try:
+        with pytest.raises(ValueError) as refused:
+            writer.write({**_trial(1), "latency": 5, "colour": "red"})
+        assert str(refused.value) == ("unknown trial fields: ['colour', 'latency']; expected some of ('trial_id', 'run_id', "
+                                      "'model', 'started_at', 'finished_at', 'latency_ms', 'status', 'error')")  # fmt: skip
+        assert writer.pending == 0 and writer.flush() == 0 and not (tmp_path / "u.duckdb").exists()
+        writer.write(_trial(2))
+        assert writer.flush() == 1 and writer.flush() == 0
+    finally:
+        writer.close()

@@ -93,3 +93,41 @@ def test_from_lines_of_a_modelfile() -> None:
                  "from   /m/blobs/sha256-bbb  \nTEMPLATE x\nFROMAGE no\n")  # fmt: skip
     assert modelfile_from_paths(modelfile) == ["/m/blobs/sha256-aaa", "/m/blobs/sha256-bbb"]
     assert modelfile_from_paths("") == []
+
+
+def test_the_generation_ping_asks_for_one_token_and_says_what_came_back() -> None:
+    import json as _json
+
+    import httpx
+
+    from oasis_ops.errors import OllamaBadResponse
+    from oasis_ops.probes.ollama import OllamaClient
+
+    seen: list[tuple[str, str, dict[str, object], object]] = []
+    answers = [httpx.Response(200, json={"model": "m", "response": "H", "done": True}),
+               httpx.Response(200, json={"model": "m", "done": False}),
+               httpx.Response(200, json={"error": "model 'm' not found"}),
+               httpx.Response(200, json=["not", "an", "object"]),
+               httpx.Response(500, json={"error": "runner crashed"})]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, _json.loads(request.content), request.extensions["timeout"]["read"]))
+        return answers.pop(0)
+
+    client = OllamaClient("http://127.0.0.1:9", transport=httpx.MockTransport(handler))
+    try:
+        ok = client.ping_generate("m", timeout_s=7.5)
+        assert ok.ok and ok.elapsed_s >= 0 and ok.detail == f"answered in {ok.elapsed_s:.2f} s"
+        assert seen[0] == ("POST", "/api/generate", {"model": "m", "stream": False, "prompt": "hi", "options": {"num_predict": 1}}, 7.5)
+        assert not client.ping_generate("m").ok  # done: false
+        assert seen[1][3] == 10.0  # the ping's own default timeout
+        missing = client.ping_generate("m")
+        assert (missing.ok, missing.detail) == (False, "/api/generate m: model 'm' not found")
+        with pytest.raises(OllamaBadResponse) as odd:
+            client.generate("m")
+        assert str(odd.value) == "/api/generate m: answered list" and "prompt" not in seen[3][2] and "options" not in seen[3][2]
+        failed = client.ping_generate("m", timeout_s=1.0)
+        assert not failed.ok and failed.detail == "POST http://127.0.0.1:9/api/generate -> HTTP 500: runner crashed"
+        assert 0 <= failed.elapsed_s < 5
+    finally:
+        client.close()

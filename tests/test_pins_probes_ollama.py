@@ -131,3 +131,31 @@ def test_the_generation_ping_asks_for_one_token_and_says_what_came_back() -> Non
         assert 0 <= failed.elapsed_s < 5
     finally:
         client.close()
+
+
+def test_a_model_snapshot_as_a_sidecar_row_and_as_json() -> None:
+    from datetime import UTC, datetime
+
+    from oasis_ops.probes import ModelSnapshot
+    from oasis_ops.probes.ollama import ModelStatus
+
+    ts = datetime(2025, 11, 20, 17, 58, tzinfo=UTC)
+    expired = datetime(2025, 11, 20, 17, 57, tzinfo=UTC)
+    status = ModelStatus(name="gemma4:e4b", model="gemma4:e4b", digest="abc", size_bytes=9, size_vram_bytes=8, context_length=4096,
+                         expires_at=expired, state="stopping", stopping_since=expired, stopping_for_s=60.0, processor="100% GPU",
+                         cpu_percent=0.0, gpu_percent=100.0, keep_alive_forever=False, details={"family": "gemma"})  # fmt: skip
+    snap = ModelSnapshot(ts=ts, status=status, blob_path="/b", runner_pid=42, runner_create_time=1.5, runner_rss_bytes=7,
+                         runner_cpu_percent=99.5, runner_threads=3, runner_cmdline=("llama-server", "--port", "1"),
+                         runner_variant="llama-server", runner_port=1, note="n")  # fmt: skip
+    assert snap.as_row() == {"ts": ts, "model": "gemma4:e4b", "state": "stopping", "expires_at": expired, "size_bytes": 9,
+                             "size_vram_bytes": 8, "context_length": 4096, "runner_pid": 42, "runner_rss_bytes": 7,
+                             "runner_cpu_percent": 99.5}  # fmt: skip
+    assert snap.as_dict() == {**status.as_dict(), "ts": ts.isoformat(), "blob_path": "/b", "runner_pid": 42, "runner_create_time": 1.5,
+                              "runner_rss_bytes": 7, "runner_cpu_percent": 99.5, "runner_threads": 3,
+                              "runner_cmdline": ["llama-server", "--port", "1"], "runner_variant": "llama-server", "runner_port": 1,
+                              "note": "n"}  # fmt: skip
+    assert status.as_dict()["expires_at"] == expired.isoformat() and status.as_dict()["ollama_state"] == "stopping"
+    bare = ModelSnapshot(ts=ts, status=status, blob_path=None, runner_pid=None, runner_create_time=None, runner_rss_bytes=None,
+                         runner_cpu_percent=None, runner_threads=None, runner_cmdline=(), runner_variant=None, runner_port=None,
+                         note=None)  # fmt: skip
+    assert bare.as_dict()["runner_cmdline"] is None and (snap.model, snap.state) == ("gemma4:e4b", "stopping")

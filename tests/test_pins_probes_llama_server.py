@@ -3,12 +3,15 @@ mutation run's survivors): limits, shapes of older builds, refusals and their wo
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from oasis_ops.errors import OllamaBadResponse
 from oasis_ops.probes.llama_server import (
     MAX_METRICS,
     MAX_SLOTS,
+    RunnerReading,
     SlotState,
     parse_metrics,
     parse_slots,
@@ -61,3 +64,41 @@ def test_metrics_first_sample_labels_and_refusals() -> None:
     with pytest.raises(OllamaBadResponse) as many:
         parse_metrics(at_limit + "llamacpp:one_more 1\n")
     assert str(many.value) == f"/metrics answered more than {MAX_METRICS} llamacpp metrics"
+
+
+def _look(mono: float, *slots: SlotState, total: float | None = None, reachable: bool = True) -> RunnerReading:
+    return RunnerReading(url="http://127.0.0.1:1", ts=datetime(2025, 11, 20, tzinfo=UTC), mono=mono, reachable=reachable,
+                         slots=slots if reachable and slots else None,
+                         metrics={"tokens_predicted_total": total} if total is not None else None)  # fmt: skip
+
+
+def _slot(slot_id: int, busy: bool, task: int, decoded: int, prompt_done: int = 0) -> SlotState:
+    return SlotState(id=slot_id, is_processing=busy, n_ctx=2048, id_task=task, n_prompt_tokens=10,
+                     n_prompt_tokens_processed=prompt_done, n_decoded=decoded, n_remain=None)  # fmt: skip
+
+
+def test_the_tracker_at_its_edges() -> None:
+    from oasis_ops.probes.llama_server import RunnerTracker, StalledSlot
+
+    tracker = RunnerTracker(no_progress_s=10)
+    silent = _look(1.0, reachable=False)
+    assert tracker.update(silent).reading is silent
+    metrics_only = _look(2.0, total=100.0)
+    first = tracker.update(metrics_only)
+    assert first.reading is metrics_only and first.tokens_per_s is None and first.rate_source is None
+    same_total = tracker.update(_look(4.0, total=100.0))
+    assert (same_total.tokens_per_s, same_total.rate_source) == (0.0, "metrics")  # no tokens: a rate of 0, not a reset
+    assert tracker.update(_look(4.0, total=110.0)).tokens_per_s is None  # no time passed: no rate
+    assert tracker.update(_look(6.0, total=50.0)).tokens_per_s is None  # a counter reset (a new runner process)
+
+    slots = RunnerTracker(no_progress_s=10)
+    slots.update(_look(0.0, _slot(0, True, 3, 5), _slot(1, False, 1, 0)))
+    later = slots.update(_look(10.0, _slot(0, True, 3, 5), _slot(1, True, 2, 4)))  # slot 1 took a new task, 4 tokens
+    assert later.tokens_per_s == 0.4 and later.rate_source == "slots"
+    assert later.stalled == (StalledSlot(0, 3, 5, 10.0),)  # exactly no_progress_s without progress: stalled
+    assert dict(later.slot_ages) == {0: 10.0, 1: 0.0} and later.stalled_for_s == 10.0 and not later.moved
+    assert slots.update(_look(10.0, _slot(0, True, 3, 6))).tokens_per_s is None  # the same moment: no rate
+    idle_new = RunnerTracker(no_progress_s=10)
+    idle_new.update(_look(0.0, _slot(0, False, 1, 0)))
+    assert idle_new.update(_look(1.0, _slot(0, False, 2, 7))).tokens_per_s == 0.0  # an idle slot's new task id: no tokens
+    assert not idle_new.update(_look(2.0, _slot(0, False, 2, 7))).slot_ages  # idle slots have no age

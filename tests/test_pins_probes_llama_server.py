@@ -102,3 +102,69 @@ def test_the_tracker_at_its_edges() -> None:
     idle_new.update(_look(0.0, _slot(0, False, 1, 0)))
     assert idle_new.update(_look(1.0, _slot(0, False, 2, 7))).tokens_per_s == 0.0  # an idle slot's new task id: no tokens
     assert not idle_new.update(_look(2.0, _slot(0, False, 2, 7))).slot_ages  # idle slots have no age
+
+
+def _probe(handler: object, **kwargs: object) -> object:
+    import httpx
+
+    from oasis_ops.probes.llama_server import LlamaServerProbe
+
+    return LlamaServerProbe("http://127.0.0.1:1/", transport=httpx.MockTransport(handler), **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_runner_probe_says_what_went_wrong_in_one_line() -> None:
+    import httpx
+
+    from oasis_ops.errors import ConfigError
+    from oasis_ops.probes.llama_server import LlamaServerProbe
+
+    timeouts: list[float] = []
+
+    def body_of(size: int, declared: bool) -> object:
+        def handler(request: httpx.Request) -> httpx.Response:
+            timeouts.append(request.extensions["timeout"]["read"])
+            if request.url.path == "/metrics":
+                return httpx.Response(501, json={"error": {"message": "off"}})
+            body = b"[" + b" " * (size - 2) + b"]"
+            headers = {"content-length": str(size)} if declared else {}
+            return httpx.Response(200, content=body if declared else iter([body]), headers=headers)
+        return handler
+
+    with _probe(body_of(64, True), max_body_bytes=64, timeout_s=1.5) as probe:  # type: ignore[attr-defined]
+        reading = probe.read()
+        assert probe.base_url == "http://127.0.0.1:1" and reading.url == "http://127.0.0.1:1"  # the slash dropped
+        assert reading.slots == () and reading.error is None and reading.metrics_enabled is False  # exactly the limit: read
+        assert 0 < timeouts[0] <= 1.5  # the time left, not a fresh timeout per request
+    for declared in (True, False):
+        with _probe(body_of(65, declared), max_body_bytes=64) as probe:  # type: ignore[attr-defined]
+            said = probe.read().error
+        assert said == ("GET http://127.0.0.1:1/slots answered 65 bytes (more than 64 bytes); refused" if declared
+                        else "GET http://127.0.0.1:1/slots answered more than 64 bytes; refused")  # fmt: skip
+
+    def failing(exc: Exception) -> object:
+        def handler(request: httpx.Request) -> httpx.Response:
+            raise exc
+        return handler
+
+    cases = [
+        (httpx.ConnectError("[Errno 111] Connection refused"), "cannot connect to the runner at http://127.0.0.1:1: [Errno 111] Connection refused"),
+        (httpx.ConnectError(""), "cannot connect to the runner at http://127.0.0.1:1: refused"),
+        (httpx.ReadError(""), "runner connection failed on GET http://127.0.0.1:1/slots: ReadError"),
+        (httpx.ReadError("reset by peer"), "runner connection failed on GET http://127.0.0.1:1/slots: reset by peer"),
+        (httpx.UnsupportedProtocol(""), "GET http://127.0.0.1:1/slots failed: UnsupportedProtocol"),
+        (httpx.ReadTimeout("slow"), "runner did not answer GET http://127.0.0.1:1/slots within 1 s"),
+    ]  # fmt: skip
+    for exc, said in cases:
+        with _probe(failing(exc), timeout_s=1.0) as probe:  # type: ignore[attr-defined]
+            reading = probe.read()
+        assert (reading.reachable, reading.error) == (False, said), said
+
+    def latin1(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, content="{\"error\": {\"message\": \"caf\u00e9\"}}".encode("latin-1"),
+                              headers={"content-type": "application/json; charset=latin-1"})  # fmt: skip
+
+    with _probe(latin1) as probe:  # type: ignore[attr-defined]
+        assert probe.read().error == "GET http://127.0.0.1:1/slots -> HTTP 500: caf\u00e9"
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="the runner read timeout must be positive"):
+            LlamaServerProbe("http://127.0.0.1:1", timeout_s=bad)

@@ -1,0 +1,42 @@
+"""Pins for the per-model flash-attention answer (written from the probes mutation run's
+survivors): which server.log statements count, the last one winning, values as words, and the
+unknown answer when nothing tells."""
+
+from __future__ import annotations
+
+from oasis_ops.probes.flash import FlashAttentionSetting, model_flash_attention
+
+BLOB = "/m/blobs/sha256-" + "ab" * 32
+OTHER = "/m/blobs/sha256-" + "cd" * 32
+
+
+def _said(source: str, value: object, model: str | None = BLOB, evidence: str = "e") -> dict[str, object]:
+    return {"source": source, "value": value, "model": model, "evidence": evidence}
+
+
+def test_the_server_logs_last_word_for_this_model_counts_with_its_value_as_a_word() -> None:
+    for source in ("load request", "enabling flash attention", "flash attention not supported", "runner cmd"):
+        got = model_flash_attention(blob=BLOB, version="0.20.4", statements=[_said(source, False, evidence=f"{source} said")])
+        assert got == FlashAttentionSetting("off", "server log", f"server.log: {source} said", "off"), source
+    latest = model_flash_attention(blob=BLOB, statements=[_said("load request", False), _said("runner cmd", True, evidence="later")])
+    assert (latest.value, latest.detail) == ("on", "server.log: later")  # a restart: the latest wins
+    auto = model_flash_attention(blob=BLOB, statements=[_said("load request", None)])
+    assert (auto.value, auto.setting, auto.source) == ("on", "auto", "server log")  # neither true nor false: auto
+    # another model's statements, or a source that is not about this load, do not count
+    others = [_said("load request", False, model=OTHER), _said("server config", False)]
+    unknown = model_flash_attention(blob=BLOB, version=None, statements=others)
+    assert unknown == FlashAttentionSetting(None, "unknown", "Ollama version unknown: its default cannot be told", None)
+
+
+def test_the_runner_command_line_names_the_blob_when_none_is_given() -> None:
+    cmd = ["/usr/lib/ollama/llama-server", "--model", BLOB, "--port", "1", "--flash-attn", "auto"]
+    settled = [_said("llama.cpp context", False, evidence="flash_attn = 0")]
+    got = model_flash_attention(runner_cmdline=cmd, statements=settled)
+    assert got == FlashAttentionSetting("off", "runner --flash-attn", "runner pid's command line: --flash-attn auto; "
+                                        "llama.cpp resolved it: flash_attn = 0", "auto")  # fmt: skip
+    plain = ["/usr/lib/ollama/llama-server", "--model", BLOB, "--port", "1"]
+    from_log = model_flash_attention(runner_cmdline=plain, statements=[_said("load request", True, evidence="FlashAttention:Enabled")])
+    assert (from_log.value, from_log.source) == ("on", "server log")  # the command line's blob found the statement
+    default = model_flash_attention(runner_cmdline=plain, version="0.20.4", architecture="gemma3", statements=settled)
+    assert default == FlashAttentionSetting("on", "version default", "Ollama 0.20.4 turns flash attention on by itself for "
+                                            "architecture gemma3 (its allow-list), unless a GPU lacks support", "on")  # fmt: skip

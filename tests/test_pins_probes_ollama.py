@@ -4,6 +4,7 @@ exact refusals of odd numbers, the Stopping boundary, forever, and the poll-to-p
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +160,39 @@ def test_a_model_snapshot_as_a_sidecar_row_and_as_json() -> None:
                          runner_cpu_percent=None, runner_threads=None, runner_cmdline=(), runner_variant=None, runner_port=None,
                          note=None)  # fmt: skip
     assert bare.as_dict()["runner_cmdline"] is None and (snap.model, snap.state) == ("gemma4:e4b", "stopping")
+
+
+def test_a_models_architecture_from_its_blob_else_api_show_cached_but_not_after_a_failure(tmp_path: Path) -> None:
+    import time
+
+    import httpx
+
+    from oasis_ops.probes import ModelProbe
+    from oasis_ops.probes.ollama import OllamaClient
+
+    shows: list[str] = []
+    answers = [httpx.Response(500, json={"error": "busy"}),
+               httpx.Response(200, json={"model_info": {"general.architecture": "gemma3"}}),
+               httpx.Response(200, json={"model_info": {"general.architecture": ""}}),
+               httpx.Response(200, json={"model_info": ["odd"]})]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        shows.append(request.url.path)
+        return answers.pop(0)
+
+    not_gguf = tmp_path / "blob"
+    not_gguf.write_bytes(b"not a gguf file at all")
+    probe = ModelProbe(OllamaClient("http://127.0.0.1:9", transport=httpx.MockTransport(handler)), processes=object(),  # type: ignore[arg-type]
+                       models_dir=tmp_path)  # fmt: skip
+    probe._show_until = time.monotonic() + 60
+    try:
+        assert probe.architecture(str(not_gguf), "gemma4:e4b") is None and shows == ["/api/show"]  # /api/show failed
+        assert probe.architecture(str(not_gguf), "gemma4:e4b") == "gemma3" and len(shows) == 2  # not cached: asked again
+        assert probe.architecture(str(not_gguf), "gemma4:e4b") == "gemma3" and len(shows) == 2  # now cached, per blob
+        assert probe.architecture(None, "other:1b") is None and len(shows) == 3  # an empty name is no architecture
+        assert probe.architecture(None, "third:1b") is None and len(shows) == 4  # model_info not an object
+        assert probe.architecture(None, "other:1b") is None and len(shows) == 4  # cached as unknown, by model name
+        probe._show_until = time.monotonic() - 1  # the snapshot's budget spent: no call, nothing cached
+        assert probe.architecture(None, "fourth:1b") is None and len(shows) == 4 and ("arch", "fourth:1b") not in probe._blobs
+    finally:
+        probe.client.close()

@@ -35,7 +35,7 @@ PACKAGES: dict[str, tuple[str, list[str]]] = {
                                     "tests/test_probes_macos.py", "tests/test_probes_integration.py",
                                     "tests/test_runner_signals_probe.py", "tests/test_pins_probes_host.py",
                                     "tests/test_pins_probes_ollama.py", "tests/test_pins_probes_macos.py", "tests/test_pins_probes_llama_server.py",
-                                    "tests/test_pins_probes_flash.py", "tests/test_pins_probes_processes.py"]),
+                                    "tests/test_pins_probes_flash.py", "tests/test_pins_probes_processes.py", "tests/test_pins_probes_gguf.py"]),
     "actions": ("oasis_ops/actions", ["tests/test_kill_real.py", "tests/test_kill_audit_always.py", "tests/test_pins_kill_snapshot.py",
                                       "tests/test_watchdog.py", "tests/test_pins_watchdog.py", "tests/test_actions_emulator.py",
                                       "tests/test_actions_harness.py", "tests/test_stopping_episode_display.py",

@@ -40,3 +40,25 @@ def test_the_runner_command_line_names_the_blob_when_none_is_given() -> None:
     default = model_flash_attention(runner_cmdline=plain, version="0.20.4", architecture="gemma3", statements=settled)
     assert default == FlashAttentionSetting("on", "version default", "Ollama 0.20.4 turns flash attention on by itself for "
                                             "architecture gemma3 (its allow-list), unless a GPU lacks support", "on")  # fmt: skip
+
+
+def test_the_log_tail_starts_at_a_whole_line_and_is_never_more_than_asked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from oasis_ops.probes.flash import read_log_tail
+
+    log = tmp_path / "server.log"
+    log.write_bytes(b"first\nsecond\nthird caf\xc3\xa9 \xff\n")
+    assert read_log_tail(log) == "first\nsecond\nthird caf\u00e9 \ufffd\n"  # all of it, invalid bytes replaced
+    size = log.stat().st_size
+    assert read_log_tail(log, max_bytes=size) == read_log_tail(log)  # the whole file: its first line kept
+    assert read_log_tail(log, max_bytes=size - 1) == "second\nthird caf\u00e9 \ufffd\n"  # cut mid-line: from the next
+    assert read_log_tail(log, max_bytes=size - 6) == "second\nthird caf\u00e9 \ufffd\n"  # cut right after a newline
+    assert read_log_tail(log, max_bytes=5) == ""  # no whole line in the tail
+    one = tmp_path / "one.log"
+    one.write_bytes(b"x" * 50)
+    assert read_log_tail(one, max_bytes=10) == "" and read_log_tail(one, max_bytes=50) == "x" * 50
+    assert read_log_tail(tmp_path) == "" and read_log_tail(tmp_path / "missing.log") == ""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert read_log_tail(fifo) == ""  # never opened: it would block

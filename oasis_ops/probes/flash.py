@@ -66,8 +66,9 @@ def read_log_tail(path: str | os.PathLike[str], max_bytes: int = LOG_TAIL_BYTES)
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             start = max(0, size - max_bytes)
-            handle.seek(start)
-            data = handle.read(max_bytes)
+            # one byte before the tail: a tail that starts right after a newline keeps its first line
+            handle.seek(max(0, start - 1))
+            data = handle.read(max_bytes + (start > 0))
     except OSError:
         return ""
     if start > 0:

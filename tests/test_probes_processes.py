@@ -196,9 +196,17 @@ def test_model_probe_caches_blobs_and_survives_show_failures(tmp_path: Path) -> 
     first = probe.snapshot()
     assert [(s.model, s.runner_pid) for s in first] == [("a:1", 20), ("broken:1", None)]
     assert first[0].as_row()["runner_pid"] == 20 and first[0].as_dict()["runner_variant"] == "ollama runner"
+    assert (first[0].runner_create_time, first[0].runner_port, first[0].note) == (60, 1, None)
     probe.snapshot()
     assert shows.count("a:1") == 1 and shows.count("broken:1") == 2  # failures are retried, hits cached
     digest[0] = "d2"  # re-pulled: new manifest digest, look again
     probe.snapshot()
     assert shows.count("a:1") == 2
+    # no serve among the processes: every model says so, and nothing is matched
+    lonely = ModelProbe(client, lambda: [r for r in tree_records() if r.pid != 10], models_dir=tmp_path, serve_pid=None).snapshot()
+    assert lonely[0].runner_pid is None and "no `ollama serve` on this machine listens on the Ollama port" in (lonely[0].note or "")
+    from oasis_ops.probes import probe_models
+
+    again = probe_models(client, tree_records, models_dir=tmp_path, serve_pid=10)
+    assert [(s.model, s.runner_pid, s.runner_port) for s in again] == [("a:1", 20, 1), ("broken:1", None, None)]
     client.close()

@@ -57,3 +57,51 @@ def test_verify_runner_returns_the_runner_and_refuses_in_one_exact_line() -> Non
         with pytest.raises(ProcessRefused) as refused:
             verify_runner(records, 200, 2.0, **kwargs)  # type: ignore[arg-type]
         assert str(refused.value) == said
+
+
+def test_the_serve_listening_on_the_port_is_found_among_real_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two real processes whose command lines read `ollama serve` (a symlink named ollama to this
+    interpreter, running a script named serve): only the one listening on the URL's port is taken."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from oasis_ops.probes.processes import PsutilProcesses, _is_local, serve_pid_for
+
+    (tmp_path / "ollama").symlink_to(sys.executable)
+    (tmp_path / "serve").write_text("import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\n"
+                                    "s.listen()\nprint(s.getsockname()[1], flush=True)\ntime.sleep(60)\n")  # fmt: skip
+    procs = [subprocess.Popen([str(tmp_path / "ollama"), "serve"], cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        ports = [int(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        unused = free.getsockname()[1]
+        free.close()
+        records = PsutilProcesses()()
+        for proc, port in zip(procs, ports, strict=True):
+            for host in ("127.0.0.1", "localhost", "[::1]"):
+                assert serve_pid_for(f"http://{host}:{port}", records) == proc.pid, host
+        assert serve_pid_for(f"http://127.0.0.1:{unused}", records) is None  # nobody listens there
+        assert serve_pid_for(f"http://10.1.2.3:{ports[0]}", records) is None  # another machine's Ollama
+        assert serve_pid_for("http://127.0.0.1", records) is None  # no port: nothing to match
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert _is_local(None) and _is_local("") and _is_local("localhost") and _is_local("::1") and _is_local("[::1]")
+    assert not _is_local("example.com") and not _is_local("10.0.0.1") and os.path.islink(tmp_path / "ollama")
+
+
+def test_manifest_paths_for_each_name_form() -> None:
+    from pathlib import Path
+
+    from oasis_ops.probes.processes import manifest_path
+
+    m = Path("/m")
+    assert manifest_path(m, "gemma4:e4b") == m / "manifests/registry.ollama.ai/library/gemma4/e4b"
+    assert manifest_path(m, "gemma4") == m / "manifests/registry.ollama.ai/library/gemma4/latest"
+    assert manifest_path(m, "user/model:q4") == m / "manifests/registry.ollama.ai/user/model/q4"
+    assert manifest_path(m, "host:5000/ns/model") == m / "manifests/host:5000/ns/model/latest"  # the colon of a port is no tag
+    assert manifest_path(m, "host:5000/ns/model:v1:x") == m / "manifests/host:5000/ns/model:v1/x"  # the last colon

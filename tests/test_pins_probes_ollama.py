@@ -196,3 +196,15 @@ def test_a_models_architecture_from_its_blob_else_api_show_cached_but_not_after_
         assert probe.architecture(None, "fourth:1b") is None and len(shows) == 4 and ("arch", "fourth:1b") not in probe._blobs
     finally:
         probe.client.close()
+
+
+def test_the_processor_column_and_its_shares() -> None:
+    from oasis_ops.probes.ollama import processor_split
+
+    assert processor_split(100, 0) == ("100% CPU", 100.0, 0.0)
+    assert processor_split(100, 100) == ("100% GPU", 0.0, 100.0)
+    assert processor_split(100, 101) == ("Unknown", None, None)
+    assert processor_split(1, 1) == ("100% GPU", 0.0, 100.0) and processor_split(0, 0) == ("100% CPU", 100.0, 0.0)
+    assert processor_split(200, 100) == ("50%/50% CPU/GPU", 50.0, 50.0)
+    assert processor_split(1000, 515) == ("49%/51% CPU/GPU", 49.0, 51.0)  # 48.5 rounds half up, as Go
+    assert processor_split(1000, 994) == ("1%/99% CPU/GPU", 1.0, 99.0)

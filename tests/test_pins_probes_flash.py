@@ -62,3 +62,31 @@ def test_the_log_tail_starts_at_a_whole_line_and_is_never_more_than_asked(tmp_pa
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     assert read_log_tail(fifo) == ""  # never opened: it would block
+
+
+def test_the_default_server_log_is_ollamas_own_when_it_exists(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from oasis_ops.probes.flash import default_server_log, env_flag_value
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_server_log() is None  # none there: no guess
+    log = tmp_path / ".ollama" / "logs" / "server.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("x\n")
+    assert default_server_log() == log and default_server_log("~/other.log") == tmp_path / "other.log"
+    assert default_server_log("/var/log/ollama.log") == Path("/var/log/ollama.log")  # given: taken as is
+    assert [env_flag_value(v) for v in ("'1'", ' "false" ', "''", "yes")] == ["on", "off", None, "on"]
+
+
+def test_auto_is_settled_only_by_llama_cpps_own_line_for_this_model() -> None:
+    cmd = ["/usr/lib/ollama/llama-server", "--model", BLOB, "--flash-attn", "auto"]
+    unsettled = model_flash_attention(runner_cmdline=cmd, statements=[_said("load request", False)])  # not llama.cpp's line
+    assert (unsettled.value, unsettled.source, unsettled.setting) == ("on", "runner --flash-attn", "auto")
+    assert unsettled.detail.startswith("runner pid's command line: --flash-attn auto; auto: ")
+    no_value = model_flash_attention(runner_cmdline=cmd, statements=[_said("llama.cpp context", None)])
+    assert no_value.value == "on" and "llama.cpp resolved it" not in no_value.detail
+    on = model_flash_attention(runner_cmdline=cmd, statements=[_said("llama.cpp context", True, evidence="flash_attn = 1")])
+    assert (on.value, on.source, on.setting) == ("on", "runner --flash-attn", "auto") and on.detail.endswith("flash_attn = 1")
+    explicit = model_flash_attention(runner_cmdline=[*cmd[:-1], "off"])
+    assert explicit == FlashAttentionSetting("off", "runner --flash-attn", "runner pid's command line: --flash-attn off", "off")

@@ -208,3 +208,47 @@ def test_the_processor_column_and_its_shares() -> None:
     assert processor_split(200, 100) == ("50%/50% CPU/GPU", 50.0, 50.0)
     assert processor_split(1000, 515) == ("49%/51% CPU/GPU", 49.0, 51.0)  # 48.5 rounds half up, as Go
     assert processor_split(1000, 994) == ("1%/99% CPU/GPU", 1.0, 99.0)
+
+
+def test_small_readers_of_ollamas_answers() -> None:
+    import json as _json
+
+    import httpx
+
+    from oasis_ops.probes.ollama import (
+        OllamaClient,
+        _one_line,
+        _snippet,
+        _too_deep,
+        modelfile_from_paths,
+        parse_rfc3339,
+    )
+    from oasis_ops.settings import load_settings
+
+    assert _snippet("  a \n b  ") == "'a b'" and _snippet("") == "(empty body)" and _snippet(" \n ") == "(empty body)"
+    assert _snippet("x" * 80) == repr("x" * 80) and _snippet("x" * 81) == repr("x" * 80 + "...")
+    assert _one_line(ValueError("a\n  b")) == "a b" and _one_line(ValueError()) == "ValueError"
+    assert _one_line(ValueError("y" * 300)) == "y" * 200
+    assert not _too_deep([[1]], 2) and _too_deep([[[1]]], 2) and not _too_deep({"a": {"b": 1}}, 2) and _too_deep({"a": {"b": {}}}, 2)
+    assert not _too_deep([1, [2], 3], 2) and _too_deep([1, 2, [[3]]], 2)  # the deep one last: still found
+    assert modelfile_from_paths("# FROM gemma4:e4b\nfrom '/b/sha256-1'\nFROM   \"/b/sha256-2\"  \nPARAMETER x 1\n") == [
+        "/b/sha256-1", "/b/sha256-2"]  # fmt: skip
+    assert parse_rfc3339("2025-11-20T17:58:60.5z") == datetime(2025, 11, 20, 17, 58, 59, 500000, tzinfo=UTC)  # leap second, z
+    with pytest.raises(ValueError, match="not an RFC 3339 time: 12"):
+        parse_rfc3339(12)  # type: ignore[arg-type]
+
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(_json.loads(request.content))
+        return httpx.Response(200, json=[1] if len(bodies) > 1 else {"modelfile": 7})
+
+    settings = load_settings(env={"OLLAMA_HOST": "127.0.0.1:9", "OASIS_OPS_OLLAMA_TIMEOUT_S": "3.5"})
+    client = OllamaClient.from_settings(settings, transport=httpx.MockTransport(handler))
+    try:
+        assert (client.base_url, client.timeout_s) == ("http://127.0.0.1:9", 3.5)
+        assert client.show("m")["blob_paths"] == [] and bodies[0] == {"model": "m", "name": "m"}  # both keys, all versions
+        with pytest.raises(OllamaBadResponse, match=r"^/api/show m: answered list, expected an object$"):
+            client.show("m")
+    finally:
+        client.close()

@@ -3,6 +3,8 @@ mutation run's survivors): each variant's words, short flags, and every refusal'
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from oasis_ops.errors import ProcessRefused
@@ -105,3 +107,44 @@ def test_manifest_paths_for_each_name_form() -> None:
     assert manifest_path(m, "user/model:q4") == m / "manifests/registry.ollama.ai/user/model/q4"
     assert manifest_path(m, "host:5000/ns/model") == m / "manifests/host:5000/ns/model/latest"  # the colon of a port is no tag
     assert manifest_path(m, "host:5000/ns/model:v1:x") == m / "manifests/host:5000/ns/model:v1/x"  # the last colon
+
+
+def test_blob_matching_manifests_and_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from oasis_ops.probes.processes import (
+        RunnerMatch,
+        blob_from_manifest,
+        blob_key,
+        find_ollama_tree,
+        manifest_path,
+        match_runner,
+        own_lineage,
+    )
+
+    assert blob_key("/a/b/sha256-" + "ab" * 32) == "sha256-" + "ab" * 32 == blob_key("sha256:" + "ab" * 32)
+    assert blob_key("gemma4:e4b") == "gemma4:e4b"
+    path = manifest_path(tmp_path, "gemma4:e4b")
+    path.parent.mkdir(parents=True)
+    layers = [{"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:00"},
+              {"mediaType": "application/vnd.ollama.image.model", "digest": "md5:11"},
+              {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:ab:cd"}]  # fmt: skip
+    path.write_text(json.dumps({"layers": layers}), encoding="utf-8")
+    assert blob_from_manifest(tmp_path, "gemma4:e4b") == str(tmp_path / "blobs" / "sha256-ab:cd")  # the first model layer that is sha256
+    path.write_text(json.dumps({"layers": "none"}))
+    assert blob_from_manifest(tmp_path, "gemma4:e4b") is None and blob_from_manifest(tmp_path, "absent:1") is None
+
+    serve = {"pid": 100, "ppid": 1, "name": "ollama", "cmdline": ["/usr/bin/ollama", "serve"], "create_time": 1.0}
+    runners = [{"pid": p, "ppid": 100, "name": "ollama", "create_time": float(p), "cmdline": ["/usr/bin/ollama", "runner", "--model", m, "--port", "1"]}
+               for p, m in ((201, BLOB), (202, BLOB), (203, "qwen3:8b"))]  # fmt: skip
+    tree = find_ollama_tree(records_from([serve, *runners]), serve_pid=100)
+    several = match_runner(tree, [BLOB])
+    newest = several.runner
+    assert newest is not None and newest.pid == 202 and [r.pid for r in several.candidates] == [202, 201]
+    assert several.note == "2 runners serve this blob (pids 202, 201); using the newest, pid 202"
+    assert match_runner(tree, [], ["qwen3:8b"]).runner.pid == 203  # type: ignore[union-attr]  # MLX: by name
+    assert match_runner(tree, [], ["qwen3:8b:latest"]).runner.pid == 203  # type: ignore[union-attr]  # :latest is the same name
+    assert match_runner(tree, [], ["qwen3:14b"]).runner is None
+    assert match_runner(tree, [], []) == RunnerMatch(None, (), "no blob path known for this model")
+    assert match_runner(tree, ["/other/sha256-" + "cd" * 32]) == RunnerMatch(None, (), None)
+    assert {os.getpid(), os.getppid()} <= own_lineage()

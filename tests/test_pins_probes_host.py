@@ -63,3 +63,36 @@ def test_mac_dispatch_reads_vm_stat_and_sysctl_through_the_runner() -> None:
     assert (mac.ts, mac.page_size, mac.pages_free, mac.mem_free_bytes) == (T0, 16384, 58_402, 58_402 * 16384)
     assert (mac.mem_total_bytes, mac.pressure, mac.pressure_level) == (55_297_703_936, 100.0, "critical")
     assert mac.source.startswith("macos") and human_bytes(mac.mem_free_bytes) == "956.9 MB"
+
+
+def test_proc_parsers_and_a_sample_at_their_edges(tmp_path: Path) -> None:
+    from oasis_ops.errors import ProbeError
+    from oasis_ops.probes.linux import parse_meminfo, parse_psi, parse_vmstat, sample_linux
+
+    assert parse_meminfo("MemTotal:  2 kB\nHugePages_Total:  3\nweird line\nBad: x kB\nOdd: 5 zB\nKey:with:colons: 7 kB\n") == {
+        "MemTotal": 2048, "HugePages_Total": 3, "Odd": 5}  # fmt: skip  # the first colon ends the key: "Key:..." is no number
+    assert parse_vmstat("pswpout 5\nnr_free_pages 7 extra\npswpin x\n") == {"pswpout": 5}
+    assert parse_psi("some avg10=1.5 total=7 bad avg60=x\nfull a=b=2\nnone avg10=9\n") == {"some": {"avg10": 1.5, "total": 7.0},
+                                                                                             "full": {}}  # fmt: skip
+    root = tmp_path / "proc"
+    (root / "pressure").mkdir(parents=True)
+    (root / "meminfo").write_text("MemTotal: 8 kB\nMemFree: 4 kB\nMemAvailable: 6 kB\nSwapTotal: 2 kB\nSwapFree: 1 kB\n")
+    (root / "pressure" / "memory").write_text("some avg10=150.0 avg60=0 avg300=0 total=1\n")
+    sample = sample_linux(root, page_size=1024, clock=lambda: T0)
+    assert (sample.pages_free, sample.swap_used_bytes, sample.pressure, sample.swapouts) == (4, 1024, 100.0, None)  # no vmstat
+    assert (sample.source, sample.mem_available_bytes, sample.swap_total_bytes) == ("linux:/proc", 6144, 2048)
+    (root / "vmstat").write_text("nr_free_pages 3\npswpout 9\npswpin 2\n")
+    (root / "pressure" / "memory").write_text("some avg10=-3 total=1\n")
+    sample = sample_linux(root, page_size=1024, clock=lambda: T0)
+    assert (sample.pages_free, sample.swapouts, sample.swapins, sample.pressure) == (3, 9, 2, 0.0)  # the kernel's own count wins
+    (root / "meminfo").write_text("MemFree: 4 kB\n")
+    with pytest.raises(ProbeError, match=r"meminfo has no MemTotal line$"):
+        sample_linux(root)
+    with pytest.raises(ProbeError) as absent:
+        sample_linux(tmp_path / "nothing")
+    assert str(absent.value).startswith(f"{tmp_path / 'nothing' / 'meminfo'} does not exist")
+    assert absent.value.hint == "is this a Linux /proc root?"
+    (root / "meminfo").unlink()
+    (root / "meminfo").mkdir()  # unreadable as a file: one line, not a traceback
+    with pytest.raises(ProbeError, match=r"^cannot read .*meminfo: Is a directory"):
+        sample_linux(root)

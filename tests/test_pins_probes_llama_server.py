@@ -168,3 +168,37 @@ def test_the_runner_probe_says_what_went_wrong_in_one_line() -> None:
     for bad in (0.0, -1.0):
         with pytest.raises(ConfigError, match="the runner read timeout must be positive"):
             LlamaServerProbe("http://127.0.0.1:1", timeout_s=bad)
+
+
+def test_a_reading_carries_its_time_errors_and_the_runners_own_words() -> None:
+    import httpx
+
+    ticks = iter([100.0, 100.25, 100.5, 100.75, 101.0, 101.25])
+    when = datetime(2025, 11, 20, 17, 58, tzinfo=UTC)
+
+    def answers(slots: httpx.Response, metrics: httpx.Response) -> object:
+        def handler(request: httpx.Request) -> httpx.Response:
+            return slots if request.url.path == "/slots" else metrics
+        return handler
+
+    html = httpx.Response(200, text="  <HTML><body>proxy error</body></html>")
+    broken_metrics = httpx.Response(500, text="{\"error\": \"metrics broke\"}")
+    with _probe(answers(html, broken_metrics), timeout_s=2.0, clock=lambda: when, monotonic=lambda: next(ticks)) as probe:  # type: ignore[attr-defined]
+        reading = probe.read()
+    assert (reading.ts, reading.mono, reading.timeout_s, reading.reachable, reading.slots) == (when, 100.0, 2.0, True, None)
+    assert reading.error == "GET http://127.0.0.1:1/slots answered HTML: <HTML><body>proxy error</body></html>"
+    assert reading.metrics_error == "GET http://127.0.0.1:1/metrics -> HTTP 500: metrics broke" and reading.metrics is None
+    assert reading.elapsed_s > 0 and reading.slots_enabled is None and reading.metrics_enabled is None
+    off = httpx.Response(501, json={"error": {"code": 501, "message": "This server does not support slots endpoint."}})
+    with _probe(answers(off, httpx.Response(200, text="llamacpp:x 1\n"))) as probe:  # type: ignore[attr-defined]
+        first = probe.read()
+        assert (first.slots_enabled, first.metrics_enabled, first.metrics) == (False, True, {"x": 1.0})
+        assert first.error == "GET http://127.0.0.1:1/slots is not enabled on this runner: This server does not support slots endpoint."
+    with _probe(answers(httpx.Response(200, text="not json"), httpx.Response(200, text=""))) as probe:  # type: ignore[attr-defined]
+        assert probe.read().error == "GET http://127.0.0.1:1/slots answered non-JSON: not json"
+    with _probe(answers(httpx.Response(200, json={"a": 1}), httpx.Response(200, text=""))) as probe:  # type: ignore[attr-defined]
+        assert probe.read().error == "GET http://127.0.0.1:1/slots answered dict, expected a list of slots"
+    from oasis_ops.probes.llama_server import _error_message
+
+    assert _error_message('{"error": {"message": 5}}') == '{"error": {"message": 5}}'
+    assert _error_message('["x"]') == '["x"]' and _error_message('{"error": "plain"}') == "plain"

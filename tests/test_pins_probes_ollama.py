@@ -252,3 +252,20 @@ def test_small_readers_of_ollamas_answers() -> None:
             client.show("m")
     finally:
         client.close()
+
+
+def test_a_ps_entry_with_fields_missing_or_odd() -> None:
+    from oasis_ops.probes.ollama import model_status_from_ps
+
+    now = datetime(2025, 11, 20, 17, 58, tzinfo=UTC)
+    bare = model_status_from_ps({"name": "old:7b", "expires_at": ""}, now)  # an old build: no size_vram, model or digest
+    assert (bare.model, bare.digest, bare.size_bytes, bare.size_vram_bytes, bare.processor, bare.expires_at) == (
+        "old:7b", "", 0, 0, "100% CPU", None)  # fmt: skip
+    named = model_status_from_ps({"model": "only-model:1", "size": 10, "size_vram": 10}, now)
+    assert (named.name, named.model, named.processor) == ("only-model:1", "only-model:1", "100% GPU")
+    long_name = "n" * 100
+    with pytest.raises(OllamaBadResponse) as odd:
+        model_status_from_ps({"name": long_name, "expires_at": {"t": 1}}, now)
+    assert str(odd.value) == f"/api/ps: {repr('n' * 60 + '...')}: expires_at {repr('{' + chr(34) + 't' + chr(34) + ': 1}')} is not a usable time"
+    with pytest.raises(OllamaBadResponse, match=r"expires_at 'tomorrow' is not a usable time$"):
+        model_status_from_ps({"name": "m", "expires_at": "tomorrow"}, now)

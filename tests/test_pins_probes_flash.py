@@ -90,3 +90,48 @@ def test_auto_is_settled_only_by_llama_cpps_own_line_for_this_model() -> None:
     assert (on.value, on.source, on.setting) == ("on", "runner --flash-attn", "auto") and on.detail.endswith("flash_attn = 1")
     explicit = model_flash_attention(runner_cmdline=[*cmd[:-1], "off"])
     assert explicit == FlashAttentionSetting("off", "runner --flash-attn", "runner pid's command line: --flash-attn off", "off")
+
+
+def test_the_model_probe_asks_each_source_for_each_loaded_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ModelProbe.flash_attention: the serve's environment (of the serve asked for, not another),
+    each runner's command line, the blob's architecture with the version's default, and the log."""
+    import struct
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from oasis_ops.probes import ModelProbe, ModelSnapshot
+    from oasis_ops.probes.ollama import OllamaClient, model_status_from_ps
+    from oasis_ops.probes.processes import records_from
+
+    gguf = tmp_path / ("sha256-" + "ef" * 32)
+    key, value = b"general.architecture", b"gemma3"
+    gguf.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<I", 8)
+                     + struct.pack("<Q", len(value)) + value)  # fmt: skip
+    serves = [{"pid": 100, "ppid": 1, "name": "ollama", "cmdline": ["/usr/bin/ollama", "serve"], "create_time": 1.0, "environ": {}},
+              {"pid": 300, "ppid": 1, "name": "ollama", "cmdline": ["/opt/ollama", "serve"], "create_time": 2.0,
+               "environ": {"OLLAMA_FLASH_ATTENTION": "1"}}]  # fmt: skip
+    records = records_from(serves)
+    client = OllamaClient("http://127.0.0.1:9", transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    probe = ModelProbe(client, lambda: records, models_dir=tmp_path, serve_pid=100)
+    now = datetime(2025, 11, 20, 17, 58, tzinfo=UTC)
+
+    def snap(name: str, blob: str | None, cmdline: tuple[str, ...] | None) -> ModelSnapshot:
+        return ModelSnapshot(ts=now, status=model_status_from_ps({"name": name}, now), blob_path=blob, runner_pid=None,
+                             runner_create_time=None, runner_rss_bytes=None, runner_cpu_percent=None, runner_threads=None,
+                             runner_cmdline=cmdline, runner_variant=None, runner_port=None, note=None)  # fmt: skip
+
+    log = tmp_path / "server.log"
+    log.write_text("")
+    server, per_model = probe.flash_attention(
+        [snap("by-arch:1", str(gguf), None), snap("by-cmd:1", None, ("llama-server", "--model", str(gguf), "--flash-attn", "off"))],
+        "0.20.4", log)  # fmt: skip
+    assert (per_model["by-arch:1"].value, per_model["by-arch:1"].source) == ("on", "version default")  # gemma3 on 0.20.4
+    assert "architecture gemma3" in per_model["by-arch:1"].detail
+    assert (per_model["by-cmd:1"].value, per_model["by-cmd:1"].source) == ("off", "runner --flash-attn")
+    assert server.source == "version default" and "Ollama 0.20.4 decides per model" in server.detail  # serve 100: unset
+    unknown, _ = probe.flash_attention([], None)
+    assert "Ollama (version unknown) decides per model" in unknown.detail
+    other = ModelProbe(client, lambda: records, models_dir=tmp_path, serve_pid=300)
+    assert other.flash_attention([], "0.20.4")[0].value == "on"  # that serve's environment says 1
+    client.close()

@@ -148,3 +148,30 @@ def test_blob_matching_manifests_and_keys(tmp_path) -> None:  # type: ignore[no-
     assert match_runner(tree, [], []) == RunnerMatch(None, (), "no blob path known for this model")
     assert match_runner(tree, ["/other/sha256-" + "cd" * 32]) == RunnerMatch(None, (), None)
     assert {os.getpid(), os.getppid()} <= own_lineage()
+
+
+def test_an_ollama_like_process_is_measured_for_real_and_forgotten_when_it_ends(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from oasis_ops.probes.processes import PsutilProcesses
+
+    (tmp_path / "ollama").symlink_to(sys.executable)
+    (tmp_path / "serve").write_text("import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([str(tmp_path / "ollama"), "serve"], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                            env={"PATH": "/usr/bin:/bin", "OLLAMA_FLASH_ATTENTION": "0"})  # fmt: skip
+    listing = PsutilProcesses()
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        first = next(r for r in listing() if r.pid == proc.pid)
+        assert first.cpu_percent is None and (first.rss_bytes or 0) > 0 and (first.num_threads or 0) >= 1  # first look: no CPU yet
+        assert (first.environ or {}).get("OLLAMA_FLASH_ATTENTION") == "0"
+        second = next(r for r in listing() if r.pid == proc.pid)
+        assert second.cpu_percent is not None and second.cpu_percent >= 0.0
+        assert any(key[0] == proc.pid for key in listing._cache)
+        quiet = next(r for r in PsutilProcesses(with_environ=False)() if r.pid == proc.pid)
+        assert quiet.environ is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert all(r.pid != proc.pid for r in listing()) and not any(key[0] == proc.pid for key in listing._cache)

@@ -269,3 +269,37 @@ def test_a_ps_entry_with_fields_missing_or_odd() -> None:
     assert str(odd.value) == f"/api/ps: {repr('n' * 60 + '...')}: expires_at {repr('{' + chr(34) + 't' + chr(34) + ': 1}')} is not a usable time"
     with pytest.raises(OllamaBadResponse, match=r"expires_at 'tomorrow' is not a usable time$"):
         model_status_from_ps({"name": "m", "expires_at": "tomorrow"}, now)
+
+
+def test_the_client_reads_bodies_up_to_its_cap_and_waits_its_own_timeout() -> None:
+    import httpx
+
+    from oasis_ops.probes.ollama import MAX_BODY_BYTES, OllamaClient
+
+    sizes = [MAX_BODY_BYTES, MAX_BODY_BYTES + 1]
+    seen: list[tuple[str, float]] = []
+
+    def respond(size: int, declared: bool) -> httpx.Response:
+        body = b'{"version": "0.20.4", "pad": "' + b"x" * (size - 32) + b'"}'
+        body = body.ljust(size, b" ")
+        return httpx.Response(200, content=body if declared else iter([body[: size // 2], body[size // 2 :]]))
+
+    for declared in (True, False):
+        for size in sizes:
+            def handler(request: httpx.Request, size: int = size, declared: bool = declared) -> httpx.Response:
+                seen.append((request.method, request.extensions["timeout"]["read"]))
+                return respond(size, declared)
+
+            client = OllamaClient("http://127.0.0.1:9", timeout_s=1.25, transport=httpx.MockTransport(handler))
+            try:
+                if size == MAX_BODY_BYTES:
+                    assert client.version() == "0.20.4"
+                else:
+                    with pytest.raises(OllamaBadResponse) as refused:
+                        client.version()
+                    assert str(refused.value) == (
+                        f"GET http://127.0.0.1:9/api/version answered {size} bytes, more than the {MAX_BODY_BYTES} we read" if declared
+                        else f"GET http://127.0.0.1:9/api/version answered more than {MAX_BODY_BYTES} bytes; refused")  # fmt: skip
+            finally:
+                client.close()
+    assert set(seen) == {("GET", 1.25)}  # the client's own timeout when none is given

@@ -71,7 +71,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, datetime | pd.Timestamp):
-        return as_utc_datetime(value).isoformat() if as_utc_datetime(value) else None  # type: ignore[union-attr]
+        moment = as_utc_datetime(value)
+        return moment.isoformat() if moment else None
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, float) and (np.isnan(value) or np.isinf(value)):

@@ -109,7 +109,6 @@ class _RunnerWatch:
     not_answering_since: datetime | None = None  # set while a runner_not_answering event is open
     progress: Serving | None = None  # the newest read that showed it serving (tokens decoded, a prompt batch)
     met_mono: float = 0.0  # when the sampler met this runner (monotonic)
-    answered: int = 0  # reads it answered: telling progress takes two
 
 
 class RunnerReader:
@@ -181,7 +180,6 @@ class RunnerReader:
             reading = readings.get(id(watch))
             if reading is None:  # still being read (more runners than readers): next time
                 continue
-            watch.answered += int(reading.reachable)
             signals = watch.tracker.update(replace(reading, ts=ts, mono=mono))
             if signals.tokens_per_s:  # tokens decoded since the previous read: it is serving
                 watch.progress = Serving(ts, f"its llama-server runner decoding ({signals.tokens_per_s:,.0f} tok/s)")
@@ -200,14 +198,14 @@ class RunnerReader:
         return watch.progress if watch is not None else None
 
     def undecided(self, pid: int | None, create_time: float | None, mono: float) -> bool:
-        """True while whether the llama-server runner (pid, create time) makes progress is not
-        known yet: it has answered fewer than two reads (a runner starved of CPU can miss the
-        first) and the sampler met it less than JUST_EXPIRED_S ago (one that never answers is
-        judged without its word after that)."""
+        """True while the llama-server runner (pid, create time) has shown no progress yet and the
+        sampler met it less than JUST_EXPIRED_S ago: no evidence either way (a runner starved of
+        CPU can miss reads, or sit between two requests across two close reads). After that, a
+        runner that never moved is judged without its word."""
         if pid is None:
             return False
         watch = self._runners.get((pid, create_time))
-        return watch is None or (watch.answered < 2 and mono - watch.met_mono < JUST_EXPIRED_S)
+        return watch is None or (watch.progress is None and mono - watch.met_mono < JUST_EXPIRED_S)
 
     def _read(self, watches: list[_RunnerWatch]) -> dict[int, RunnerReading]:
         """One read per runner: inline for one, else on up to MAX_RUNNER_READERS threads at once,

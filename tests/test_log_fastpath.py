@@ -11,7 +11,9 @@ lines, junk numbers), an offset change halfway, a task id reused, polls over the
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -119,6 +121,29 @@ def test_the_vectorised_path_is_taken(tmp_path: Path) -> None:
     small = ServerLogParser(LocalClock("+01:00"))
     small.feed_bytes(data[: data.index(b"\n", 10_000) + 1], 1)
     assert not small.rows.pieces["log_requests"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_reads_through_the_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that forks after reading a log (mutmut's runner does; so may a harness) must
+    not hand the child's parts to the parent's worker thread, which the child does not have:
+    that waited forever."""
+    monkeypatch.setattr(fastpath, "PART_BYTES", 64 << 10)  # several parts: the worker is used
+    lines = server_log_lines(random.Random(7), datetime(2025, 11, 20, 9, 0, 0))
+    data = ("\n".join(next(lines) for _ in range(6_000)) + "\n").encode()
+    ServerLogParser(LocalClock("+01:00")).feed_bytes(data, 1)  # the parent's worker thread now exists
+    pid = os.fork()
+    if pid == 0:  # the child: read again, through the pool; die loudly if it hangs
+        code = 3
+        try:
+            signal.alarm(20)
+            parser = ServerLogParser(LocalClock("+01:00"))
+            parser.feed_bytes(data, 1)
+            code = 0 if parser.rows.pieces["log_requests"] else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_progress_bar_draws_throttled_and_clears() -> None:

@@ -10,6 +10,7 @@ ordered pass (oasis_ops.logs.fastpath) handles the previous part.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -122,6 +123,16 @@ def pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oasis-log-prepare")
     return _POOL
+
+
+def _forget_pool() -> None:
+    # A forked child has the pool object but not its thread: work sent to it would wait forever.
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _fast_gin(chunk: Chunk, clock: LocalClock) -> GinBlock:

@@ -36,6 +36,7 @@ COMMAND_TABLE: tuple[tuple[str, str, str], ...] = (
     ("watchdog", "actions", "run the watchdog headless (opt-in automatic recovery)"),
     ("ingest-logs", "ingest", "ingest Ollama's server.log and the harness log into the sidecar"),
     ("incidents", "incidents", "find incident windows in a run and diagnose their causes"),
+    ("warnings", "warnings_cmd", "early warnings over a run: what was seen coming, when, and what to do"),
     ("preflight", "preflight", "check memory, swap, pressure, flash attention, runners and concurrency before a run"),
     ("report", "report", "write the post-mortem report of a run (.md or .html)"),
     ("settings", "settings_cmd", "show the resolved settings and their origins"),

@@ -96,6 +96,14 @@ SETTINGS: tuple[Setting, ...] = (
     # --- diagnosis
     S("incident_threshold_sigma", float, 6.0, "Incident windows: robust z-score (MAD) of p95 that counts as a departure."),
     S("incident_min_failure_rate", float, 0.2, "Incident windows: a minute with this failure rate or more is a departure."),
+    # --- early warning
+    S("warn_horizon_min", float, 60.0, "Early warning: warn of memory exhaustion forecast within this many minutes."),
+    S("warn_memory_floor_gb", float, 1.0, "Early warning: free (+ reclaimable) memory at this many GB counts as exhausted."),
+    S("warn_min_duration_s", float, 120.0, "Early warning: a condition must hold this long before its warning is raised."),
+    S("warn_clear_s", float, 300.0, "Early warning: a warning clears once its condition has been gone this long."),
+    S("warn_trial_lag_s", float, 60.0, "Early warning: a minute of trials is judged this long after it ends (the harness's timeout: its trials have all finished then)."),
+    S("warn_latency_ratio", float, 1.5, "Early warning: latency drift when the recent p95 reaches this multiple of the run's own (and p50 half as far)."),
+    S("warn_backlog_ratio", float, 0.3, "Early warning: backlog when trials start at under this share of the run's pace while the runner stays busy."),
 )
 del S
 
@@ -126,6 +134,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "watchdog_kill_interval_min": (0, 10_080),
     "incident_threshold_sigma": (0.5, 1000),
     "incident_min_failure_rate": (0, 1),
+    "warn_horizon_min": (1, 10_080),
+    "warn_memory_floor_gb": (0, 1_000_000),
+    "warn_min_duration_s": (0, 86_400),
+    "warn_clear_s": (0, 86_400),
+    "warn_trial_lag_s": (0, 86_400),
+    "warn_latency_ratio": (1.01, 1000),
+    "warn_backlog_ratio": (0, 1),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "watchdog_guard_action": ("concurrency", "pause"),

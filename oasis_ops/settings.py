@@ -103,6 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("warn_clear_s", float, 300.0, "Early warning: a warning clears once its condition has been gone this long."),
     S("warn_trial_lag_s", float, 60.0, "Early warning: a minute of trials is judged this long after it ends (the harness's timeout: its trials have all finished then)."),
     S("warn_latency_ratio", float, 1.5, "Early warning: latency drift when the recent p95 reaches this multiple of the run's own (and p50 half as far)."),
+    S("notify_webhook_url", str, "", "Early warning: POST each raised and cleared warning as JSON to this URL (empty: off)."),
+    S("notify_desktop", bool, False, "Early warning: show each raised and cleared warning as a desktop notification (notify-send, osascript)."),
     S("warn_backlog_ratio", float, 0.3, "Early warning: backlog when trials start at under this share of the run's pace while the runner stays busy."),
 )
 del S

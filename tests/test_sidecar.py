@@ -247,6 +247,13 @@ def test_write_batch_and_every_sidecar_statement(tmp_path: Path) -> None:
     assert actions["action"].tolist() == ["hard_kill", "set_concurrency"]
     assert actions["ts"].iloc[1] == pd.Timestamp(T0 + timedelta(seconds=3))  # the injected clock
     assert json.loads(actions["params"].iloc[0]) == {"pid": 4242}
+    sidecar.write_batch({"warnings": [{"ts": T0, "change": "raised", "kind": "memory_exhaustion", "severity": "warn",
+                                       "first_seen": T0 - timedelta(minutes=2), "eta": T0 + timedelta(minutes=40), "message": "m",
+                                       "evidence": {"free_bytes": 1}, "action": "concurrency 1"}]})  # fmt: skip
+    warned = sidecar.warnings_since(T0)
+    used.add("sidecar_q_warnings_since")
+    assert warned["kind"].tolist() == ["memory_exhaustion"] and json.loads(warned["evidence"].iloc[0]) == {"free_bytes": 1}
+    assert warned["eta"].iloc[0] == pd.Timestamp(T0 + timedelta(minutes=40)) and warned["change"].iloc[0] == "raised"
 
     latest = sidecar.latest_host_sample()
     used.add("sidecar_q_latest_host_sample")

@@ -36,6 +36,10 @@ class WarningTracker:
     def active(self) -> list[EarlyWarning]:
         return list(self._active.values())
 
+    def adopt(self, warning: EarlyWarning) -> None:
+        """Take over an open episode (a restarted sampler's, from the sidecar): it clears as usual."""
+        self._active[(warning.kind, warning.subject)] = warning
+
     def update(self, t: float, inputs: WarningInputs) -> tuple[list[EarlyWarning], list[EarlyWarning]]:
         """Evaluate every rule at `t` (epoch s); returns (raised now, cleared now)."""
         holds = {kind: w.first_seen.timestamp() for (kind, _), w in self._active.items()}

@@ -87,6 +87,7 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     actions: list[Any] = field(default_factory=list)  # ActionResults the watchdog took this tick
     runners: list[dict[str, Any]] = field(default_factory=list)  # runner_samples rows of this tick
+    warnings: list[tuple[Any, str]] = field(default_factory=list)  # (EarlyWarning, "raised" | "cleared") of this tick
 
 
 def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class Sampler:
         runner_timeout_s: float = RUNNER_TIMEOUT_S,
         no_progress_s: float | None = None,
         serve_pid: int | None = None,
+        early_warning: bool = True,
     ) -> None:
         self.sidecar_path = Path(sidecar_path).expanduser()
         self.settings = settings
@@ -158,6 +160,9 @@ class Sampler:
         self.run_watchdog = run_watchdog
         self.watchdog: Any = None
         self._watchdog_has_trials = False
+        # Early warning (oasis_ops.earlywarning): the rules on what this sampler stored, every 10 s.
+        self.early_warning = early_warning
+        self.warnings: Any = None
         # llama-server runners (Ollama >= 0.30): read every process_interval_s (runners.py).
         self._last_retention: float | None = None
         self.runner_timeout_s = float(runner_timeout_s)
@@ -311,6 +316,8 @@ class Sampler:
                     self.watchdog.close()
                 except OasisOpsError as exc:
                     self._count_error("watchdog", exc)
+            if self.warnings is not None:
+                self.warnings.close()
             self._event(None, "sampler_stopped", None, {"ticks": self.ticks, "errors": self.errors})
             assert self.writer is not None
             self._add_heartbeat(stopped=True)
@@ -346,6 +353,7 @@ class Sampler:
             self._sample_ollama(report, mono)
             self._poll_log(report, mono)
             self._run_watchdog(report)
+            self._warn(report, mono)
             self._retain(report, mono)
         except Exception as exc:  # noqa: BLE001 - a bug in a tick must not end the sampler
             self._count_error("tick", exc, report)
@@ -383,6 +391,40 @@ class Sampler:
             report.actions = self.watchdog.tick(report.ts, models=report.models, host=report.host)
         except OasisOpsError as exc:
             self._count_error("watchdog", exc, report)
+
+    def _warn(self, report: TickReport, mono: float) -> None:
+        """Early warnings on what is stored (every live.EVERY_S): raised / cleared episodes become
+        `warnings` rows and `warning_raised` / `warning_cleared` events, and go to the notifier."""
+        if not self.early_warning:
+            return
+        try:
+            if self.warnings is None:
+                from oasis_ops.earlywarning.live import LiveWarnings
+
+                self.warnings = LiveWarnings(self.sidecar, self.settings, trials=self._trial_source)
+            rows, changes = self.warnings.tick(report.ts, mono)
+        except OasisOpsError as exc:
+            self._count_error("warnings", exc, report)
+            return
+        for row in rows:
+            self._add("warnings", row)
+        for warning, change in changes:
+            self._event(report.ts, f"warning_{change}", warning.subject,
+                        {"kind": warning.kind, "severity": warning.severity, "message": warning.message,
+                         "eta": warning.eta.isoformat() if warning.eta else None, "action": warning.action})  # fmt: skip
+        report.warnings = changes
+
+    def _trial_source(self) -> Any:
+        """The trial DB's TrialSource (shared with the trial evidence), refreshed; None without one."""
+        db = self.settings.db
+        if not db or not Path(db).expanduser().exists():
+            return None
+        if self._trials is None:
+            from oasis_ops.trials import TrialSource
+
+            self._trials = TrialSource(Path(db).expanduser(), self.settings)
+        self._trials.refresh()
+        return self._trials
 
     def _sample_host(self, report: TickReport) -> None:
         try:

@@ -66,6 +66,7 @@ INSERT_STATEMENTS: dict[str, str] = {
     "harness_log": "sidecar_insert_harness_log",
     "log_offsets": "sidecar_insert_log_offsets",
     "runner_samples": "sidecar_insert_runner_samples",
+    "warnings": "sidecar_insert_warnings",
 }
 # Upserted tables: rows of one batch are de-duplicated on this key (the last one wins).
 UPSERT_KEYS: dict[str, str] = {"sampler_status": "sampler_id", "log_offsets": "path"}
@@ -488,6 +489,10 @@ class Sidecar:
 
     def _since(self, name: str, since: datetime, until: datetime | None, max_rows: int) -> pd.DataFrame:
         return self.read(name, since=since, until=until or _FAR_FUTURE, max_rows=int(max_rows))
+
+    def warnings_since(self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS) -> pd.DataFrame:
+        """Early-warning changes (raised / cleared rows, oasis_ops.earlywarning) in [since, until)."""
+        return self._since("warnings_since", since, until, max_rows)
 
     def host_samples_since(
         self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS

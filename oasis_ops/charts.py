@@ -45,6 +45,7 @@ SLOTS_FILL = "#d2d2d2"
 TRIALS_FILL = "#c6c6c6"
 # Markers: events (model state changes) and actions (evict, kill, ...). Unknown kinds get grey.
 MARKER_COLORS: dict[str, str] = {
+    "warning": "#ff7f0e",
     "loaded": "#2ca02c",
     "stopping": "#d62728",
     "gone": "#7f7f7f",

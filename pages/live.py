@@ -57,6 +57,15 @@ def cached_window(sidecar_path: str, key: str, start: datetime, end: datetime) -
     return views.live_window(Sidecar(sidecar_path), start, end)
 
 
+@st.cache_data(ttl=HEADER_TTL_S, max_entries=CACHE_MAX_ENTRIES, show_spinner=False)
+def cached_warnings(sidecar_path: str, key: str, now_key: datetime) -> list[Any]:
+    """The sampler's open early-warning episodes (oasis_ops.earlywarning.live)."""
+    from oasis_ops.earlywarning.live import open_warnings
+
+    path = Path(sidecar_path)
+    return open_warnings(Sidecar(path), now_key) if path.exists() else []
+
+
 @st.cache_data(ttl=FLASH_TTL_S, max_entries=8, show_spinner=False)
 def cached_flash(key: str, _settings: Settings) -> dict[str, Any]:
     return flash_attention_now(_settings)
@@ -216,6 +225,49 @@ def show_sampler_state(header: LiveHeader, db: str, source: RunSource | None = N
                    icon=":material/hourglass_top:")  # fmt: skip
 
 
+KIND_TITLES = {"memory_exhaustion": "Memory running out", "latency_drift": "Latency rising", "stuck_stopping": "Stuck Stopping",
+               "backlog": "Work piling up"}  # fmt: skip
+
+
+def action_button(action: str) -> tuple[str, str, str, dict[str, Any]]:
+    """(label, request_action's action, model, params) for a warning's `action` as the CLI names it."""
+    word, _, rest = action.partition(" ")
+    if word == "concurrency":
+        return f"Lower concurrency to {rest}", "concurrency", "", {"n": int(rest)}
+    if word == "recover":
+        return f"Recover {rest}", "recover", rest, {}
+    return word.capitalize(), word, rest, {}
+
+
+def warning_text(warning: Any, now: datetime) -> str:
+    title = KIND_TITLES.get(warning.kind, warning.kind)
+    when = ""
+    if warning.eta is not None:
+        left = (warning.eta - now).total_seconds()
+        when = (f" · **{'now' if left <= 0 else 'in ' + fmt_duration(left)}** ({ui.fmt_utc(warning.eta, with_date=False)})"
+                if warning.kind == "memory_exhaustion" else "")  # fmt: skip
+    since = ui.fmt_age((now - warning.at).total_seconds())
+    return f"**{title}**{when} · {warning.message} · :gray[raised {since} ago]"
+
+
+def show_warnings(warnings: list[Any], now: datetime, settings: Settings, db: str, actions_apply: bool) -> None:
+    """Active warnings as banners, the countdown to their eta, the one-click action beside each
+    (it opens the same confirmation dialog as the action bar)."""
+    for n, warning in enumerate(sorted(warnings, key=lambda w: (w.severity != "critical", w.at))[:3]):
+        text_col, button_col = st.columns([5, 1], vertical_alignment="center")
+        with text_col:
+            box = st.error if warning.severity == "critical" else st.warning
+            box(warning_text(warning, now), icon=":material/notifications_active:")
+        if actions_apply:
+            label, action, model, params = action_button(warning.action)
+            if button_col.button(label, key=f"warn_{n}_{warning.kind}", width="stretch", type="primary"):
+                try:
+                    from pages._actions import request_action  # type: ignore[import-not-found]
+                except ModuleNotFoundError:
+                    return
+                request_action(action, settings, db, model or None, **params)
+
+
 def render_action_bar(slot: Any, header: LiveHeader, settings: Settings, db: str, source: RunSource | None = None) -> None:
     """Issue 5's action bar (pages/_actions.py), when present: drawn in the slot at the top; only
     where it acts on what the page shows (the Ollama of now, next to a live run)."""
@@ -290,6 +342,8 @@ def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
         shown_at = source.as_of
         header = views.live_header_at(cached_header_rows(sidecar_path, key, source.as_of), source.as_of)
     flash = cached_flash(key, settings) if not source.historical else {}
+    if not source.historical:  # the sampler's warnings are about now
+        show_warnings(cached_warnings(sidecar_path, key, _now_key(now, HEADER_TTL_S)), now, settings, db, source.actions_apply)
     action_slot = st.container()  # the action bar (issue 5) goes first, above the state it acts on
     with st.container(border=True):
         show_source(source)

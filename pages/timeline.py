@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -246,6 +247,25 @@ def timeline_markers(sidecar_path: str, start: datetime, end: datetime) -> pd.Da
     return pd.concat(frames, ignore_index=True).sort_values("ts").tail(MAX_MARKERS)
 
 
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def warning_markers(db: str, sidecar_path: str, key: str, start: datetime, end: datetime, run_id: str | None,
+                    _settings: Settings) -> pd.DataFrame:  # fmt: skip
+    """The early warnings raised, or that would have been raised, over the range (the causal scan
+    of `oasis-ops warnings`), as chart markers next to state changes and actions."""
+    from oasis_ops.earlywarning.engine import scan_warnings
+    from oasis_ops.earlywarning.inputs import load_inputs
+    from oasis_ops.trials import TrialSource
+
+    try:
+        with TrialSource(Path(db), _settings) as source:
+            sidecar = Sidecar(sidecar_path, _settings) if Path(sidecar_path).exists() else None
+            warnings = scan_warnings(load_inputs(sidecar, source, start, end, run_id=run_id), start, end, _settings)[0]
+    except OasisOpsError:
+        warnings = []
+    rows = [{"ts": pd.Timestamp(w.at), "kind": "warning", "label": f"warning: {w.kind} ({w.severity})"} for w in warnings]
+    return pd.DataFrame(rows, columns=["ts", "kind", "label"])
+
+
 @st.cache_data(ttl=15, max_entries=32, show_spinner=False)
 def timeline_runners(sidecar_path: str, start: datetime, end: datetime, bucket_s: int) -> pd.DataFrame:
     """llama-server runner signals per bucket (tokens/s, busy slots, stalls) from the sidecar;
@@ -312,6 +332,9 @@ def render(settings: Settings) -> None:
         return
     st.caption("Drag on the bottom strip to zoom every panel; double-click it to reset. Hover for the numbers of a bucket.")
     markers = timeline_markers(sidecar_path, rng.start, rng.end)
+    warned = warning_markers(str(path), sidecar_path, ui.settings_key(settings), rng.start, rng.end, rng.run_id, settings)
+    if not warned.empty:
+        markers = pd.concat([markers, warned], ignore_index=True).sort_values("ts") if not markers.empty else warned
     runners = timeline_runners(sidecar_path, rng.start, rng.end, bucket_seconds(bucket))
     width_s = bucket_seconds(bucket)
     extra = [lambda x: charts.runner_panel(runners, x, bucket_s=width_s)] if not runners.empty else []
@@ -319,8 +342,9 @@ def render(settings: Settings) -> None:
                                   domain=(rng.start, rng.end), bucket_s=width_s)  # fmt: skip
     st.altair_chart(chart, width="stretch")
     if not markers.empty:
-        st.caption(f"Dashed lines: {len(markers)} state changes and actions from the telemetry sidecar, labelled above the "
-                   "top panel where the labels fit; hover a line or its triangle for each one.")  # fmt: skip
+        st.caption(f"Dashed lines: {len(markers)} state changes, actions and early warnings (orange: when the console warned, "
+                   "or would have) from the telemetry sidecar, labelled above the top panel where the labels fit; hover a line "
+                   "or its triangle for each one.")  # fmt: skip
 
     threshold = float(settings.incident_min_failure_rate)
     failing = failing_buckets(rollup, threshold)

@@ -261,3 +261,30 @@ def test_a_finished_run_is_shown_as_it_last_was_without_actions_or_sampler_advic
     assert "No recovery actions here" in text and "Ollama is not reachable" not in text  # today's Ollama is not its concern
     assert not [b for b in at.button if b.label in ("Evict", "Hard-kill", "Recover")]
     assert "host memory recorded on" in text
+
+
+def test_an_active_warning_is_a_banner_with_its_countdown_and_its_action(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    db = tmp_path / "trials.duckdb"
+    write_live_trials(db, now)
+    side = tmp_path / "trials.ops.duckdb"
+    write_sidecar(side, now, heartbeat_age_s=1.0)
+    first = now - timedelta(minutes=3)
+    raised = {"change": "raised", "kind": "memory_exhaustion", "subject": None, "severity": "warn", "first_seen": first,
+              "eta": now + timedelta(minutes=12, seconds=30), "message": "free memory 9.1 GB, falling 700 MB/min",
+              "evidence": {"free_bytes": 9_100_000_000}, "action": "concurrency 1"}  # fmt: skip
+    old = {**raised, "kind": "backlog", "first_seen": now - timedelta(minutes=30), "eta": None, "message": "old backlog"}
+    Sidecar(side).write_batch({"warnings": [{**raised, "ts": now - timedelta(minutes=1)}, {**old, "ts": now - timedelta(minutes=25)},
+                                            {**old, "change": "cleared", "ts": now - timedelta(minutes=10)}]})  # fmt: skip
+    at = run_live(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    banners = [w.value for w in at.warning if "Memory running out" in w.value]
+    assert len(banners) == 1, [w.value for w in at.warning]
+    assert re.search(r"\*\*in 12m[23]\ds\*\*", banners[0]) and "free memory 9.1 GB, falling 700 MB/min" in banners[0]
+    assert "old backlog" not in _text(at)  # cleared: no banner
+    button = [b for b in at.button if b.label == "Lower concurrency to 1"]
+    assert len(button) == 1
+    button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    pending = at.session_state["oasis_pending_action"] if "oasis_pending_action" in at.session_state else None  # pages/_actions.PENDING_KEY
+    assert pending is not None and pending["action"] == "concurrency" and pending["params"] == {"n": 1}

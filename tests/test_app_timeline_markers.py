@@ -39,7 +39,7 @@ def test_markers_come_from_the_sidecar(monkeypatch: pytest.MonkeyPatch, tmp_path
     st.cache_data.clear()  # the page caches markers for 15 s; this is a new look
     at = run_timeline(monkeypatch, db)
     assert not at.exception, [e.value for e in at.exception]
-    assert "Dashed lines: 2 state changes and actions" in _captions(at)
+    assert "Dashed lines: 2 state changes, actions and early warnings" in _captions(at)
 
 
 def test_a_finished_run_extends_over_what_happened_after_its_last_trial(
@@ -62,4 +62,18 @@ def test_a_finished_run_extends_over_what_happened_after_its_last_trial(
     assert "the chart runs on past the run's end" in captions, captions
     buckets = at.dataframe[0].value["bucket"]
     assert str(buckets.iloc[-1]).startswith("2025-11-20 18:41")  # up to the Stopping at 18:40:05, not the one at 23:00
-    assert "Dashed lines: 1 state changes and actions" in captions
+    assert "Dashed lines: 1 state changes, actions and early warnings" in captions
+
+
+def test_early_warnings_are_markers_on_the_replayed_day(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from test_app_live import _chart_labels
+
+    from oasis_ops.demo import replay
+
+    replay.write_replay(tmp_path, ingest=False)
+    st.cache_data.clear()
+    at = run_timeline(monkeypatch, tmp_path / replay.TRIALS_FILE)
+    assert not at.exception, [e.value for e in at.exception]
+    labels = _chart_labels(at)
+    assert {"warning: memory_exhaustion (warn)", "warning: stuck_stopping (critical)"} <= labels, labels
+    assert "early warnings (orange" in _captions(at)

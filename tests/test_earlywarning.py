@@ -223,3 +223,11 @@ def test_cli_refuses_bad_ranges_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert "give both --from and --to" in capsys.readouterr().err
     assert main(["warnings", "--db", str(tmp_path / "t.duckdb"), "--from", "2025-11-20T10:00", "--to", "2025-11-20T09:00"]) == 2
     assert "--to must be after --from" in capsys.readouterr().err
+
+
+def test_the_report_says_how_early_the_first_warning_came(replay_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pm.md"
+    assert main(["report", "--db", str(replay_db), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "First early warning 17:36 UTC, 22 min before the window opened: **memory exhaustion**" in text
+    assert "## Early warnings" in text and "| 18:05:00 | stuck_stopping | critical |" in text

@@ -140,6 +140,7 @@ class Analysis:
     incidents: list[Incident] = field(default_factory=list)
     span: RunSpan | None = None  # the run's span, when the range analysed is a whole run
     memory: MemorySource | None = None  # where the host memory numbers come from
+    warnings: list[Any] = field(default_factory=list)  # early-warning episodes (oasis_ops.earlywarning), when scanned
 
     @property
     def has_sidecar(self) -> bool:

@@ -28,10 +28,12 @@ from oasis_ops.diagnosis import svg
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.findings import Telemetry, WindowContext, _detail, timing_comparison
 from oasis_ops.diagnosis.incidents import Analysis, Incident, analyze
+from oasis_ops.diagnosis.thresholds import STOPPING_LOOKAHEAD
 from oasis_ops.errors import ConfigError
 from oasis_ops.logs.timefmt import parse_utc_offset
 from oasis_ops.moments import as_utc_datetime
 from oasis_ops.settings import Settings
+from oasis_ops.sidecar import Sidecar
 from oasis_ops.trials import TrialSource
 from oasis_ops.trials.span import range_parts
 
@@ -146,10 +148,52 @@ def build_report(
         scan = analysis.scan
         totals = source.summary(scan.start, scan.end, run_id=scan.run_id, model=model) if scan.end > scan.start else {}
         incident = _primary(analysis)
+        analysis.warnings = _early_warnings(analysis, source, settings, model)
         after: dict[str, Any] = {}
         if incident is not None and scan.end > incident.window.end:
             after = source.summary(incident.window.end, scan.end, run_id=scan.run_id, model=model)
     return _compose(analysis, settings, totals, after, incident, now or datetime.now(UTC))
+
+
+def _early_warnings(analysis: Analysis, source: TrialSource, settings: Settings, model: str | None) -> list[Any]:
+    """What the console's early warning raised, or would have raised, over the run (the same scan
+    as `oasis-ops warnings`: causal, every 30 s)."""
+    from oasis_ops.earlywarning.engine import scan_warnings
+    from oasis_ops.earlywarning.inputs import load_inputs
+
+    scan = analysis.scan
+    if scan.end <= scan.start:
+        return []
+    sidecar = Sidecar(analysis.sidecar, settings) if analysis.has_sidecar else None
+    end = scan.end + STOPPING_LOOKAHEAD
+    inputs = load_inputs(sidecar, source, scan.start, end, run_id=scan.run_id, model=model)
+    return scan_warnings(inputs, scan.start, end, settings)[0]
+
+
+def _warning_lead(analysis: Analysis, incident: Incident | None, zone: timezone | None) -> str | None:
+    """'The first early warning came at ..., N minutes before the window opened' or None."""
+    if not analysis.warnings:
+        return None
+    first = analysis.warnings[0]
+    what = f"**{first.kind.replace('_', ' ')}** ({first.message})"
+    if incident is None:
+        return f"The console's early warning raised {len(analysis.warnings)} warning(s); the first at {_with_local(first.at, zone)}: {what}."
+    lead = (incident.window.start - first.at).total_seconds()
+    when = (f"{t.duration(lead)} before the window opened" if lead > 0 else
+            f"{t.duration(-lead)} after the window opened (nothing was seen coming earlier)")  # fmt: skip
+    return (f"First early warning {_with_local(first.at, zone)}, {when}: {what}; the recommended action was "
+            f"`oasis-ops {first.action}`.")
+
+
+def _warnings_table(pm: PostMortem, analysis: Analysis) -> None:
+    pm.add("h2", "Early warnings")
+    if not analysis.warnings:
+        pm.add("p", "The early-warning rules (`oasis-ops warnings`) raised nothing over this run: no memory forecast, latency "
+               "drift, stuck Stopping or backlog held long enough to warn.")  # fmt: skip
+        return
+    rows = [[t.hms(w.at), w.kind, w.severity, t.hm(w.eta) if w.eta else "", w.message, f"oasis-ops {w.action}",
+             t.hms(w.cleared_at) if w.cleared_at else "active at the end"] for w in analysis.warnings[:MAX_TABLE_ROWS]]  # fmt: skip
+    pm.add("table", ["raised (UTC)", "kind", "severity", "eta", "what was seen", "action", "cleared"], rows)
 
 
 def _compose(analysis: Analysis, settings: Settings, totals: dict[str, Any], after: dict[str, Any],
@@ -166,13 +210,18 @@ def _compose(analysis: Analysis, settings: Settings, totals: dict[str, Any], aft
     pm.add("meta", f"Generated {t.day_hm(now)} UTC by oasis-ops {__version__} from `{analysis.db}` and its telemetry "
            f"sidecar `{analysis.sidecar}`" + ("" if analysis.has_sidecar else " (missing: no causes could be checked)") + ".")  # fmt: skip
     _summary(pm, analysis, totals, incident, zone)
+    lead = _warning_lead(analysis, incident, zone)
+    if lead:
+        pm.add("p", lead)
     if incident is None:
         _impact_whole(pm, analysis, totals)
+        _warnings_table(pm, analysis)
         _charts(pm, analysis, None)
         _method(pm, analysis, settings)
         return pm
     _impact(pm, analysis, totals, after, incident)
     _timeline(pm, analysis, incident, zone)
+    _warnings_table(pm, analysis)
     _causes(pm, incident)
     _memory(pm, analysis, incident)
     _runner_states(pm, analysis, incident)

@@ -91,6 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("watchdog_min_free_gb", float, 2.0, "Memory guard: act when free+reclaimable memory drops below this, GB."),
     S("watchdog_max_pressure", float, 60.0, "Memory guard: act when pressure (0-100) reaches this."),
     S("watchdog_guard_action", str, "concurrency", "Memory guard action: `concurrency` (lower to 1) or `pause`."),
+    S("watchdog_guard_on_forecast", bool, False, "Memory guard: also act on an early warning of memory exhaustion (a forecast), before pressure or the free-memory floor is reached."),
     S("watchdog_restore_min", float, 5.0, "Restore concurrency after this many minutes of recovery."),
     S("watchdog_kill_interval_min", float, 10.0, "At most one automatic hard-kill per model within this many minutes."),
     # --- diagnosis

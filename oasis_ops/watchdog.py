@@ -177,6 +177,7 @@ class WatchdogPolicy:
     restore_s: float
     kill_interval_s: float = DEFAULT_KILL_INTERVAL_S
     busy_cpu_percent: float = BUSY_CPU_PERCENT
+    on_forecast: bool = False  # an early warning of memory exhaustion triggers the guard too
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WatchdogPolicy:
@@ -187,6 +188,7 @@ class WatchdogPolicy:
             "guard_action": settings.watchdog_guard_action,  # one of settings.CHOICES, checked there
             "restore_s": float(settings.watchdog_restore_min) * 60.0,
             "kill_interval_s": float(settings.watchdog_kill_interval_min) * 60.0,
+            "on_forecast": bool(settings.watchdog_guard_on_forecast),
         }
         values.update(overrides)
         return cls(**values)
@@ -199,6 +201,7 @@ class WatchdogPolicy:
             "guard_action": self.guard_action,
             "restore_min": self.restore_s / 60.0,
             "kill_interval_min": self.kill_interval_s / 60.0,
+            "guard_on_forecast": self.on_forecast,
         }
 
 
@@ -304,9 +307,11 @@ class Watchdog:
         now: datetime | None = None,
         models: Sequence[ModelSnapshot] | None = None,
         host: HostSample | Mapping[str, Any] | None = None,
+        warnings: Sequence[Any] = (),
     ) -> list[ActionResult]:
         """Evaluate both policies once; returns the actions taken (audited). Never raises for
-        probe or action failures: they end up in `notes` or in the results."""
+        probe or action failures: they end up in `notes` or in the results. `warnings`: the early
+        warnings active now (oasis_ops.earlywarning), for the guard's `on_forecast`."""
         now = now or utc_now()
         self.ticks += 1
         self.notes = []
@@ -330,7 +335,7 @@ class Watchdog:
             if result is not None:
                 results.append(result)
         if host is not None:
-            results.extend(self._memory_guard(now, host, switch.dry_run))
+            results.extend(self._memory_guard(now, host, switch.dry_run, warnings))
         for result in results:
             log.warning("watchdog: %s %s: %s (%s)", result.action, result.target, result.outcome, result.message)
         return results
@@ -436,7 +441,7 @@ class Watchdog:
         return as_utc_datetime(max(kills))
 
     # --- (b) memory guard -------------------------------------------------------------------
-    def _pressure_reason(self, host: HostSample | Mapping[str, Any]) -> str | None:
+    def _pressure_reason(self, host: HostSample | Mapping[str, Any], warnings: Sequence[Any] = ()) -> str | None:
         pressure = _host_value(host, "pressure")
         available = _host_value(host, "mem_available_bytes")
         if available is None:
@@ -445,17 +450,23 @@ class Watchdog:
             return f"memory pressure {float(pressure):.0f} >= {self.policy.max_pressure:g}"
         if available is not None and float(available) < self.policy.min_free_bytes:
             return f"available memory {float(available) / 1e9:.2f} GB < {self.policy.min_free_bytes / 1e9:g} GB"
+        if self.policy.on_forecast:
+            forecast = next((w for w in warnings if getattr(w, "kind", None) == "memory_exhaustion"), None)
+            if forecast is not None:
+                eta = f", at the floor by {forecast.eta:%H:%M} UTC" if forecast.eta is not None else ""
+                return f"early warning of memory exhaustion (raised {forecast.at:%H:%M:%S} UTC{eta}): {forecast.message}"
         return None
 
     def _dry(self, action: str, message: str, params: dict[str, Any], reason: str) -> ActionResult:
         result = ActionResult(action, "runner", "dry_run", f"dry run: would {message}", {"trigger": reason}, 0.0, params, "watchdog")
         return audit(self.ctx.sidecar, result)
 
-    def _memory_guard(self, now: datetime, host: HostSample | Mapping[str, Any], dry_run: bool) -> list[ActionResult]:
+    def _memory_guard(self, now: datetime, host: HostSample | Mapping[str, Any], dry_run: bool,
+                      warnings: Sequence[Any] = ()) -> list[ActionResult]:  # fmt: skip
         control = self.ctx.control
         if control is None:
             return []
-        reason = self._pressure_reason(host)
+        reason = self._pressure_reason(host, warnings)
         if reason is not None:
             self.recovered_since = None
             if self.guard is not None:

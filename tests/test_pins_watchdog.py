@@ -640,3 +640,26 @@ def test_host_probe_for_reads_this_machine(tmp_path: Path) -> None:
 
     sample = host_probe_for(settings_for(tmp_path))()
     assert isinstance(sample, HostSample) and sample.source.startswith("linux") and (sample.mem_total_bytes or 0) > 0
+
+
+def test_the_guard_acts_on_a_forecast_only_when_asked(tmp_path: Path, limiter: ResizableLimiter) -> None:
+    from oasis_ops.earlywarning.model import EarlyWarning
+
+    forecast = EarlyWarning("memory_exhaustion", T0 - timedelta(seconds=30), "warn", "free memory 12 GB, falling 900 MB/min",
+                            {}, "concurrency 1", T0 + timedelta(minutes=13), T0 - timedelta(minutes=3))  # fmt: skip
+    backlog = EarlyWarning("backlog", T0, "warn", "piling up", {}, "concurrency 1", None, T0)
+    off = guard_dog(tmp_path)  # the default: pressure and the floor only
+    assert off.tick(T0, models=[], host=CALM, warnings=[forecast]) == [] and limiter.limit == 4
+    off.close()
+    dog = guard_dog(tmp_path, watchdog_guard_on_forecast=True, watchdog_restore_min=1.0)
+    assert dog.tick(T0, models=[], host=CALM, warnings=[backlog]) == []  # another kind: not the guard's business
+    [lowered] = dog.tick(T0, models=[], host=CALM, warnings=[backlog, forecast])
+    assert lowered.outcome == "done" and limiter.limit == 1
+    assert lowered.detail["trigger"] == ("early warning of memory exhaustion (raised 11:59:30 UTC, at the floor by 12:13 UTC): "
+                                         "free memory 12 GB, falling 900 MB/min")  # fmt: skip
+    assert audit_rows(dog)[-1][:4] == ("concurrency", "runner", "done", "watchdog")
+    # the warning clears: restored after the restore time, as after pressure
+    assert dog.tick(T0 + timedelta(seconds=10), models=[], host=CALM, warnings=[]) == []
+    [restored] = dog.tick(T0 + timedelta(seconds=70), models=[], host=CALM, warnings=[])
+    assert restored.params == {"max_concurrency": 4} and limiter.limit == 4
+    dog.close()

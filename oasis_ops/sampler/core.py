@@ -388,7 +388,8 @@ class Sampler:
                     self.watchdog.close()
                 self.watchdog = Watchdog.for_settings(self.settings, db, sidecar_path=self.sidecar_path)
                 self._watchdog_has_trials = db_exists
-            report.actions = self.watchdog.tick(report.ts, models=report.models, host=report.host)
+            active = self.warnings.tracker.active if self.warnings is not None else ()
+            report.actions = self.watchdog.tick(report.ts, models=report.models, host=report.host, warnings=active)
         except OasisOpsError as exc:
             self._count_error("watchdog", exc, report)
 

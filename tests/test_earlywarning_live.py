@@ -143,7 +143,7 @@ def test_the_sampler_raises_a_warning_once_and_a_restarted_one_takes_it_over(tmp
     sidecar = tmp_path / "s.ops.duckdb"
     settings = load_settings(env={}).replace(ollama_host="http://127.0.0.1:9", notify_webhook_url=hook.url)
     now = [T0]
-    minutes = [i / 6 for i in range(6 * 16)]  # a tick every 10 s for 16 minutes
+    minutes = [i / 6 for i in range(6 * 20)]  # a tick every 10 s for 20 minutes (the rules run every 30 s)
     host = FlakyHost([falling(m) for m in minutes])
     sampler = Sampler(sidecar, settings, host_source=host, clock=lambda: now[0], monotonic=lambda: (now[0] - T0).total_seconds(),
                       flush_interval_s=0.0, follow_logs=False, run_watchdog=False)  # fmt: skip
@@ -156,7 +156,7 @@ def test_the_sampler_raises_a_warning_once_and_a_restarted_one_takes_it_over(tmp
             raised_at += [now[0] for w, change in report.warnings if change == "raised"]
     finally:
         sampler.close()
-    assert len(raised_at) == 1 and T0 + timedelta(minutes=5) < raised_at[0] < T0 + timedelta(minutes=16)
+    assert len(raised_at) == 1 and T0 + timedelta(minutes=5) < raised_at[0] < T0 + timedelta(minutes=20)
     rows = Sidecar(sidecar).warnings_since(T0)
     assert rows["change"].tolist() == ["raised"] and rows["kind"].tolist() == ["memory_exhaustion"]
     assert rows["action"].iloc[0] == "concurrency 1" and rows["eta"].iloc[0] > rows["ts"].iloc[0]

@@ -22,7 +22,7 @@ from oasis_ops.sidecar import Sidecar
 
 log = logging.getLogger(__name__)
 
-EVERY_S = 10.0  # two small reads (host and /api/ps samples, the trial minutes) every ten seconds
+EVERY_S = 30.0  # the history scan's step: ~65 ms of reads and rules each time, 0.2% of a core
 TAKE_OVER = timedelta(hours=6)
 
 

@@ -160,7 +160,7 @@ class Sampler:
         self.run_watchdog = run_watchdog
         self.watchdog: Any = None
         self._watchdog_has_trials = False
-        # Early warning (oasis_ops.earlywarning): the rules on what this sampler stored, every 10 s.
+        # Early warning (oasis_ops.earlywarning): the rules on what this sampler stored, every 30 s.
         self.early_warning = early_warning
         self.warnings: Any = None
         # llama-server runners (Ollama >= 0.30): read every process_interval_s (runners.py).

@@ -236,12 +236,13 @@ def test_no_control_channel_means_no_guard(tmp_path: Path) -> None:
 def test_policy_from_settings_in_base_units_and_back() -> None:
     settings = load_settings(env={}, flags={"watchdog_stopping_s": 45.0, "watchdog_min_free_gb": 3.5, "watchdog_max_pressure": 70.0,
                                             "watchdog_guard_action": "pause", "watchdog_restore_min": 2.5,
-                                            "watchdog_kill_interval_min": 15.0})  # fmt: skip
+                                            "watchdog_kill_interval_min": 15.0, "watchdog_guard_on_forecast": True})  # fmt: skip
     policy = WatchdogPolicy.from_settings(settings)
     assert (policy.stopping_s, policy.min_free_bytes, policy.max_pressure, policy.guard_action, policy.restore_s,
             policy.kill_interval_s) == (45.0, 3.5e9, 70.0, "pause", 150.0, 900.0)  # fmt: skip
     assert policy.as_dict() == {"stopping_s": 45.0, "min_free_gb": 3.5, "max_pressure": 70.0, "guard_action": "pause",
-                                "restore_min": 2.5, "kill_interval_min": 15.0}  # fmt: skip
+                                "restore_min": 2.5, "kill_interval_min": 15.0, "guard_on_forecast": True}  # fmt: skip
+    assert WatchdogPolicy.from_settings(load_settings(env={})).on_forecast is False  # off unless asked
     assert WatchdogPolicy.from_settings(settings, stopping_s=5.0, restore_s=7.0).as_dict()["stopping_s"] == 5.0
     with pytest.raises(ConfigError, match="watchdog_guard_action from override: 'kill' is not one of concurrency, pause"):
         settings.replace(watchdog_guard_action="kill")

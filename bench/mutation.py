@@ -42,7 +42,8 @@ PACKAGES: dict[str, tuple[str, list[str]]] = {
                                       "tests/test_pins_kill.py"]),
     "diagnosis": ("oasis_ops/diagnosis", ["tests/test_windows.py", "tests/test_pins_diagnosis.py", "tests/test_diagnosis_scenarios.py",
                                           "tests/test_report.py", "tests/test_pins_report_text.py", "tests/test_run_span.py",
-                                          "tests/test_preflight.py", "tests/test_pins_preflight.py", "tests/test_diagnosis_replay.py"]),
+                                          "tests/test_preflight.py", "tests/test_pins_preflight.py", "tests/test_diagnosis_replay.py",
+                                          "tests/test_pins_diagnosis_views.py", "tests/test_earlywarning.py"]),
     "watchdog": ("oasis_ops/watchdog.py", ["tests/test_watchdog.py", "tests/test_sampler_watchdog.py", "tests/test_pins_diagnosis.py",
                                           "tests/test_pins_watchdog.py"]),
 }  # fmt: skip

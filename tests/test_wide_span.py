@@ -62,7 +62,7 @@ def test_an_automatic_bucket_gets_coarser_and_answers(wide_db: Path, tmp_path: P
     assert _peak_rss_mb() < PEAK_RSS_BOUND_MB
 
 
-@pytest.mark.parametrize("command", [["incidents", "--json"], ["report", "--out", "REPORT"]])
+@pytest.mark.parametrize("command", [["incidents", "--json"], ["report", "--out", "REPORT"], ["warnings", "--json"]])
 def test_incidents_and_report_scan_only_the_minutes_with_trials(wide_db: Path, tmp_path: Path, command: list[str]) -> None:
     """1,050 trials (in 1,001 minutes) over 1,030 years: too wide to grid every minute (541M rows), so the scan reads
     the minutes that hold trials (cost follows the rows) and answers."""
@@ -70,7 +70,7 @@ def test_incidents_and_report_scan_only_the_minutes_with_trials(wide_db: Path, t
     done = _run([args[0], "--db", str(wide_db), *args[1:]], tmp_path)
     assert done.returncode in (0, 3), (done.stdout[-1000:], done.stderr[-2000:])
     assert "Traceback" not in done.stderr
-    if args[0] == "incidents":
+    if args[0] in ("incidents", "warnings"):
         assert isinstance(json.loads(done.stdout), list)
     else:
         assert "1970" in (tmp_path / "r.md").read_text()

@@ -25,13 +25,13 @@ MAX_ROWS = 200_000
 LOOKBACK = timedelta(minutes=90)
 
 
-_EPOCH = pd.Timestamp(0, tz="UTC")
-
-
 def _seconds(values: Any) -> np.ndarray:
-    """Epoch seconds (NaN where not a time), whatever the column's unit (ns, us) or zone."""
-    stamps = pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
-    return (stamps - _EPOCH).dt.total_seconds().to_numpy(dtype=float)
+    """Epoch seconds (NaN where not a time), whatever the column's unit (ns, us) or zone; in
+    microseconds throughout, so a trial table whose clock says 2999 does not overflow (ns ends in 2262)."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True, errors="coerce").dt.tz_convert(None).to_numpy()
+    out = stamps.astype("datetime64[us]").astype(np.int64).astype(float) / 1e6
+    out[np.isnat(stamps)] = np.nan
+    return out
 
 
 def _floats(frame: pd.DataFrame, column: str) -> np.ndarray:

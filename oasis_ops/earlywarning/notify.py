@@ -36,7 +36,10 @@ def payload(warning: EarlyWarning, change: str) -> dict[str, Any]:
 def _post(url: str, body: dict[str, Any]) -> int:
     import httpx
 
-    with httpx.Client(timeout=TIMEOUT_S, trust_env=False) as client:
+    # A remote webhook goes through the environment's proxy, as other HTTP clients would; a
+    # receiver on this machine never does.
+    loopback = httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+    with httpx.Client(timeout=TIMEOUT_S, trust_env=not loopback) as client:
         return client.post(url, json=body).status_code
 
 

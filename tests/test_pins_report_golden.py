@@ -1,0 +1,58 @@
+"""The whole post-mortem of the replayed incident, and the report of a healthy run, as golden
+Markdown and HTML: every sentence, table and number a reader gets (mutation testing found most of
+the report's timeline and impact text unchecked: the other report tests look for a few phrases).
+
+The replay is seeded and `now` is pinned, so the text is deterministic; the temporary paths are
+replaced by `<DIR>`. When a change to the report is meant, regenerate the golden files with
+`OASIS_OPS_REGOLD=1 pytest tests/test_pins_report_golden.py` and read the diff before committing."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from helpers_scenarios import build_scenario
+
+from oasis_ops.demo import replay
+from oasis_ops.diagnosis.render import render_html, render_markdown
+from oasis_ops.diagnosis.report import build_report
+from oasis_ops.settings import load_settings
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+NOW = datetime(2025, 11, 21, 9, 0, tzinfo=UTC)
+
+
+def _check(text: str, name: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("OASIS_OPS_REGOLD"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), f"{name} changed: if meant, regenerate (see the module docstring)"
+
+
+def _report(db: Path, offset: str = "") -> tuple[str, str]:
+    settings = load_settings(env={}).replace(db=str(db), log_utc_offset=offset)
+    pm = build_report(db, settings, now=NOW)
+    where = str(db.parent)
+    links = {chart.name: f"report-{chart.name}.svg" for chart in pm.charts}
+    return render_markdown(pm, links).replace(where, "<DIR>"), render_html(pm).replace(where, "<DIR>")
+
+
+@pytest.fixture(scope="module")
+def replay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("replay")
+    replay.write_replay(out)
+    return out / replay.TRIALS_FILE
+
+
+def test_the_replayed_incidents_post_mortem_is_exactly_the_golden_one(replay_db: Path) -> None:
+    markdown, html = _report(replay_db)
+    _check(markdown, "replay_report.md")
+    _check(html, "replay_report.html")
+
+
+def test_a_healthy_runs_report_is_exactly_the_golden_one(tmp_path: Path) -> None:
+    scen = build_scenario(tmp_path / "slow", [], slow=True)
+    markdown, _ = _report(scen.db)
+    _check(markdown, "healthy_report.md")

@@ -43,7 +43,7 @@ PACKAGES: dict[str, tuple[str, list[str]]] = {
     "diagnosis": ("oasis_ops/diagnosis", ["tests/test_windows.py", "tests/test_pins_diagnosis.py", "tests/test_diagnosis_scenarios.py",
                                           "tests/test_report.py", "tests/test_pins_report_text.py", "tests/test_run_span.py",
                                           "tests/test_preflight.py", "tests/test_pins_preflight.py", "tests/test_diagnosis_replay.py",
-                                          "tests/test_pins_diagnosis_views.py", "tests/test_earlywarning.py"]),
+                                          "tests/test_pins_diagnosis_views.py", "tests/test_earlywarning.py", "tests/test_pins_report_golden.py"]),
     "watchdog": ("oasis_ops/watchdog.py", ["tests/test_watchdog.py", "tests/test_sampler_watchdog.py", "tests/test_pins_diagnosis.py",
                                           "tests/test_pins_watchdog.py"]),
 }  # fmt: skip

@@ -402,3 +402,33 @@ def test_diagnosis_reads_the_latest_flash_statement_from_the_ingested_log(tmp_pa
     ctx = WindowContext(window(end - timedelta(minutes=5), end, None), telemetry, base_settings(tmp_path))
     on, where = flash_setting(ctx)
     assert on is False and "FlashAttention:Disabled" in where, where
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([], False),  # no host samples
+    ([{"source": "macos:vm_stat", "page_size": 16384}], True),  # Apple Silicon pages are 16 KiB
+    ([{"source": "macos:vm_stat", "page_size": 4096}], False),  # an Intel Mac
+    ([{"source": "linux:/proc", "page_size": 16384}], False),  # a 16 KiB-page Linux is not a Mac
+    ([{"source": "linux:/proc", "page_size": 4096}, {"source": "macos:vm_stat", "page_size": "16384"}], True),  # text, mixed
+    ([{"page_size": 16384}], False),  # no source column
+])  # fmt: skip
+def test_apple_silicon_is_told_from_macos_samples_with_16k_pages(rows: list[dict[str, Any]], expected: bool) -> None:
+    from oasis_ops.diagnosis.checks.context import apple_silicon
+
+    assert apple_silicon(pd.DataFrame(rows)) is expected
+
+
+def test_finding_as_dict_rounds_confidence_and_makes_values_json(tmp_path: Path) -> None:
+    import json
+
+    from oasis_ops.diagnosis.checks.context import Finding
+
+    when = datetime(2025, 11, 20, 17, 58, tzinfo=UTC)
+    finding = Finding("memory_pressure", "confirmed", 0.8765, ["e"], "do it",
+                      {"at": when, "n": np.int64(3), "nan": float("nan"), "inf": float("inf"), "np_nan": np.float64("nan"),
+                       "nested": {"t": pd.Timestamp(when), "xs": (np.float64(1.5), None)}})  # fmt: skip
+    d = finding.as_dict()
+    assert d == {"id": "memory_pressure", "title": finding.title, "status": "confirmed", "confidence": 0.88, "evidence": ["e"],
+                 "values": {"at": "2025-11-20T17:58:00+00:00", "n": 3, "nan": None, "inf": None, "np_nan": None,
+                            "nested": {"t": "2025-11-20T17:58:00+00:00", "xs": [1.5, None]}}, "action": "do it"}  # fmt: skip
+    assert finding.title and json.loads(json.dumps(d)) == d

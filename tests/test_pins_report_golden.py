@@ -56,3 +56,24 @@ def test_a_healthy_runs_report_is_exactly_the_golden_one(tmp_path: Path) -> None
     scen = build_scenario(tmp_path / "slow", [], slow=True)
     markdown, _ = _report(scen.db)
     _check(markdown, "healthy_report.md")
+
+
+def test_the_replays_incidents_and_warnings_json_are_exactly_the_golden_ones(replay_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from oasis_ops.cli import main
+
+    for command, name in ((["incidents"], "replay_incidents.json"), (["warnings"], "replay_warnings.json")):
+        assert main([*command, "--db", str(replay_db), "--json"]) == 0
+        _check(capsys.readouterr().out.replace(str(replay_db.parent), "<DIR>"), name)
+
+
+def test_report_json_says_what_was_written(replay_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from oasis_ops.cli import main
+
+    assert main(["report", "--db", str(replay_db), "--out", str(tmp_path / "pm.md"), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written == {"path": str(tmp_path / "pm.md"), "format": "md", "incidents": 1,
+                       "charts": [str(tmp_path / f"pm-{n}.svg") for n in ("latency", "memory", "timings")]}  # fmt: skip
+    assert main(["report", "--db", str(replay_db), "--out", str(tmp_path / "pm.html"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": str(tmp_path / "pm.html"), "format": "html", "incidents": 1, "charts": []}

@@ -54,15 +54,6 @@ class Baseline:
     failure_rate: float  # over the minutes that are not failing outright
     p95_threshold_ms: float | None  # a minute's p95 above this departs
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "minutes": self.minutes,
-            "p95_median_ms": self.p95_median_ms,
-            "p95_sigma_ms": self.p95_sigma_ms,
-            "failure_rate": self.failure_rate,
-            "p95_threshold_ms": self.p95_threshold_ms,
-        }
-
 
 @dataclass(frozen=True)
 class IncidentWindow:

@@ -73,8 +73,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime | pd.Timestamp):
         moment = as_utc_datetime(value)
         return moment.isoformat() if moment else None
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, np.generic):  # numpy's NaN too must become null below
+        value = value.item()
     if isinstance(value, float) and (np.isnan(value) or np.isinf(value)):
         return None
     return value

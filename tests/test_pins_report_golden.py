@@ -77,3 +77,30 @@ def test_report_json_says_what_was_written(replay_db: Path, tmp_path: Path, caps
                        "charts": [str(tmp_path / f"pm-{n}.svg") for n in ("latency", "memory", "timings")]}  # fmt: skip
     assert main(["report", "--db", str(replay_db), "--out", str(tmp_path / "pm.html"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"path": str(tmp_path / "pm.html"), "format": "html", "incidents": 1, "charts": []}
+
+
+def test_the_replays_post_mortem_in_local_time_is_exactly_the_golden_one(replay_db: Path) -> None:
+    markdown, _ = _report(replay_db, "+01:00")  # every time also in the run's local time
+    _check(markdown, "replay_report_local.md")
+
+
+def test_a_memory_incident_with_an_audited_action_and_no_state_change(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from helpers_scenarios import INCIDENT_WINDOW_START
+
+    from oasis_ops.sidecar import Sidecar
+
+    scen = build_scenario(tmp_path / "memory", ["memory"])
+    Sidecar(scen.sidecar).record_action("concurrency", target="runner", params={"max_concurrency": 1}, requested_by="watchdog",
+                                        outcome="done", detail={"message": "max concurrency is now 1"}, duration_ms=812.0,
+                                        ts=INCIDENT_WINDOW_START + timedelta(minutes=2, seconds=5))  # fmt: skip
+    markdown, _ = _report(scen.db)
+    _check(markdown, "memory_report.md")
+
+
+def test_an_incident_without_telemetry_confirms_nothing(tmp_path: Path) -> None:
+    scen = build_scenario(tmp_path / "client", ["client"])
+    scen.sidecar.unlink()  # the windows from the trial table alone: no cause can be checked
+    markdown, _ = _report(scen.db)
+    _check(markdown, "no_sidecar_report.md")

@@ -104,3 +104,13 @@ def test_an_incident_without_telemetry_confirms_nothing(tmp_path: Path) -> None:
     scen.sidecar.unlink()  # the windows from the trial table alone: no cause can be checked
     markdown, _ = _report(scen.db)
     _check(markdown, "no_sidecar_report.md")
+
+
+@pytest.mark.parametrize("fault", ["cold", "client", "flash", "deadlock"])
+def test_each_faults_incidents_json_is_exactly_the_golden_one(fault: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The evidence lines and values of each finding, as `incidents --json` gives them, for each fault alone."""
+    from oasis_ops.cli import main
+
+    scen = build_scenario(tmp_path / fault, [fault])
+    assert main(["incidents", "--db", str(scen.db), "--json"]) == 0
+    _check(capsys.readouterr().out.replace(str(scen.root), "<DIR>"), f"{fault}_incidents.json")

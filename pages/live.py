@@ -36,6 +36,7 @@ CACHE_MAX_ENTRIES = 32
 HEADER_TTL_S = 5
 WINDOW_TTL_S = 30
 FLASH_TTL_S = 60
+WARNINGS_TTL_S = 30  # the sampler evaluates its warnings every 30 s: reading them more often only adds sidecar opens
 CHART_REFRESH_S = 30.0  # the charts refresh more slowly than the header (fewer chart redraws)
 WINDOW_CHOICES = [15, 30, 60, 180, 360]
 AUTO_KEY = "live_auto"
@@ -57,7 +58,7 @@ def cached_window(sidecar_path: str, key: str, start: datetime, end: datetime) -
     return views.live_window(Sidecar(sidecar_path), start, end)
 
 
-@st.cache_data(ttl=HEADER_TTL_S, max_entries=CACHE_MAX_ENTRIES, show_spinner=False)
+@st.cache_data(ttl=WARNINGS_TTL_S, max_entries=CACHE_MAX_ENTRIES, show_spinner=False)
 def cached_warnings(sidecar_path: str, key: str, now_key: datetime) -> list[Any]:
     """The sampler's open early-warning episodes (oasis_ops.earlywarning.live)."""
     from oasis_ops.earlywarning.live import open_warnings
@@ -343,7 +344,7 @@ def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
         header = views.live_header_at(cached_header_rows(sidecar_path, key, source.as_of), source.as_of)
     flash = cached_flash(key, settings) if not source.historical else {}
     if not source.historical:  # the sampler's warnings are about now
-        show_warnings(cached_warnings(sidecar_path, key, _now_key(now, HEADER_TTL_S)), now, settings, db, source.actions_apply)
+        show_warnings(cached_warnings(sidecar_path, key, _now_key(now, WARNINGS_TTL_S)), now, settings, db, source.actions_apply)
     action_slot = st.container()  # the action bar (issue 5) goes first, above the state it acts on
     with st.container(border=True):
         show_source(source)

@@ -44,3 +44,30 @@ def note_missing_trial_db(settings: Settings, what: str) -> None:
     if not db.parent.is_dir():
         raise UsageError(f"the trial database's directory does not exist: {db.parent} (check --db)")
     print(f"oasis-ops: note: trial database {db} does not exist (yet); {what}", file=sys.stderr)
+
+
+def add_run_range_args(p: argparse.ArgumentParser, *, to_help: str = "end, exclusive; default: the latest run's last trial") -> None:
+    """--db, --sidecar, --from/--to, --run-id, --model: the run a diagnosis command looks at."""
+    p.add_argument("--db", help="trial database (DuckDB); default: the db setting")
+    p.add_argument("--sidecar", help="telemetry sidecar (default: <db stem>.ops.duckdb beside it)")
+    p.add_argument("--from", dest="start", metavar="T", help="start (ISO 8601, naive = UTC); default: the latest run's first trial")
+    p.add_argument("--to", dest="end", metavar="T", help=to_help)
+    p.add_argument("--run-id", help="only this run (default: the latest)")
+    p.add_argument("--model", help="only this model")
+
+
+def run_range(args: argparse.Namespace, **flags: Any) -> tuple[Settings, Any, Any]:
+    """(settings with --db/--sidecar, start, end) of add_run_range_args' flags; start and end are
+    both None (the latest run) or both set, end after start; a database is required."""
+    from oasis_ops.trials import parse_time
+
+    settings = settings_from(args, db=args.db, sidecar=args.sidecar, **flags)
+    if not settings.db:
+        raise UsageError("no trial database: pass --db PATH or set the db setting")
+    if bool(args.start) != bool(args.end):
+        raise UsageError("give both --from and --to, or neither (the latest run)")
+    start = parse_time(args.start) if args.start else None
+    end = parse_time(args.end) if args.end else None
+    if start and end and end <= start:
+        raise UsageError("--to must be after --from")
+    return settings, start, end

@@ -9,36 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from oasis_ops.commands import settings_from
+from oasis_ops.commands import add_run_range_args, run_range
 from oasis_ops.diagnosis import text as t
 from oasis_ops.diagnosis.incidents import Analysis, analyze
-from oasis_ops.errors import UsageError
 from oasis_ops.fmt import json_text
-from oasis_ops.trials import parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("incidents", help="find incident windows in a run and diagnose their causes")
-    p.add_argument("--db", help="trial database (DuckDB); default: the db setting")
-    p.add_argument("--sidecar", help="telemetry sidecar (default: <db stem>.ops.duckdb beside it)")
-    p.add_argument("--from", dest="start", metavar="T", help="start (ISO 8601, naive = UTC); default: the latest run's first trial")
-    p.add_argument("--to", dest="end", metavar="T", help="end, exclusive; default: the latest run's last trial")
-    p.add_argument("--run-id", help="only this run (default: the latest)")
-    p.add_argument("--model", help="only this model")
+    add_run_range_args(p)
     p.add_argument("--json", action="store_true", help="print the windows and findings as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args, db=args.db, sidecar=args.sidecar)
-    if not settings.db:
-        raise UsageError("no trial database: pass --db PATH or set the db setting")
-    if bool(args.start) != bool(args.end):
-        raise UsageError("give both --from and --to, or neither (the latest run)")
-    start = parse_time(args.start) if args.start else None
-    end = parse_time(args.end) if args.end else None
-    if start and end and end <= start:
-        raise UsageError("--to must be after --from")
+    settings, start, end = run_range(args)
     analysis = analyze(settings.db, settings, start=start, end=end, run_id=args.run_id, model=args.model)
     if args.json:
         sys.stdout.write(json_text(analysis.as_json(), indent=1))

@@ -13,20 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from oasis_ops.commands import settings_from
-from oasis_ops.errors import UsageError
+from oasis_ops.commands import add_run_range_args, run_range
 from oasis_ops.fmt import json_text
-from oasis_ops.trials import parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("warnings", help="early warnings over a run: what was seen coming, when, and what to do")
-    p.add_argument("--db", help="trial database (DuckDB); default: the db setting")
-    p.add_argument("--sidecar", help="telemetry sidecar (default: <db stem>.ops.duckdb beside it)")
-    p.add_argument("--from", dest="start", metavar="T", help="start (ISO 8601, naive = UTC); default: the latest run's first trial")
-    p.add_argument("--to", dest="end", metavar="T", help="end, exclusive; default: 30 minutes after the latest run's last trial")
-    p.add_argument("--run-id", help="only this run (default: the latest)")
-    p.add_argument("--model", help="only this model")
+    add_run_range_args(p, to_help="end, exclusive; default: 30 minutes after the latest run's last trial")
     p.add_argument("--json", action="store_true", help="print the warnings as a JSON list")
     p.set_defaults(func=run)
 
@@ -39,15 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from oasis_ops.sidecar import Sidecar, sidecar_path_for
     from oasis_ops.trials import TrialSource
 
-    settings = settings_from(args, db=args.db, sidecar=args.sidecar)
-    if not settings.db:
-        raise UsageError("no trial database: pass --db PATH or set the db setting")
-    if bool(args.start) != bool(args.end):
-        raise UsageError("give both --from and --to, or neither (the latest run)")
-    start = parse_time(args.start) if args.start else None
-    end = parse_time(args.end) if args.end else None
-    if start and end and end <= start:
-        raise UsageError("--to must be after --from")
+    settings, start, end = run_range(args)
     source = TrialSource(Path(settings.db), settings)
     try:
         run_id = args.run_id

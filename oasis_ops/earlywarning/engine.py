@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from oasis_ops.earlywarning.inputs import WarningInputs
-from oasis_ops.earlywarning.model import CRITICAL, Condition, EarlyWarning
+from oasis_ops.earlywarning.model import CRITICAL, Condition, EarlyWarning, utc_of
 from oasis_ops.earlywarning.rules import evaluate
 from oasis_ops.settings import Settings
 
@@ -19,9 +19,6 @@ MAX_STEPS = 20_000  # a history scan evaluates at most this many moments; wider 
 Key = tuple[str, str | None]
 IMMEDIATE = frozenset({"stuck_stopping"})
 
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 @dataclass
@@ -54,7 +51,7 @@ class WarningTracker:
             warning = self._active.get(key)
             if warning is not None:
                 warning.updates += 1
-                warning.latest = {"at": _utc(t).strftime("%Y-%m-%dT%H:%M:%SZ"), "message": condition.message,
+                warning.latest = {"at": utc_of(t).strftime("%Y-%m-%dT%H:%M:%SZ"), "message": condition.message,
                                   "eta": condition.eta.strftime("%Y-%m-%dT%H:%M:%SZ") if condition.eta else None}  # fmt: skip
                 if condition.severity == CRITICAL:
                     warning.worst = CRITICAL
@@ -63,8 +60,8 @@ class WarningTracker:
             # stuck_stopping's rule already waits watchdog_stopping_s: no second wait
             if condition.kind in IMMEDIATE or t - first >= float(self.settings.warn_min_duration_s):
                 del self._pending[key]
-                warning = EarlyWarning(condition.kind, _utc(t), condition.severity, condition.message, condition.evidence,
-                                       condition.action, condition.eta, _utc(first), condition.subject, worst=condition.severity)  # fmt: skip
+                warning = EarlyWarning(condition.kind, utc_of(t), condition.severity, condition.message, condition.evidence,
+                                       condition.action, condition.eta, utc_of(first), condition.subject, worst=condition.severity)  # fmt: skip
                 self._active[key] = warning
                 self.episodes.append(warning)
                 raised.append(warning)
@@ -75,7 +72,7 @@ class WarningTracker:
                 continue  # still there, or no data to say it is gone (a stopped sampler clears nothing)
             gone = self._gone_since.setdefault(key, t)
             if t - gone >= float(self.settings.warn_clear_s):
-                warning.cleared_at = _utc(t)
+                warning.cleared_at = utc_of(t)
                 del self._active[key]
                 del self._gone_since[key]
                 cleared.append(warning)
@@ -104,5 +101,5 @@ def first_failing_minute(inputs: WarningInputs, min_trials: int = 3) -> datetime
     m = inputs.trials
     for i in range(len(m.minute)):
         if m.trials[i] >= min_trials and m.failures[i] / m.trials[i] > 0.5:
-            return _utc(float(m.minute[i]))
+            return utc_of(float(m.minute[i]))
     return None

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from oasis_ops.trials.records import stamp
+
+
+def utc_of(seconds: float) -> datetime:
+    """Epoch seconds (the rules' clock) as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
+
 
 KINDS = ("memory_exhaustion", "latency_drift", "stuck_stopping", "backlog")
 WARN, CRITICAL = "warn", "critical"

@@ -38,7 +38,9 @@ def _post(url: str, body: dict[str, Any]) -> int:
 
     # A remote webhook goes through the environment's proxy, as other HTTP clients would; a
     # receiver on this machine never does.
-    loopback = httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+    from oasis_ops.access import is_loopback_name
+
+    loopback = is_loopback_name(httpx.URL(url).host)
     with httpx.Client(timeout=TIMEOUT_S, trust_env=not loopback) as client:
         return client.post(url, json=body).status_code
 

@@ -6,14 +6,13 @@ Constants are the rules' shape; the thresholds a user may want to move are setti
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from oasis_ops.diagnosis import text as tx
 from oasis_ops.earlywarning.inputs import WarningInputs
-from oasis_ops.earlywarning.model import CRITICAL, WARN, Condition
+from oasis_ops.earlywarning.model import CRITICAL, WARN, Condition, utc_of
 from oasis_ops.earlywarning.trend import theil_sen
 from oasis_ops.settings import Settings
 
@@ -37,9 +36,6 @@ BUSY_CPU = 50.0  # a runner this busy is serving work
 SPILL_CPU = 90.0  # ...and this busy while /api/ps says 100% GPU is the flash-attention spill signature
 ACTIVE_RUN_S = 900.0  # a trial started this recently: the run still has work
 
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -89,7 +85,7 @@ def memory_exhaustion(t: float, inputs: WarningInputs, settings: Settings, hold:
     }
     evidence["swapouts_per_s"] = round(swap_rate, 1) if swap_rate is not None else None
     evidence["pressure"] = pressure
-    eta = _utc(t + eta_s)
+    eta = utc_of(t + eta_s)
     severity = CRITICAL if eta_s <= CRITICAL_ETA_S or (pressure is not None and pressure >= CRITICAL_PRESSURE) else WARN
     if swapping and now_free > floor:
         head = f"memory exhausted: the host is swapping with {tx.size(now_free)} free or reclaimable"
@@ -205,7 +201,7 @@ def stuck_stopping(t: float, inputs: WarningInputs, settings: Settings) -> list[
             why.append("the run still has work")
         if busy:
             why.append(f"its runner at {cpu:.0f}% CPU")
-        evidence = {"stopping_since": _utc(since).strftime("%Y-%m-%dT%H:%M:%SZ"), "stopping_for_s": round(stopping_for, 1),
+        evidence = {"stopping_since": utc_of(since).strftime("%Y-%m-%dT%H:%M:%SZ"), "stopping_for_s": round(stopping_for, 1),
                     "threshold_s": threshold, "runner_cpu_percent": round(cpu, 1) if cpu is not None else None,
                     "run_active": active_run}  # fmt: skip
         message = f"{name} Stopping for {tx.duration(stopping_for)} (over {tx.duration(threshold)}) while {' and '.join(why)}"

@@ -75,6 +75,12 @@ def judge(status: ModelStatus, serving: Serving | None, now: datetime) -> ModelS
     )
 
 
+def newest(found: list[Serving | None]) -> Serving | None:
+    """The most recent of the evidence found (None when there is none)."""
+    present = [s for s in found if s is not None]
+    return max(present, key=lambda s: s.at) if present else None
+
+
 def trial_evidence(ended_ok_since: Callable[[datetime, str | None], int], status: ModelStatus,
                    now: datetime) -> Serving | None:  # fmt: skip
     """Trials of the model that ended ok after its expiry (and within BUSY_EVIDENCE_S); while the
@@ -103,11 +109,9 @@ def sidecar_evidence(sidecar: Sidecar, model: str, now: datetime) -> Serving | N
     except OasisOpsError:
         return None
     seen = {str(w): a for w, a in zip(frame["what"], frame["at"], strict=False) if a is not None and a == a}
-    if "runner" in seen:
-        return Serving(_aware(seen["runner"]), "the sampler saw its llama-server runner decoding tokens")
-    if "model" in seen:
-        return Serving(_aware(seen["model"]), "the sampler saw it serving while Ollama showed Stopping")
-    return None
+    runner = Serving(_aware(seen["runner"]), "the sampler saw its llama-server runner decoding tokens") if "runner" in seen else None
+    model_seen = Serving(_aware(seen["model"]), "the sampler saw it serving while Ollama showed Stopping") if "model" in seen else None
+    return newest([runner, model_seen])
 
 
 def _aware(value: Any) -> datetime:
@@ -167,19 +171,22 @@ def judge_all(statuses: list[ModelStatus], settings: Settings, now: datetime, *,
             if status.ollama_state != "stopping":
                 out.append(status)
                 continue
-            serving = (seen or {}).get(status.name)
-            if serving is None and sidecar is not None:
-                serving = sidecar_evidence(sidecar, status.name, now)
-            if serving is None and db and Path(db).expanduser().exists():
+            # Every source is asked and the newest evidence wins: each lags in its own way (the
+            # sidecar by the sampler's flush interval, the runner looks by a busy runner's slow
+            # answer), so an older serving seen in one must not hide a newer one in another.
+            found = [(seen or {}).get(status.name)]
+            if sidecar is not None:
+                found.append(sidecar_evidence(sidecar, status.name, now))
+            if db and Path(db).expanduser().exists():
                 try:
                     if source is None:
                         from oasis_ops.trials import TrialSource
 
                         source = TrialSource(Path(db).expanduser(), settings)
-                    serving = trial_evidence(source.ended_ok_since, status, now)
+                    found.append(trial_evidence(source.ended_ok_since, status, now))
                 except OasisOpsError:
-                    serving = None
-            out.append(judge(status, serving, now))
+                    pass  # an unreadable trial DB tells nothing either way
+            out.append(judge(status, newest(found), now))
     finally:
         if source is not None:
             source.close()

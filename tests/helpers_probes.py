@@ -96,6 +96,8 @@ class FakeOllama:
         self.mode = "ok"
         self.delay_s = 0.0
         self.extra_headers: dict[str, str] = {}  # sent with every answer (e.g. the demo emulator's mark)
+        self.fail_paths: set[str] = set()  # answered with a 500 whatever the mode
+        self.mode_after_unload: str | None = None  # the mode from the first unload request on
         self.requests: list[tuple[str, str, Any]] = []
         self.lock = threading.Lock()
         owner = self
@@ -151,6 +153,11 @@ class FakeOllama:
             self.requests.append((method, path, body))
             mode, delay = self.mode, self.delay_s
             models = json.loads(json.dumps(self.models))
+            unload = path == "/api/generate" and isinstance(body, dict) and body.get("keep_alive") == 0
+            if unload and self.mode_after_unload is not None:
+                self.mode, self.mode_after_unload = self.mode_after_unload, None
+        if path in self.fail_paths:
+            return self._send(handler, 500, b'{"error":"unexpected server status: 500"}')
         if mode == "slow" or (mode == "ps_slow" and path == "/api/ps"):
             time.sleep(delay)
         if mode == "html":

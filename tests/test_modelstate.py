@@ -21,7 +21,15 @@ from helpers_emulator import is_stopping, ps_entry, running_emulator, set_fault,
 
 from oasis_ops.cli import main as cli_main
 from oasis_ops.demo.ollama.home import real_engine_available
-from oasis_ops.modelstate import BUSY_EVIDENCE_S, JUST_EXPIRED_S, Serving, judge, trial_evidence
+from oasis_ops.modelstate import (
+    BUSY_EVIDENCE_S,
+    JUST_EXPIRED_S,
+    Serving,
+    judge,
+    judge_all,
+    sidecar_evidence,
+    trial_evidence,
+)
 from oasis_ops.probes.ollama import model_status_from_ps
 from oasis_ops.sampler import Sampler
 from oasis_ops.settings import load_settings
@@ -96,6 +104,82 @@ def test_trial_evidence_counts_only_trials_after_the_expiry() -> None:
     assert serving is not None and "3 trial(s)" in serving.what
     assert asked == [(expired.expires_at, "m:1")]  # since its expiry, of that model
     assert trial_evidence(lambda ts, model: 0, expired, NOW) is None
+
+
+def _runner_row(ts: datetime, tokens_per_s: float) -> dict[str, Any]:
+    return {"ts": ts, "model": "m:1", "runner_pid": 4321, "runner_create_time": 1.0, "reachable": True,
+            "tokens_per_s": tokens_per_s, "rate_source": "slots"}  # fmt: skip
+
+
+def _model_row(ts: datetime, expired: Any, busy: bool) -> dict[str, Any]:
+    return {"ts": ts, "model": "m:1", "state": "loaded", "ollama_state": "stopping", "busy": busy,
+            "expires_at": expired.expires_at}  # fmt: skip
+
+
+def test_status_takes_the_newest_evidence_of_all_its_sources(tmp_path: Path) -> None:
+    """The sampler's last runner read lags by its flush interval and predates the expiry; trials
+    ended ok after it. The older evidence in one source must not hide the newer in another (a busy
+    demo was once judged Stopping so)."""
+    expired = status(-30)
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    sidecar.write_batch({"runner_samples": [_runner_row(NOW - timedelta(seconds=35), 40.0)]})
+    db = tmp_path / "trials.duckdb"
+    settings = load_settings(env={}).replace(db=str(db))
+    assert judge_all([expired], settings, NOW, sidecar=sidecar, db=db)[0].state == "stopping"  # no trials yet
+    with TrialWriter(db, batch_size=1) as writer:
+        writer.add(trial_id=1, model="m:1", started_at=NOW - timedelta(seconds=50), finished_at=NOW - timedelta(seconds=4),
+                   latency_ms=46_000.0, status="ok")  # fmt: skip
+    (judged,) = judge_all([expired], settings, NOW, sidecar=sidecar, db=db)
+    assert (judged.state, judged.busy) == ("loaded", True) and "1 trial(s) ended ok" in (judged.judged or "")
+    # the runner looks of the caller itself, older still, change nothing
+    seen = {"m:1": Serving(NOW - timedelta(seconds=60), "its runner decoded 3 tokens/s")}
+    assert judge_all([expired], settings, NOW, sidecar=sidecar, db=db, seen=seen)[0].busy is True
+
+
+def test_the_sampler_checking_after_an_expiry_is_no_evidence_of_serving(tmp_path: Path) -> None:
+    """In the first seconds after an expiry the sampler calls the model loaded while it checks: a
+    later one-shot `status` must not read that as serving (a stuck Stopping would hide 2 minutes)."""
+    expired = status(-60)
+    sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
+    checking = expired.expires_at + timedelta(seconds=5)
+    sidecar.write_batch({"model_samples": [_model_row(checking, expired, busy=False)]})
+    assert sidecar_evidence(sidecar, "m:1", NOW) is None
+    assert judge_all([expired], load_settings(env={}), NOW, sidecar=sidecar)[0].state == "stopping"
+    busy_at = NOW - timedelta(seconds=3)
+    sidecar.write_batch({"model_samples": [_model_row(busy_at, expired, busy=True)],
+                         "runner_samples": [_runner_row(NOW - timedelta(seconds=9), 25.0)]})  # fmt: skip
+    seen = sidecar_evidence(sidecar, "m:1", NOW)
+    assert seen is not None and seen.at == busy_at and "serving while Ollama showed Stopping" in seen.what  # the newer
+    assert judge_all([expired], load_settings(env={}), NOW, sidecar=sidecar)[0].state == "loaded"
+
+
+def test_preflight_judges_from_the_sidecar_it_is_given_or_the_trial_db(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.preflight import judged_statuses
+
+    expired = status(-60)
+    recent = datetime.now(UTC) - timedelta(seconds=5)  # judged_statuses judges at the real now
+    stale = model_status_from_ps(ps_like(expired) | {"expires_at": (recent - timedelta(seconds=60)).isoformat()}, recent)
+    base = load_settings(env={})
+    assert judged_statuses([stale], base)[0].state == "stopping"  # nothing given: nothing to judge with
+    # the sidecar beside --db, present: its busy sample wins
+    db = tmp_path / "run" / "trials.duckdb"
+    db.parent.mkdir()
+    Sidecar(db.parent / "trials.ops.duckdb").write_batch({"model_samples": [_model_row(recent, stale, busy=True)]})
+    (beside,) = judged_statuses([stale], base.replace(db=str(db)))
+    assert (beside.state, beside.busy) == ("loaded", True) and "the sampler saw it serving" in (beside.judged or "")
+    # an explicit `sidecar` setting is read instead (none beside this db)
+    other_db = tmp_path / "elsewhere" / "t.duckdb"
+    other_db.parent.mkdir()
+    assert judged_statuses([stale], base.replace(db=str(other_db)))[0].state == "stopping"
+    assert judged_statuses([stale], base.replace(db=str(other_db), sidecar=str(db.parent / "trials.ops.duckdb")))[0].busy
+    assert judged_statuses([stale], base.replace(sidecar=str(db.parent / "trials.ops.duckdb")))[0].busy  # no db at all
+    # no sidecar, a trial DB with a trial ended ok since the expiry
+    with TrialWriter(other_db, batch_size=1) as writer:
+        writer.add(trial_id=1, model="m:1", started_at=recent - timedelta(seconds=20), finished_at=recent,
+                   latency_ms=20_000.0, status="ok")  # fmt: skip
+    (from_trials,) = judged_statuses([stale], base.replace(db=str(other_db)))
+    assert from_trials.busy and "1 trial(s) ended ok" in (from_trials.judged or "")
+    assert not (tmp_path / "elsewhere" / "t.ops.duckdb").exists()  # preflight never creates a sidecar
 
 
 _TRIAL_IDS = itertools.count(1)

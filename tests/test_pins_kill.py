@@ -10,11 +10,12 @@ import importlib
 import json
 import os
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers_probes import FakeOllama, FakeOllamaTree, ps_entry, utc
+from helpers_probes import FakeOllama, FakeOllamaTree, modelfile_for, ps_entry, utc
 from test_kill_real import GEMMA, OTHER, World, pauser, world  # noqa: F401 - fixtures reused
 
 from oasis_ops.actions.kill import KillPlan, _interrupted, find_status, hard_kill, plan_kill
@@ -180,6 +181,41 @@ def test_evict_outcomes_and_words(world: World) -> None:  # noqa: F811
     world.server.mode = "ok"
 
 
+def test_evict_failures_name_the_step_that_failed(world: World) -> None:  # noqa: F811
+    from oasis_ops.actions import evict
+
+    world.server.fail_paths = {"/api/generate"}  # /api/ps answers, the unload request does not
+    refused = evict(world.ctx(), OTHER)
+    assert (refused.outcome, refused.detail) == ("failed", {"state_before": "loaded"})
+    assert refused.message.startswith(f"evict {OTHER}: the unload request failed: ") and "HTTP 500" in refused.message
+    world.server.fail_paths = set()
+    world.server.mode_after_unload = "500"  # the unload is taken, then /api/ps stops answering
+    blind = evict(world.ctx(), OTHER, grace_s=0.3)
+    assert blind.outcome == "failed" and blind.detail["state_before"] == "loaded" and "state_after" not in blind.detail
+    assert blind.message.startswith(f"evict {OTHER}: cannot watch /api/ps: ") and "HTTP 500" in blind.message
+    assert [(r["action"], r["outcome"]) for r in world.audit_rows()] == [("evict", "failed"), ("evict", "failed")]
+
+
+def test_evict_waits_by_the_episode_and_never_sleeps_past_its_deadline(world: World) -> None:  # noqa: F811
+    from oasis_ops.actions import evict
+    from oasis_ops.actions.evict import MIN_OBSERVE_S
+
+    slept: list[float] = []
+    # polls every 0.5 s: a grace of 0.3 s must still end with a sleep of at most what is left
+    ctx = dataclasses.replace(world.ctx(), sleep=lambda s: (slept.append(s), time.sleep(s))[1], poll_interval_s=0.5)
+    stuck = evict(ctx, GEMMA, grace_s=3.0)  # Stopping for 40 s already: the grace is used up, MIN_OBSERVE_S left
+    assert stuck.detail["waited_up_to_s"] == MIN_OBSERVE_S and stuck.outcome == "stuck"
+    since = datetime.fromisoformat(stuck.detail["stopping_since"])
+    expiry = datetime.fromisoformat(next(m for m in world.server.models if m["name"] == GEMMA)["expires_at"])
+    assert abs((since - expiry).total_seconds()) < 1  # Ollama's expiry: the sidecar holds no earlier episode
+    slept.clear()
+    evict(ctx, OTHER, grace_s=0.3)  # loaded: no episode, the whole grace
+    assert slept and max(slept) <= 0.3 + 1e-6, slept  # never a poll past the deadline
+    world.server.set_expires(GEMMA, datetime.now(UTC) - timedelta(seconds=0.2))
+    fresh = evict(ctx, GEMMA, grace_s=2.5)  # Stopping for 0.2 s: about 2.3 s of the grace left
+    assert 2.0 <= fresh.detail["waited_up_to_s"] <= 2.3, fresh.detail
+
+
 def test_recover_outcomes_and_words(world: World) -> None:  # noqa: F811
     from oasis_ops.actions import recover
 
@@ -306,6 +342,8 @@ def test_episode_from_the_sampler_rules(tmp_path: Path) -> None:
     # no stopping_since nor expires_at: the samples' own times
     bare = _samples(tmp_path / "c", [(250, "loaded", 7, None, None), (200, "stopping", None, None, None), (5, "stopping", None, None, None)])
     assert episode_start_from_sidecar(bare, "m", now) == now - timedelta(seconds=200)  # type: ignore[arg-type]
+    since_first = _samples(tmp_path / "e", [(200, "stopping", 7, 300, 200), (5, "stopping", 7, 300, 150)])
+    assert episode_start_from_sidecar(since_first, "m", now) == now - timedelta(seconds=300)  # type: ignore[arg-type]
     ended = _samples(tmp_path / "d", [(100, "stopping", 7, 100, 100), (5, "loaded", 7, None, None)])
     assert episode_start_from_sidecar(ended, "m", now) is None  # type: ignore[arg-type]
 
@@ -358,6 +396,9 @@ def test_episodes_tracked_poll_by_poll(tmp_path: Path) -> None:
     assert episodes.starts == {("m", 7, 1.0): now - timedelta(seconds=400)}
     episodes.update([snap("m", 30, pid=9)], sidecar)  # type: ignore[arg-type]  # another runner: the samples are not its
     assert episodes.starts == {("m", 9, 1.0): now - timedelta(seconds=30)}
+    stopping_without_since = dataclasses.replace(snap("m", 30), status=dataclasses.replace(snap("m", 30).status, stopping_since=None))
+    episodes.update([stopping_without_since])  # Stopping, but since when is unknown: no episode to keep
+    assert episodes.starts == {}
     episodes.update([snap(f"m{n}", 10) for n in range(MAX_EPISODES + 5)])
     assert len(episodes.starts) == MAX_EPISODES
 
@@ -390,6 +431,7 @@ def test_control_actions_words_and_details(tmp_path: Path) -> None:
                                     "applied_paused", "in_flight", "heartbeat_age_s", "runner_alive"}  # fmt: skip
         assert (done.detail["runner_pid"], done.detail["applied_max_concurrency"], done.detail["runner_alive"]) == (os.getpid(), 3, True)
         assert done.detail["in_flight"] == 0 and done.detail["applied_paused"] is False and 0 <= done.detail["heartbeat_age_s"] < 5
+        assert isinstance(done.detail["heartbeat_age_s"], float) and done.detail["heartbeat_age_s"] == round(done.detail["heartbeat_age_s"], 2)
         paused = pause(ctx, reason="memory")
         assert paused.message.startswith("runner paused (in-flight trials finish) (runner pid ") and limiter.paused
         assert paused.params == {"paused": True} and paused.detail["trigger"] == "memory" and paused.detail["applied_paused"] is True
@@ -506,6 +548,7 @@ def test_the_respawn_check_retries_a_fast_failure_a_few_times(world: World) -> N
 
         def ping_generate(self, model: str, timeout_s: float) -> PingResult:
             self.timeouts.append(timeout_s)
+            time.sleep(0.0123)  # a ping takes time: ping_s has digits past the third
             ok = self.answers.pop(0)
             return PingResult(ok, 0.01, "answered" if ok else "model runner has unexpectedly stopped")
 
@@ -526,6 +569,35 @@ def test_the_respawn_check_retries_a_fast_failure_a_few_times(world: World) -> N
     assert info["ping"] == "model runner has unexpectedly stopped" and sleeps == [0.2] * (RESPAWN_ATTEMPTS - 1)
     same = check_respawn(dataclasses.replace(base, client=Pings(base.client, [True])), GEMMA, old_pid=gemma)  # type: ignore[arg-type]
     assert (same["ok"], same["new_runner_pid"]) == (False, gemma)  # the old runner answering is no respawn
+    assert same["new_runner_create_time"] == world.create_time(gemma) and "note" not in same
+    assert isinstance(same["ping_s"], float) and same["ping_s"] == round(same["ping_s"], 3)
+    # an answer, but no runner to be found for the model: the plan's refusal is the note
+    lost = check_respawn(dataclasses.replace(base, client=Pings(base.client, [True])), "absent:1b", old_pid=gemma)  # type: ignore[arg-type]
+    assert (lost["ok"], lost["ping_ok"], lost["new_runner_pid"], lost["new_runner_create_time"]) == (False, True, None, None)
+    assert lost["note"] == "no runner process serves absent:1b (absent:1b is not loaded according to /api/ps)"
+
+
+def test_a_kill_whose_runner_does_not_come_back_says_so(world: World) -> None:  # noqa: F811
+    """The fake serve respawns nothing: the kill is confirmed, the respawn check finds no runner."""
+    gemma = world.tree.pid_of("--port", "54107")
+    result = hard_kill(dataclasses.replace(world.ctx(), respawn_timeout_s=2.0), GEMMA, verify_respawn=True)
+    assert result.outcome == "failed" and not world.alive(gemma)
+    gone_ms = result.detail["gone_after_ms"]
+    assert isinstance(gone_ms, float) and gone_ms == round(gone_ms, 1) and gone_ms >= 0
+    assert result.message == (f"killed runner pid {gemma} of {GEMMA} (gone after {gone_ms:.0f} ms), but no new runner "
+                              f"answered: no runner process serves {GEMMA}")  # fmt: skip
+    assert result.detail["respawn"]["note"] == f"no runner process serves {GEMMA}" and result.detail["respawn"]["ping_ok"]
+    [row] = [r for r in world.audit_rows() if r["action"] == "hard_kill"]
+    assert row["outcome"] == "failed" and json.loads(row["detail"])["respawn"]["ok"] is False
+
+
+def test_an_error_while_planning_is_audited_as_such(world: World) -> None:  # noqa: F811
+    def broken() -> list[object]:
+        raise RuntimeError("boom")
+
+    result = hard_kill(dataclasses.replace(world.ctx(), processes=broken), GEMMA)
+    assert (result.outcome, result.message) == ("failed", f"hard-kill {GEMMA}: RuntimeError: boom while planning; nothing was signalled")
+    assert result.detail["error_stage"] == "planning"
 
 
 def test_recover_when_the_soft_evict_works(world: World) -> None:  # noqa: F811
@@ -542,7 +614,7 @@ def test_recover_when_the_soft_evict_works(world: World) -> None:  # noqa: F811
 
         def ping_generate(self, model: str, timeout_s: float) -> PingResult:
             self.asked.append((model, timeout_s))
-            return PingResult(self.ok, 0.25, "answered in 0.25 s" if self.ok else "HTTP 500: llama runner process has terminated")
+            return PingResult(self.ok, 0.23456, "answered in 0.23 s" if self.ok else "HTTP 500: llama runner process has terminated")
 
         def __getattr__(self, name: str) -> object:
             return getattr(self.real, name)
@@ -554,14 +626,98 @@ def test_recover_when_the_soft_evict_works(world: World) -> None:  # noqa: F811
         pings = Pings(base.client, ok)
         result = recover(dataclasses.replace(base, client=pings), OTHER, grace_s=3.0)  # type: ignore[arg-type]
         evicted, ping = result.detail["steps"]
-        assert (evicted["action"], evicted["outcome"], ping["action"], ping["duration_ms"]) == ("evict", "done", "ping", 250.0)
+        assert (evicted["action"], evicted["outcome"], ping["action"], ping["duration_ms"]) == ("evict", "done", "ping", 234.6)
+        assert isinstance(evicted["duration_ms"], float) and evicted["duration_ms"] == round(evicted["duration_ms"], 1)
         assert evicted["detail"]["waited_up_to_s"] == 3.0 and pings.asked == [(OTHER, 12.0)]
         assert result.target == OTHER and result.params == {"grace_s": 3.0, "ping": True, "pid": None} and result.audited
         if ok:
             assert (result.outcome, ping["outcome"]) == ("done", "done")
-            assert result.message == f"{evicted['message']}; a test request answered in 0.25 s"
+            assert result.message == f"{evicted['message']}; a test request answered in 0.23 s"
         else:
             assert (result.outcome, ping["outcome"], ping["message"]) == ("failed", "failed", "HTTP 500: llama runner process has terminated")
             assert result.message == f"{evicted['message']}, but a test request failed: HTTP 500: llama runner process has terminated"
     quiet = recover(base, "absent:1b", ping=True)  # nothing was loaded: nothing to test either
     assert [s["action"] for s in quiet.detail["steps"]] == ["evict"] and quiet.outcome == "done"
+
+
+# --- plan_kill: the episode, the details a refusal keeps, the numbers it shows -----------------
+def test_the_plan_counts_stopping_from_the_episode_in_the_sidecar(world: World) -> None:  # noqa: F811
+    """Ollama restarts its clock at every keep_alive 0; the sampler's samples of this model (not
+    another's) say since when it has really been Stopping."""
+    now = datetime.now(UTC)
+
+    def rows(model: str, since_s: int) -> list[dict[str, object]]:
+        return [{"ts": now - timedelta(seconds=ago), "model": model, "state": "stopping", "runner_pid": None,
+                 "runner_create_time": None, "stopping_since": now - timedelta(seconds=since_s),
+                 "expires_at": now - timedelta(seconds=since_s)} for ago in (since_s, since_s // 2, 2)]  # fmt: skip
+
+    world.sidecar.write_batch({"model_samples": rows(GEMMA, 300) + rows(OTHER, 900)})
+    plan = plan_kill(world.ctx(), GEMMA)
+    assert plan.ok and plan.stopping_since is not None and plan.stopping_for_s is not None
+    assert abs((plan.stopping_since - (now - timedelta(seconds=300))).total_seconds()) < 1  # GEMMA's, not OTHER's 900 s
+    assert 299 <= plan.stopping_for_s < 330
+    assert plan.describe()[3].startswith("model state: Stopping for 5m")
+
+
+def test_refusals_keep_what_was_found_and_the_plan_shows_live_numbers(world: World, pauser: Path, tmp_path: Path) -> None:  # noqa: F811
+    gemma = world.tree.pid_of("--port", "54107")
+    created = world.create_time(gemma)
+    cmdline = tuple(psutil_cmdline(gemma))
+    modelfiles, world.server.modelfiles = world.server.modelfiles, {}  # the blob unknown to /api/show too
+    by_pid = plan_kill(_ctx_without_manifest(world), GEMMA, pid=gemma)  # type: ignore[arg-type]
+    world.server.modelfiles = modelfiles
+    assert by_pid.refusal is not None and by_pid.refusal.startswith(f"cannot tell which model pid {gemma} serves")
+    assert (by_pid.pid, by_pid.create_time, by_pid.cmdline) == (gemma, created, cmdline) and by_pid.rss_bytes
+    me = plan_kill(world.ctx(), GEMMA, pid=os.getpid())
+    assert me.refusal == f"pid {os.getpid()} is this process"
+    assert me.create_time == world.create_time(os.getpid()) and me.cmdline and me.username
+    # the RSS shown is read from the process at planning time, not the listing's older figure
+    ctx = world.ctx()
+    listed = [dataclasses.replace(r, rss_bytes=1) if r.pid == gemma else r for r in ctx.processes()]
+    plan = plan_kill(dataclasses.replace(ctx, processes=lambda: listed), GEMMA)
+    assert plan.ok and plan.rss_bytes is not None and plan.rss_bytes > 1
+
+
+def test_two_runners_of_one_model_are_named_and_none_is_chosen(pauser: Path, tmp_path: Path) -> None:  # noqa: F811
+    blob = str(tmp_path / "models" / "blobs" / ("sha256-" + "4e30e266" * 8))
+    tree = FakeOllamaTree(pauser, tmp_path / "fs")
+    server = FakeOllama()
+    try:
+        ollama = tree.exe("bin/ollama")
+        serve_pid = tree.start([[ollama, "runner", "--model", blob, "--port", "54107"],
+                                [ollama, "runner", "--model", blob, "--port", "54108"]])  # fmt: skip
+        server.models = [ps_entry(GEMMA, expires_at=utc(-40))]
+        server.modelfiles = {GEMMA: modelfile_for(GEMMA, blob)}
+        w = World(tree, server, serve_pid, tmp_path, {GEMMA: blob})
+        first, second = tree.pid_of("--port", "54107"), tree.pid_of("--port", "54108")
+        plan = plan_kill(w.ctx(), GEMMA)
+        pids = ", ".join(str(p) for p in plan.candidates)
+        assert sorted(plan.candidates) == sorted([first, second]) and plan.pid is None and not plan.ok
+        assert plan.refusal == f"2 runners serve {GEMMA} (pids {pids}); choose one with --pid"
+        chosen = plan_kill(w.ctx(), GEMMA, pid=second)
+        assert chosen.ok and chosen.pid == second and chosen.notes[-1] == f"2 runners serve this model (pids {pids})"
+    finally:
+        server.close()
+        tree.close()
+
+
+def test_an_mlx_runner_is_matched_by_the_model_name(pauser: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The MLX engine's runner takes a model name, not a blob path: matched by name."""
+    tree = FakeOllamaTree(pauser, tmp_path / "fs")
+    server = FakeOllama()
+    try:
+        ollama = tree.exe("bin/ollama")
+        serve_pid = tree.start([[ollama, "runner", "--mlx-engine", "--model", "qwen3:0.6b", "--port", "54109"]])
+        server.models = [ps_entry("qwen3:0.6b", expires_at=utc(-40))]
+        w = World(tree, server, serve_pid, tmp_path, {})
+        plan = plan_kill(_ctx_without_manifest(w), "qwen3:0.6b")  # type: ignore[arg-type]
+        assert plan.ok and plan.pid == tree.pid_of("--port", "54109") and plan.blob_path is None
+    finally:
+        server.close()
+        tree.close()
+
+
+def psutil_cmdline(pid: int) -> list[str]:
+    import psutil
+
+    return list(psutil.Process(pid).cmdline())

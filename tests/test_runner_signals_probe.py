@@ -170,6 +170,13 @@ def test_tokens_per_second_from_counters_else_from_n_decoded() -> None:
     second = tracker.update(reading(102.0, slots_with(140), total=1090))
     assert (second.tokens_per_s, second.rate_source) == (45.0, "metrics")
 
+    # llama.cpp adds a request's tokens to the counter when the request ends: between two close
+    # reads within one long request the counter stands still while the slot decodes.
+    mid_request = tracker.update(reading(104.0, slots_with(180), total=1090))
+    assert (mid_request.tokens_per_s, mid_request.rate_source) == (20.0, "slots")
+    ended = tracker.update(reading(106.0, slots_with(0, busy=False), total=1400))
+    assert (ended.tokens_per_s, ended.rate_source) == (155.0, "metrics")  # the whole request counted at its end
+
     slots_only = RunnerTracker(no_progress_s=30)
     slots_only.update(reading(100.0, slots_with(100)))
     rate = slots_only.update(reading(102.0, slots_with(160)))

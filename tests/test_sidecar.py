@@ -118,13 +118,14 @@ def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "trials.ops.duckdb"
     Sidecar(path).migrate()
     con = duckdb.connect(str(path))
-    con.execute("INSERT INTO schema_version VALUES (7, now(), 'from_the_future')")
+    future = latest_version() + 1
+    con.execute("INSERT INTO schema_version VALUES ($v, now(), 'from_the_future')", {"v": future})
     con.close()
     before, files_before = digest(path), sibling_files(path)
     sidecar = Sidecar(path)
-    with pytest.raises(SchemaError, match=rf"sidecar schema v7 is newer than this oasis-ops \(v{latest_version()}\); upgrade oasis-ops"):
+    with pytest.raises(SchemaError, match=rf"sidecar schema v{future} is newer than this oasis-ops \(v{latest_version()}\); upgrade oasis-ops"):
         sidecar.migrate()
-    with pytest.raises(SchemaError, match="v7 is newer"):
+    with pytest.raises(SchemaError, match=f"v{future} is newer"):
         sidecar.record_event("model_loaded", "gemma4:e4b")
     assert digest(path) == before
     assert sibling_files(path) == files_before

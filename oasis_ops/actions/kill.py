@@ -218,7 +218,7 @@ def plan_kill(ctx: ActionContext, model: str, pid: int | None = None, create_tim
     }
 
     def refused(reason: str, **extra: Any) -> KillPlan:
-        return KillPlan(pid=extra.pop("pid", pid), create_time=extra.pop("create_time", create_time),
+        return KillPlan(pid=pid, create_time=extra.pop("create_time", create_time),
                         refusal=reason, notes=tuple(notes), **base, **extra)  # fmt: skip
 
     if pid is None:

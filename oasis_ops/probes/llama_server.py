@@ -418,8 +418,12 @@ class RunnerTracker:
             if now - since >= self.no_progress_s:
                 stalled.append(StalledSlot(slot.id, slot.id_task, slot.n_decoded, now - since))
         self._slots = seen  # slots no longer listed are forgotten (bounded)
-        if rate is None and self._last_slots_mono is not None and now > self._last_slots_mono:
-            rate, source = decoded_delta / (now - self._last_slots_mono), "slots"
+        if self._last_slots_mono is not None and now > self._last_slots_mono:
+            slots_rate = decoded_delta / (now - self._last_slots_mono)
+            # /metrics' counter grows only when a request ends (llama.cpp adds a request's tokens
+            # at its release), so two close reads can see 0 from it while the slots decode.
+            if rate is None or slots_rate > rate:
+                rate, source = slots_rate, "slots"
         self._last_slots_mono = now
         return RunnerSignals(
             reading, tokens_per_s=rate, rate_source=source, stalled_for_s=max(ages.values()) if ages else None,

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
-from oasis_ops.modelstate import Serving, judge, trial_evidence
+from oasis_ops.modelstate import Serving, judge, newest, trial_evidence
 from oasis_ops.probes import (
     ModelProbe,
     ModelSnapshot,
@@ -98,6 +98,7 @@ def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
         stopping_since=status.stopping_since,
         ollama_state=status.ollama_state,
         processor=status.processor,
+        busy=status.busy,
         runner_create_time=snapshot.runner_create_time,
         runner_threads=snapshot.runner_threads,
     )
@@ -506,8 +507,9 @@ class Sampler:
         if status.ollama_state != "stopping":
             return snap
         serving = self.runners.progress_of(snap.runner_pid, snap.runner_create_time)
-        if serving is None:
-            serving = self._trial_evidence(status, now, mono)
+        if serving is None or status.expires_at is None or serving.at <= status.expires_at:
+            # runner progress from before the expiry proves nothing after it: ask the trials too
+            serving = newest([serving, self._trial_evidence(status, now, mono)])
         if serving is None and snap.runner_variant == "llama-server" and snap.runner_port and self.runners.undecided(snap.runner_pid, snap.runner_create_time, mono):
             # The sampler just met this runner: one more read (one tick) tells decoding from
             # stuck. Saying "Stopping" meanwhile would put a false event on the timeline.

@@ -7,7 +7,8 @@ renews its expiry and its own /api/ps (like `ollama ps`) reads "Stopping" once t
 has passed while trials keep completing (after one idle moment: see _idle_once). The test checks that it did (else it would prove nothing), and that the
 console, judging from evidence, says Loaded · busy everywhere.
 
-By default it runs for SOAK_S = 45 s (the suite's budget; Ollama says Stopping from 15 s after the idle moment); `OASIS_OPS_TEST_SOAK_S=600
+By default it runs for SOAK_S = 45 s (the suite's budget; Ollama says Stopping from 15 s after the idle moment),
+longer (up to SOAK_MAX_S) until Ollama has said Stopping at two looks; `OASIS_OPS_TEST_SOAK_S=600
 OASIS_OPS_TEST_SOAK_KEEP_ALIVE=1m` gives the issue's 10 minutes with keep-alive 1 minute.
 """
 
@@ -32,6 +33,7 @@ from oasis_ops.settings import load_settings
 
 SOAK_S = float(os.environ.get("OASIS_OPS_TEST_SOAK_S", "45"))
 KEEP_ALIVE = os.environ.get("OASIS_OPS_TEST_SOAK_KEEP_ALIVE", "15s")
+SOAK_MAX_S = max(SOAK_S, 150.0)
 LOOK_EVERY_S = 8.0
 
 
@@ -66,6 +68,34 @@ def _idle_once(db: Path, work: Path, ollama_host: str) -> None:
         time.sleep(0.5)
 
 
+def _evidence(db: Path, model: dict[str, object]) -> str:
+    """What the sources held when status judged Stopping: the trials that ended since the expiry
+    and the sampler's newest serving reads (for a failure message)."""
+    lines = []
+    with duckdb.connect(":memory:") as con:
+        for label, path, sql in (
+            ("trials ended ok since expiry", db, "SELECT count(*), max(finished_at) FROM {t}.trials WHERE status = 'ok' "
+                                                 "AND finished_at >= $e::TIMESTAMPTZ"),
+            ("sampler's newest runner read with tokens", db.with_suffix(".ops.duckdb"),
+             "SELECT max(ts), count(*) FROM {t}.runner_samples WHERE tokens_per_s > 0"),
+            ("sampler's newest model sample", db.with_suffix(".ops.duckdb"),
+             "SELECT max(ts), arg_max(state, ts), arg_max(ollama_state, ts) FROM {t}.model_samples"),
+        ):  # fmt: skip
+            try:
+                copy = Path(str(path) + ".evidence-copy")
+                copy.write_bytes(path.read_bytes())
+                wal = Path(str(path) + ".wal")
+                if wal.exists():  # the writer's newest rows may still be in its WAL
+                    Path(str(copy) + ".wal").write_bytes(wal.read_bytes())
+                con.execute(f"ATTACH '{copy}' AS t{len(lines)} (READ_ONLY)")
+                query = sql.format(t=f"t{len(lines)}")
+                row = con.execute(query, {"e": model["expires_at"]} if "$e" in query else {}).fetchone()
+                lines.append(f"{label}: {row}")
+            except Exception as exc:  # noqa: BLE001 - a failure message must not fail itself
+                lines.append(f"{label}: unreadable ({exc})")
+    return "\n".join(lines)
+
+
 @pytest.mark.browser
 def test_a_healthy_busy_demo_never_shows_stopping(page: Page, tmp_path: Path) -> None:
     demo = tmp_path / "demo"
@@ -83,7 +113,9 @@ def test_a_healthy_busy_demo_never_shows_stopping(page: Page, tmp_path: Path) ->
         looks = raw_stopping = 0
         states: set[str] = set()
         started = time.monotonic()
-        while time.monotonic() - started < SOAK_S:
+        # At least SOAK_S; on a loaded machine longer, until Ollama has shown Stopping at two looks
+        # (a slow harness can let the runner go idle, which renews the expiry: then nothing to test yet).
+        while (elapsed := time.monotonic() - started) < SOAK_S or (raw_stopping < 2 and elapsed < SOAK_MAX_S):
             time.sleep(LOOK_EVERY_S)
             page.reload()
             expect(page.locator("[data-testid=stApp]")).to_be_visible()
@@ -95,7 +127,9 @@ def test_a_healthy_busy_demo_never_shows_stopping(page: Page, tmp_path: Path) ->
             assert done.returncode in (0, 3), done.stderr
             for model in json.loads(done.stdout)["models"]:
                 states.add(model["state"])
-                assert model["state"] != "stopping", model
+                if model["state"] == "stopping":  # say everything: a flake here needs its evidence
+                    pytest.fail(f"status judged Stopping at {json.loads(done.stdout)['taken_at']}: "
+                                f"{json.dumps(model, default=str)}\n{_evidence(db, model)}")  # fmt: skip
                 if model["ollama_state"] == "stopping":
                     raw_stopping += 1
                     # busy, or in the first seconds after the expiry "checking that it still is"

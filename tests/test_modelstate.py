@@ -153,35 +153,6 @@ def test_the_sampler_checking_after_an_expiry_is_no_evidence_of_serving(tmp_path
     assert judge_all([expired], load_settings(env={}), NOW, sidecar=sidecar)[0].state == "loaded"
 
 
-def test_preflight_judges_from_the_sidecar_it_is_given_or_the_trial_db(tmp_path: Path) -> None:
-    from oasis_ops.diagnosis.preflight import judged_statuses
-
-    expired = status(-60)
-    recent = datetime.now(UTC) - timedelta(seconds=5)  # judged_statuses judges at the real now
-    stale = model_status_from_ps(ps_like(expired) | {"expires_at": (recent - timedelta(seconds=60)).isoformat()}, recent)
-    base = load_settings(env={})
-    assert judged_statuses([stale], base)[0].state == "stopping"  # nothing given: nothing to judge with
-    # the sidecar beside --db, present: its busy sample wins
-    db = tmp_path / "run" / "trials.duckdb"
-    db.parent.mkdir()
-    Sidecar(db.parent / "trials.ops.duckdb").write_batch({"model_samples": [_model_row(recent, stale, busy=True)]})
-    (beside,) = judged_statuses([stale], base.replace(db=str(db)))
-    assert (beside.state, beside.busy) == ("loaded", True) and "the sampler saw it serving" in (beside.judged or "")
-    # an explicit `sidecar` setting is read instead (none beside this db)
-    other_db = tmp_path / "elsewhere" / "t.duckdb"
-    other_db.parent.mkdir()
-    assert judged_statuses([stale], base.replace(db=str(other_db)))[0].state == "stopping"
-    assert judged_statuses([stale], base.replace(db=str(other_db), sidecar=str(db.parent / "trials.ops.duckdb")))[0].busy
-    assert judged_statuses([stale], base.replace(sidecar=str(db.parent / "trials.ops.duckdb")))[0].busy  # no db at all
-    # no sidecar, a trial DB with a trial ended ok since the expiry
-    with TrialWriter(other_db, batch_size=1) as writer:
-        writer.add(trial_id=1, model="m:1", started_at=recent - timedelta(seconds=20), finished_at=recent,
-                   latency_ms=20_000.0, status="ok")  # fmt: skip
-    (from_trials,) = judged_statuses([stale], base.replace(db=str(other_db)))
-    assert from_trials.busy and "1 trial(s) ended ok" in (from_trials.judged or "")
-    assert not (tmp_path / "elsewhere" / "t.ops.duckdb").exists()  # preflight never creates a sidecar
-
-
 _TRIAL_IDS = itertools.count(1)
 
 

@@ -15,6 +15,7 @@ Each test fails when one of these (mutation-testing survivors) is planted:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -432,3 +433,133 @@ def test_finding_as_dict_rounds_confidence_and_makes_values_json(tmp_path: Path)
                  "values": {"at": "2025-11-20T17:58:00+00:00", "n": 3, "nan": None, "inf": None, "np_nan": None,
                             "nested": {"t": "2025-11-20T17:58:00+00:00", "xs": [1.5, None]}}, "action": "do it"}  # fmt: skip
     assert finding.title and json.loads(json.dumps(d)) == d
+
+
+# --- 7. the Stopping deadlock: its episode, its evidence and its confidence -----------------------
+def stopping_rows(since: datetime, seconds: int, *, cpu: float = 99.0, expires_later_s: int = 0,
+                  then_loaded: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """/api/ps samples every 10 s over `seconds` of Stopping from `since` (Ollama's clock may have
+    restarted: expires_at later than stopping_since), optionally loaded again after it."""
+    rows = [{"ts": since + timedelta(seconds=s), "model": MODEL, "state": "stopping", "stopping_since": since,
+             "expires_at": since + timedelta(seconds=expires_later_s), "size_bytes": 9 * GB, "size_vram_bytes": 9 * GB,
+             "runner_pid": PID, "runner_create_time": CREATE_TIME, "runner_cpu_percent": cpu, "runner_rss_bytes": 10 * GB}
+            for s in range(0, seconds + 1, 10)]  # fmt: skip
+    if then_loaded:
+        rows.append({**rows[-1], "ts": since + timedelta(seconds=seconds + 10), "state": "loaded", "stopping_since": None})
+    return rows
+
+
+def test_a_busy_runner_stopping_past_the_limit_is_a_deadlock_with_its_evidence(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.checks.stopping import check_stopping_deadlock, stopping_episodes
+
+    since = WINDOW_START + timedelta(minutes=1)
+    actions = [
+        {"ts": since - timedelta(seconds=90), "action": "evict", "target": MODEL, "outcome": "stuck", "requested_by": "ui",
+         "params": "{}", "detail": "{}", "duration_ms": 1.0},
+        {"ts": since + timedelta(seconds=90), "action": "evict", "target": MODEL, "outcome": "stuck", "requested_by": "cli",
+         "params": "{}", "detail": "{}", "duration_ms": 1.0},
+    ]  # fmt: skip
+    ctx = context(tmp_path, {"model_samples": stopping_rows(since, 120, expires_later_s=20, then_loaded=True), "actions": actions})
+    [episode] = stopping_episodes(ctx.telemetry.models)
+    assert (episode.model, episode.since, episode.seconds, episode.still_stopping) == (MODEL, since, 120.0, False)
+    finding = check_stopping_deadlock(ctx)  # no trial counter: busy alone (99% CPU), not stalled
+    assert finding is not None and finding.confidence == 0.75 and finding.values["trials_completed"] is None
+    assert finding.values["stopping_s"] == 120.0 and finding.values["limit_s"] == 30.0
+    assert finding.evidence[-1] == f"soft evict (keep_alive 0) requested at {(since - timedelta(seconds=90)):%H:%M:%S} by ui just before"
+    # exactly the limit is past it; a next window that starts first cuts the look-ahead
+    exact = check_stopping_deadlock(dataclasses.replace(ctx, settings=ctx.settings.replace(watchdog_stopping_s=120.0)))
+    assert exact is not None and exact.values["stopping_s"] == 120.0
+    cut = dataclasses.replace(ctx, next_start=since + timedelta(seconds=55))
+    found = check_stopping_deadlock(cut)
+    assert found is not None and found.values["stopping_s"] == 50.0
+
+
+def test_trials_completing_without_a_pace_before_say_no_pace(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.checks.stopping import check_stopping_deadlock
+
+    since = WINDOW_START + timedelta(minutes=1)
+    ctx = context(tmp_path, {"model_samples": stopping_rows(since, 120, cpu=2.0)})
+    no_history = dataclasses.replace(ctx, window=dataclasses.replace(ctx.window, trials_before=0),
+                                     trials_between=lambda a, b: {"ok": 0})  # fmt: skip
+    stalled = check_stopping_deadlock(no_history)  # idle runner, nothing completing: stalled alone
+    assert stalled is not None and stalled.confidence == 0.8 and stalled.values["trials_expected"] is None
+    assert "0 trials completed while it was Stopping" in stalled.evidence
+    assert check_stopping_deadlock(dataclasses.replace(no_history, trials_between=lambda a, b: {"ok": 5})) is None
+
+
+# --- 8. where the memory numbers come from, said next to them ------------------------------------
+def test_memory_is_labelled_real_recorded_or_simulated(tmp_path: Path) -> None:
+    import socket
+
+    from oasis_ops.demo.replay import RUN_ID as REPLAY_RUN_ID
+    from oasis_ops.diagnosis.incidents import MemorySource, label_memory
+
+    def sidecar_from(host: str | None, name: str) -> Sidecar:
+        sidecar = Sidecar(tmp_path / f"{name}.ops.duckdb")
+        sidecar.migrate()
+        if host is not None:
+            sidecar.write_batch({"sampler_status": [{"sampler_id": "s1", "ts": T0, "pid": 1, "host": host, "started_at": T0,
+                                                     "last_tick_at": T0, "ticks": 5, "errors": 0, "interval_s": 1.0}]})  # fmt: skip
+        return sidecar
+
+    here = socket.gethostname()
+    real = label_memory("linux:/proc", sidecar_from(here, "here"), "r1")
+    assert real == MemorySource("real", "linux:/proc", here, False)
+    assert real.describe() == f"REAL: sampled on this machine ({here}, linux:/proc) by the oasis-ops sampler" and real.badge == "REAL"
+    away = label_memory("macos:vm_stat", sidecar_from("eval-mbp.local", "away"), "r1")
+    assert away == MemorySource("recorded", "macos:vm_stat", "eval-mbp.local", False)
+    assert away.describe() == "RECORDED: sampled during the run on another machine (eval-mbp.local, macos:vm_stat); not this machine's memory"
+    replayed = label_memory("macos:vm_stat", sidecar_from("eval-mbp.local", "replayed"), REPLAY_RUN_ID)
+    assert replayed.replay and replayed.describe().startswith("RECORDED: the write-up's host memory as reconstructed")
+    unknown = label_memory("linux:/proc", sidecar_from(None, "none"), "r1")
+    assert (unknown.kind, unknown.host) == ("recorded", None)
+    simulated = label_memory("simulated", sidecar_from(here, "sim"), "r1")
+    assert simulated.kind == "simulated" and simulated.describe() == (
+        "SIMULATED: the demo emulator's simulated host (simulated), not a real machine's memory")
+
+
+# --- 9. the client timed out, the server did not -------------------------------------------------
+def test_client_timeout_needs_the_server_answering_2xx_in_time(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.checks.client_timeout import check_client_timeout
+
+    ctx = context(tmp_path, {})
+
+    def with_logs(timeouts: int, statuses: list[int]) -> WindowContext:
+        at = [WINDOW_START + timedelta(seconds=20 * i) for i in range(max(timeouts, len(statuses)))]
+        harness = pd.DataFrame({"ts": pd.to_datetime(at[:timeouts], utc=True), "kind": ["timeout"] * timeouts,
+                                "latency_ms": [60_000.0] * timeouts})  # fmt: skip
+        requests = pd.DataFrame({"ts": pd.to_datetime(at[: len(statuses)], utc=True), "path": ["/api/chat"] * len(statuses),
+                                 "status": statuses, "latency_ms": [4_000.0] * len(statuses)})  # fmt: skip
+        return dataclasses.replace(ctx, telemetry=dataclasses.replace(ctx.telemetry, harness=harness, requests=requests))
+
+    as_many = check_client_timeout(with_logs(3, [200, 200, 200]))
+    assert as_many is not None and as_many.confidence == 0.9  # as many server answers as client timeouts
+    fewer = check_client_timeout(with_logs(4, [200, 200, 200]))
+    assert fewer is not None and fewer.confidence == 0.75
+    assert check_client_timeout(with_logs(3, [200] * 9 + [500, 500])) is None  # 82% answered 2xx: the server failed too
+    assert check_client_timeout(with_logs(3, [200] * 8 + [101, 101])) is None  # 1xx is no answer either
+
+
+def test_a_long_timeline_keeps_its_first_entries_and_its_end() -> None:
+    from oasis_ops.diagnosis.report import MAX_TIMELINE, capped_timeline
+
+    entries = [(T0 + timedelta(seconds=i), f"e{i}") for i in range(MAX_TIMELINE + 5)]
+    capped = capped_timeline(entries)
+    assert len(capped) == MAX_TIMELINE and capped[:-1] == entries[: MAX_TIMELINE - 1] and capped[-1] == entries[-1]
+    assert capped_timeline(entries[:MAX_TIMELINE]) == entries[:MAX_TIMELINE]
+
+
+def test_a_log_axis_spans_the_decades_of_its_positive_values() -> None:
+    from oasis_ops.diagnosis.svg import Axis, _domain
+
+    assert _domain([0.0, 0.5, 300.0], Axis("ms", log=True)) == (0.1, 1000)  # 0 has no logarithm: left out
+    assert _domain([0.0, -3.0], Axis("ms", log=True)) == (1.0, 10.0)  # nothing positive: one decade
+    assert _domain([5.0], Axis("ms", log=True, minimum=1.0, maximum=1.0)) == (1.0, 10.0)  # an empty span widened
+
+
+def test_an_unstated_flash_setting_on_apple_silicon_is_on(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {})  # no server.log: the setting is unknown
+    assert flash_setting(ctx)[0] is None
+    mac = pd.DataFrame([{"ts": WINDOW_START, "source": "macos:vm_stat", "page_size": 16384}])
+    on, where = flash_setting(dataclasses.replace(ctx, telemetry=dataclasses.replace(ctx.telemetry, host=mac)))
+    assert on is True and where.endswith("; on Apple Silicon Ollama's defaults turn it on for gemma models")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ from oasis_ops.errors import ProbeError
 from oasis_ops.probes import OllamaClient
 from oasis_ops.probes.flash import FlashAttentionSetting
 from oasis_ops.probes.host import HostSample
-from oasis_ops.probes.ollama import ModelStatus
+from oasis_ops.probes.ollama import ModelStatus, model_status_from_ps
 from oasis_ops.probes.processes import find_ollama_tree, records_from
 from oasis_ops.settings import load_settings
+from oasis_ops.sidecar import Sidecar
+from oasis_ops.trials.writer import TrialWriter
 
 NOW = datetime(2025, 11, 20, 17, 0, tzinfo=UTC)
 GB = 1_000_000_000
@@ -384,3 +386,33 @@ def test_ollama_down_and_host_memory_unreadable_are_warnings_not_errors(tmp_path
     assert checks["ollama"].status == WARN and checks["ollama"].message.endswith("; start Ollama before the run")
     assert checks["free_memory"] == Check("free_memory", WARN, "cannot read host memory: no /proc/meminfo")
     assert "swap" not in checks and "pressure" not in checks and "stopping" not in checks  # no readings, no verdicts
+
+
+def test_preflight_judges_from_the_sidecar_it_is_given_or_the_trial_db(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.preflight import judged_statuses
+
+    recent = datetime.now(UTC) - timedelta(seconds=5)  # judged_statuses judges at the real now
+    stale = model_status_from_ps({"name": "m:1", "model": "m:1", "size": 10, "size_vram": 10,
+                                  "expires_at": (recent - timedelta(seconds=60)).isoformat()}, recent)  # fmt: skip
+    base = load_settings(env={})
+    assert judged_statuses([stale], base)[0].state == "stopping"  # nothing given: nothing to judge with
+    # the sidecar beside --db, present: its busy sample wins
+    db = tmp_path / "run" / "trials.duckdb"
+    db.parent.mkdir()
+    Sidecar(db.parent / "trials.ops.duckdb").write_batch({"model_samples": [{"ts": recent, "model": "m:1", "state": "loaded", "ollama_state": "stopping",
+                                                                             "busy": True, "expires_at": stale.expires_at}]})
+    (beside,) = judged_statuses([stale], base.replace(db=str(db)))
+    assert (beside.state, beside.busy) == ("loaded", True) and "the sampler saw it serving" in (beside.judged or "")
+    # an explicit `sidecar` setting is read instead (none beside this db)
+    other_db = tmp_path / "elsewhere" / "t.duckdb"
+    other_db.parent.mkdir()
+    assert judged_statuses([stale], base.replace(db=str(other_db)))[0].state == "stopping"
+    assert judged_statuses([stale], base.replace(db=str(other_db), sidecar=str(db.parent / "trials.ops.duckdb")))[0].busy
+    assert judged_statuses([stale], base.replace(sidecar=str(db.parent / "trials.ops.duckdb")))[0].busy  # no db at all
+    # no sidecar, a trial DB with a trial ended ok since the expiry
+    with TrialWriter(other_db, batch_size=1) as writer:
+        writer.add(trial_id=1, model="m:1", started_at=recent - timedelta(seconds=20), finished_at=recent,
+                   latency_ms=20_000.0, status="ok")  # fmt: skip
+    (from_trials,) = judged_statuses([stale], base.replace(db=str(other_db)))
+    assert from_trials.busy and "1 trial(s) ended ok" in (from_trials.judged or "")
+    assert not (tmp_path / "elsewhere" / "t.ops.duckdb").exists()  # preflight never creates a sidecar

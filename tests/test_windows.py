@@ -102,3 +102,42 @@ def test_find_windows_on_a_real_db(tmp_path: Path) -> None:
     assert w.p95_censored and w.p95_ms_during == 60_000.0
     d = w.as_dict()
     assert d["start"] == "2025-11-20T09:30:00+00:00" and d["p95_ms_before"] == w.p95_ms_before
+
+
+def test_find_windows_for_one_model_scans_that_model_only(tmp_path: Path) -> None:
+    """Two models in one run: `m` healthy 09:00-10:00, `f` from 09:30 to 10:30 and failing at
+    10:10-10:13. Each scan covers its model's own span and compares with its own trials only."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for model, first, count in (("m", T0, 600), ("f", T0 + timedelta(minutes=30), 600)):
+        for i in range(count):  # one trial every 6 s
+            ts = first + timedelta(seconds=6 * i)
+            failing = model == "f" and 40 <= i // 10 < 44 and i % 10 != 0
+            latency = None if failing else float(4100 * np.exp(0.24 * rng.standard_normal()))
+            rows.append({"trial_id": len(rows) + 1, "run_id": "r", "model": model, "started_at": ts, "finished_at": ts,
+                         "latency_ms": latency, "status": "timeout" if failing else "ok"})  # fmt: skip
+    db = tmp_path / "trials.duckdb"
+    _write(db, rows)
+    settings = load_settings(env={}).replace(snapshot_dir=str(tmp_path / "snap"))
+    with TrialSource(db, settings) as source:
+        healthy = find_windows(source, settings, model="m")
+        failing = find_windows(source, settings, model="f")
+    assert healthy.windows == [] and healthy.model == "m"
+    assert healthy.start == T0 and healthy.end <= T0 + timedelta(minutes=61)  # m's span, not the run's
+    assert failing.start == T0 + timedelta(minutes=30)
+    [w] = failing.windows
+    assert (w.start, w.end, w.model) == (T0 + timedelta(minutes=70), T0 + timedelta(minutes=74), "f")
+    assert w.trials_before == 400  # f's 40 minutes before the window, not m's trials beside them
+    flags = np.asarray(failing.departing)
+    assert flags.dtype == bool and len(flags) == len(failing.rollup) and flags.sum() == w.departing_minutes
+
+
+def test_find_windows_on_an_empty_table_is_an_empty_scan(tmp_path: Path) -> None:
+    db = tmp_path / "trials.duckdb"
+    _write(db, [{"trial_id": 1, "run_id": "r", "model": "m", "started_at": T0, "finished_at": T0, "latency_ms": 1.0,
+                 "status": "ok"}])  # fmt: skip
+    settings = load_settings(env={}).replace(snapshot_dir=str(tmp_path / "snap"))
+    with TrialSource(db, settings) as source:
+        scan = find_windows(source, settings, run_id="no-such-run")
+    assert scan.windows == [] and int(scan.rollup["trials"].sum()) == 0 and scan.run_id == "no-such-run"
+    assert scan.baseline == Baseline(0, None, None, 0.0, None) and scan.start == scan.end

@@ -314,6 +314,13 @@ def _impact(pm: PostMortem, analysis: Analysis, totals: dict[str, Any], after: d
         pm.add("p", note)
 
 
+def capped_timeline(entries: list[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
+    """At most MAX_TIMELINE entries: the first ones, and always the last (how it ended)."""
+    if len(entries) > MAX_TIMELINE:
+        return entries[: MAX_TIMELINE - 1] + [entries[-1]]
+    return entries
+
+
 def _timeline(pm: PostMortem, analysis: Analysis, incident: Incident, zone: timezone | None) -> None:
     w = incident.window
     tel = analysis.telemetry
@@ -354,9 +361,7 @@ def _timeline(pm: PostMortem, analysis: Analysis, incident: Incident, zone: time
     for f in incident.confirmed:
         if f.id == "stopping_deadlock" and f.values.get("still_stopping"):
             entries.append((as_utc_datetime(f.values["last_stopping_sample"]) or w.end, "last sample: still Stopping…, no trial since the window"))  # fmt: skip
-    entries.sort(key=lambda e: e[0])
-    if len(entries) > MAX_TIMELINE:
-        entries = entries[: MAX_TIMELINE - 1] + [entries[-1]]
+    entries = capped_timeline(sorted(entries, key=lambda e: e[0]))
     pm.add("h2", "Timeline")
     if zone is not None:
         pm.add("p", f"Times in UTC; the logs' local time is UTC{zone.tzname(None)[3:] if zone.tzname(None) else ''}.")

@@ -140,6 +140,7 @@ def window(start: datetime = WINDOW_START, end: datetime = WINDOW_END, model: st
 
 
 def context(tmp_path: Path, tables: dict[str, list[dict[str, Any]]]) -> WindowContext:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     sidecar = Sidecar(tmp_path / "trials.ops.duckdb")
     sidecar.migrate()
     sidecar.write_batch({name: rows for name, rows in tables.items() if rows})
@@ -437,13 +438,14 @@ def test_finding_as_dict_rounds_confidence_and_makes_values_json(tmp_path: Path)
 
 # --- 7. the Stopping deadlock: its episode, its evidence and its confidence -----------------------
 def stopping_rows(since: datetime, seconds: int, *, cpu: float = 99.0, expires_later_s: int = 0,
-                  then_loaded: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+                  then_loaded: bool = False, first_sample_s: int = 0) -> list[dict[str, Any]]:  # fmt: skip
     """/api/ps samples every 10 s over `seconds` of Stopping from `since` (Ollama's clock may have
-    restarted: expires_at later than stopping_since), optionally loaded again after it."""
+    restarted: expires_at later than stopping_since; the sampler may first see it later),
+    optionally loaded again after it."""
     rows = [{"ts": since + timedelta(seconds=s), "model": MODEL, "state": "stopping", "stopping_since": since,
              "expires_at": since + timedelta(seconds=expires_later_s), "size_bytes": 9 * GB, "size_vram_bytes": 9 * GB,
              "runner_pid": PID, "runner_create_time": CREATE_TIME, "runner_cpu_percent": cpu, "runner_rss_bytes": 10 * GB}
-            for s in range(0, seconds + 1, 10)]  # fmt: skip
+            for s in range(first_sample_s, seconds + 1, 10)]  # fmt: skip
     if then_loaded:
         rows.append({**rows[-1], "ts": since + timedelta(seconds=seconds + 10), "state": "loaded", "stopping_since": None})
     return rows
@@ -453,13 +455,16 @@ def test_a_busy_runner_stopping_past_the_limit_is_a_deadlock_with_its_evidence(t
     from oasis_ops.diagnosis.checks.stopping import check_stopping_deadlock, stopping_episodes
 
     since = WINDOW_START + timedelta(minutes=1)
-    actions = [
-        {"ts": since - timedelta(seconds=90), "action": "evict", "target": MODEL, "outcome": "stuck", "requested_by": "ui",
-         "params": "{}", "detail": "{}", "duration_ms": 1.0},
-        {"ts": since + timedelta(seconds=90), "action": "evict", "target": MODEL, "outcome": "stuck", "requested_by": "cli",
-         "params": "{}", "detail": "{}", "duration_ms": 1.0},
-    ]  # fmt: skip
-    ctx = context(tmp_path, {"model_samples": stopping_rows(since, 120, expires_later_s=20, then_loaded=True), "actions": actions})
+    def evict_at(offset_s: int, by: str) -> dict[str, Any]:
+        return {"ts": since + timedelta(seconds=offset_s), "action": "evict", "target": MODEL, "outcome": "stuck",
+                "requested_by": by, "params": "{}", "detail": "{}", "duration_ms": 1.0}  # fmt: skip
+
+    # the sampler first saw it 30 s in; the episode starts at Ollama's stopping_since, not its later expiry
+    samples = stopping_rows(since, 120, expires_later_s=20, then_loaded=True, first_sample_s=30)
+    late = context(tmp_path / "late", {"model_samples": samples, "actions": [evict_at(90, "cli")]})
+    found_late = check_stopping_deadlock(late)
+    assert found_late is not None and not any("soft evict" in e for e in found_late.evidence)  # after: not its cause
+    ctx = context(tmp_path, {"model_samples": samples, "actions": [evict_at(-90, "ui"), evict_at(90, "cli")]})
     [episode] = stopping_episodes(ctx.telemetry.models)
     assert (episode.model, episode.since, episode.seconds, episode.still_stopping) == (MODEL, since, 120.0, False)
     finding = check_stopping_deadlock(ctx)  # no trial counter: busy alone (99% CPU), not stalled
@@ -563,3 +568,48 @@ def test_an_unstated_flash_setting_on_apple_silicon_is_on(tmp_path: Path) -> Non
     mac = pd.DataFrame([{"ts": WINDOW_START, "source": "macos:vm_stat", "page_size": 16384}])
     on, where = flash_setting(dataclasses.replace(ctx, telemetry=dataclasses.replace(ctx.telemetry, host=mac)))
     assert on is True and where.endswith("; on Apple Silicon Ollama's defaults turn it on for gemma models")
+
+
+def test_a_slowdown_without_the_cpu_signature_under_memory_pressure_is_less_sure(tmp_path: Path) -> None:
+    """Generation 4x slower with the encoder warm, no runner-CPU signature, flash on (an Apple
+    Silicon default): with memory pressure confirmed too, the spill finding says memory alone
+    can explain it and is 0.2 less sure; `diagnose` passes that on."""
+    from oasis_ops.diagnosis.checks.flash_spill import check_flash_spill
+    from oasis_ops.diagnosis.findings import diagnose
+
+    timings = pd.DataFrame([{"ts": at, "eval_ms": per_token * 100, "eval_tokens": 100, "image_encode_ms": 300.0}
+                            for at, per_token in [(WINDOW_START - timedelta(minutes=m), 20.0) for m in range(1, 30)]
+                            + [(WINDOW_START + timedelta(minutes=m), 80.0) for m in range(0, 5)]])  # fmt: skip
+    hosts = [{**row, "source": "macos:vm_stat", "page_size": 16384} for row in host_rows(("free", "swap"))]
+    ctx = context(tmp_path, {"host_samples": hosts})
+    ctx = dataclasses.replace(ctx, telemetry=dataclasses.replace(ctx.telemetry, timings=timings))
+    alone = check_flash_spill(ctx, memory_confirmed=False)
+    assert alone is not None and "runner_cpu_percent_median" not in alone.values
+    both = check_flash_spill(ctx, memory_confirmed=True)
+    assert both is not None and both.confidence == pytest.approx(alone.confidence - 0.2)
+    assert both.evidence[-1] == "memory pressure alone can also slow generation: the runner-CPU signature is missing"
+    assert both.evidence[-1] not in alone.evidence
+    found = {f.id: f for f in diagnose(ctx)}
+    assert set(found) >= {"memory_pressure", "flash_attention_cpu_spill"}
+    assert found["flash_attention_cpu_spill"].confidence == pytest.approx(both.confidence)
+
+
+def test_free_memory_counts_free_pages_before_the_free_bytes_column() -> None:
+    from oasis_ops.diagnosis.checks.memory import _free_bytes
+
+    host = pd.DataFrame({"pages_free": [1000, None], "page_size": [16384, 16384], "mem_free_bytes": [5, 7]})
+    assert list(_free_bytes(host)) == [16_384_000.0, 7.0]
+
+
+def test_swap_outs_that_stopped_climbing_give_no_recent_pace(tmp_path: Path) -> None:
+    rows = host_rows(("free", "swap"))
+    flat_from = WINDOW_END - timedelta(minutes=20)
+    top = max(r["swapouts"] for r in rows if r["ts"] < flat_from)
+    for row in rows:  # climbed for 40 min, then flat for the last 20: no pace over the last 15 min
+        if row["ts"] >= flat_from:
+            row["swapouts"] = top
+    finding = check_memory_pressure(context(tmp_path, {"host_samples": rows}))
+    assert finding is not None
+    [swap] = [e for e in finding.evidence if e.startswith("Swapouts: ")]
+    assert swap.endswith(" min)") and "/min over the last 15 min" not in swap, swap
+    assert finding.values["swapouts_per_min_recent"] == 0.0

@@ -141,3 +141,11 @@ def test_find_windows_on_an_empty_table_is_an_empty_scan(tmp_path: Path) -> None
         scan = find_windows(source, settings, run_id="no-such-run")
     assert scan.windows == [] and int(scan.rollup["trials"].sum()) == 0 and scan.run_id == "no-such-run"
     assert scan.baseline == Baseline(0, None, None, 0.0, None) and scan.start == scan.end
+
+
+def test_a_run_failing_every_minute_has_no_healthy_failure_rate_to_compare_with() -> None:
+    frame = rollup([6000.0] * 10, [10] * 10)  # 50% every minute: nothing is "normal"
+    base = baseline_of(frame, 6.0, 0.2)
+    assert base.failure_rate == 0.0 and base.minutes == 10
+    flags, reasons = departures(frame, base, 0.2)
+    assert flags.all() and "50% >= 20%" in reasons[0]  # every minute departs on its own rate

@@ -613,3 +613,61 @@ def test_swap_outs_that_stopped_climbing_give_no_recent_pace(tmp_path: Path) -> 
     [swap] = [e for e in finding.evidence if e.startswith("Swapouts: ")]
     assert swap.endswith(" min)") and "/min over the last 15 min" not in swap, swap
     assert finding.values["swapouts_per_min_recent"] == 0.0
+
+
+# --- 10. cold start: which server.log lines are one load, and whose -------------------------------
+def log_events(entries: list[tuple[float, str, dict[str, Any]]]) -> pd.DataFrame:
+    """server.log rows (seconds after WINDOW_START, kind, detail) as the sidecar's ingest keeps them."""
+    return pd.DataFrame({"ts": pd.to_datetime([WINDOW_START + timedelta(seconds=s) for s, _, _ in entries], utc=True),
+                         "kind": [k for _, k, _ in entries], "detail": [d for _, _, d in entries]})  # fmt: skip
+
+
+def test_legacy_started_lines_within_5_s_are_one_load(tmp_path: Path) -> None:
+    """Rows ingested before load_id: `started` lines 3 s apart are one load, 10 s later another;
+    a load line before any of them belongs to nothing; a repeated line's seconds do not count."""
+    from oasis_ops.diagnosis.checks.cold_start import _cold_start_loads
+
+    ctx = dataclasses.replace(context(tmp_path, {}), model=None)
+    rows = log_events([(5, "load_request", {}), (10, "runner_started", {"seconds": 0.5}),
+                       (13, "runner_started", {"seconds": 9.0, "repeat": True}),
+                       (23, "runner_started", {"seconds": 2.5}), (24, "runner_started", {})])  # fmt: skip
+    ctx = dataclasses.replace(ctx, telemetry=dataclasses.replace(ctx.telemetry, log_events=rows))
+    loads, info = _cold_start_loads(ctx, WINDOW_START, WINDOW_END)
+    assert [(x["lines"], x["seconds"]) for x in loads] == [(2, 0.5), (2, 2.5)]
+    assert [x["ready"] for x in loads] == [WINDOW_START + timedelta(seconds=13), WINDOW_START + timedelta(seconds=24)]
+    assert info == {"load_lines": 4, "other_model_loads": 0, "attribution": "all loads"}
+
+
+def test_a_load_followed_by_generation_is_not_an_embedding_model_s(tmp_path: Path) -> None:
+    """Two blobs load in the window: the model's and another whose first request afterwards is
+    /api/embed. A generation request first (any of the paths, even at the very moment the load was
+    ready) makes a load not an embedding model's, so its blob is the model's (the only one of the
+    hour); the embedding load of another blob is left out and counted."""
+    from oasis_ops.diagnosis.checks.cold_start import _cold_start_loads
+
+    mine, other = "/m/blobs/sha256-" + "a" * 64, "/m/blobs/sha256-" + "b" * 64
+    base = context(tmp_path, {})
+    for gen_path in ("/api/chat", "/api/generate", "/v1/responses"):
+        rows = log_events([(10, "runner_start", {"model": mine, "load_id": "l1"}), (12, "runner_started", {"load_id": "l1"}),
+                           (40, "runner_start", {"model": other, "load_id": "l2"}), (41, "runner_started", {"load_id": "l2"})])  # fmt: skip
+        requests = pd.DataFrame({"ts": pd.to_datetime([WINDOW_START + timedelta(seconds=s) for s in (12, 13, 42)], utc=True),
+                                 "path": [gen_path, "/api/embed", "/api/embed"], "status": [200] * 3,
+                                 "latency_ms": [1.0] * 3})  # fmt: skip
+        ctx = dataclasses.replace(base, telemetry=dataclasses.replace(base.telemetry, log_events=rows, requests=requests))
+        loads, info = _cold_start_loads(ctx, WINDOW_START, WINDOW_END)
+        assert [x["id"] for x in loads] == ["l1"], (gen_path, loads)  # a request at the very moment it was ready counts
+        assert info["other_model_loads"] == 1 and info["attribution"] == "most frequent blob"
+
+
+def test_cold_start_confidence_grows_with_each_agreeing_signal(tmp_path: Path) -> None:
+    two = check_cold_start(context(tmp_path / "two", cold_tables("gone", "loads")))
+    three = check_cold_start(context(tmp_path / "three", cold_tables("gone", "loads", "cold encoder")))
+    assert two is not None and three is not None
+    assert (two.confidence, three.confidence) == (pytest.approx(0.79), pytest.approx(0.91))
+
+
+def test_a_refutation_without_runner_pids_says_only_what_the_log_lacks(tmp_path: Path) -> None:
+    rows = [{**row, "runner_pid": None} for row in model_rows(WHOLE)]
+    finding = check_cold_start(context(tmp_path, {"model_samples": rows, "log_timings": timings(42.0)}))
+    assert finding is not None and finding.status == "refuted"
+    assert finding.evidence[1] == "no runner start or load line in server.log in the window"

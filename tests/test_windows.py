@@ -104,9 +104,9 @@ def test_find_windows_on_a_real_db(tmp_path: Path) -> None:
     assert d["start"] == "2025-11-20T09:30:00+00:00" and d["p95_ms_before"] == w.p95_ms_before
 
 
-def test_find_windows_for_one_model_scans_that_model_only(tmp_path: Path) -> None:
+def _two_models(db: Path) -> None:
     """Two models in one run: `m` healthy 09:00-10:00, `f` from 09:30 to 10:30 and failing at
-    10:10-10:13. Each scan covers its model's own span and compares with its own trials only."""
+    10:10-10:13."""
     rng = np.random.default_rng(4)
     rows = []
     for model, first, count in (("m", T0, 600), ("f", T0 + timedelta(minutes=30), 600)):
@@ -116,8 +116,13 @@ def test_find_windows_for_one_model_scans_that_model_only(tmp_path: Path) -> Non
             latency = None if failing else float(4100 * np.exp(0.24 * rng.standard_normal()))
             rows.append({"trial_id": len(rows) + 1, "run_id": "r", "model": model, "started_at": ts, "finished_at": ts,
                          "latency_ms": latency, "status": "timeout" if failing else "ok"})  # fmt: skip
-    db = tmp_path / "trials.duckdb"
     _write(db, rows)
+
+
+def test_find_windows_for_one_model_scans_that_model_only(tmp_path: Path) -> None:
+    """Each scan covers its model's own span and compares with its own trials only."""
+    db = tmp_path / "trials.duckdb"
+    _two_models(db)
     settings = load_settings(env={}).replace(snapshot_dir=str(tmp_path / "snap"))
     with TrialSource(db, settings) as source:
         healthy = find_windows(source, settings, model="m")
@@ -149,3 +154,14 @@ def test_a_run_failing_every_minute_has_no_healthy_failure_rate_to_compare_with(
     assert base.failure_rate == 0.0 and base.minutes == 10
     flags, reasons = departures(frame, base, 0.2)
     assert flags.all() and "50% >= 20%" in reasons[0]  # every minute departs on its own rate
+
+
+def test_the_analysis_of_one_model_spans_that_model_s_trials(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.incidents import analyze
+
+    db = tmp_path / "trials.duckdb"
+    _two_models(db)
+    settings = load_settings(env={}).replace(snapshot_dir=str(tmp_path / "snap"))
+    analysis = analyze(db, settings, model="m")
+    assert analysis.span is not None and analysis.span.start == T0  # m's whole span: a whole run of m
+    assert analysis.span.end <= T0 + timedelta(minutes=61)

@@ -671,3 +671,26 @@ def test_a_refutation_without_runner_pids_says_only_what_the_log_lacks(tmp_path:
     finding = check_cold_start(context(tmp_path, {"model_samples": rows, "log_timings": timings(42.0)}))
     assert finding is not None and finding.status == "refuted"
     assert finding.evidence[1] == "no runner start or load line in server.log in the window"
+
+
+def test_small_helpers_of_the_checks() -> None:
+    from oasis_ops.diagnosis.checks.context import _ts_sorted
+    from oasis_ops.diagnosis.windows import summarize_reasons
+
+    frame = pd.DataFrame({"ts": ["2025-11-20T10:02:00Z", "2025-11-20T10:00:00Z"], "v": [2, 1]})
+    ordered = _ts_sorted(frame)
+    assert list(ordered["v"]) == [1, 2] and str(ordered["ts"].dt.tz) == "UTC"
+    assert summarize_reasons(["p95 9 s; p95 60 s > threshold 20 s", "", "failure rate 50% >= 20%; 10 of 20"]) == (
+        "1 minute(s) with a failing rate, e.g. failure rate 50% >= 20%",
+        "1 minute(s) with p95 far above the baseline, e.g. p95 60 s > threshold 20 s",
+    )
+
+
+def test_the_model_s_rows_are_filtered_only_when_a_model_is_known(tmp_path: Path) -> None:
+    from oasis_ops.diagnosis.checks.context import _model_rows
+
+    rows = model_rows(WHOLE) + [{**r, "model": "other:1b"} for r in model_rows(WHOLE)]
+    ctx = context(tmp_path, {"model_samples": rows})
+    mine = _model_rows(ctx, WINDOW_START, WINDOW_END)
+    every = _model_rows(dataclasses.replace(ctx, model=None), WINDOW_START, WINDOW_END)
+    assert set(mine["model"]) == {MODEL} and set(every["model"]) == {MODEL, "other:1b"} and len(every) == 2 * len(mine)

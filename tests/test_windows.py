@@ -165,3 +165,9 @@ def test_the_analysis_of_one_model_spans_that_model_s_trials(tmp_path: Path) -> 
     analysis = analyze(db, settings, model="m")
     assert analysis.span is not None and analysis.span.start == T0  # m's whole span: a whole run of m
     assert analysis.span.end <= T0 + timedelta(minutes=61)
+
+
+def test_one_healthy_minute_is_a_baseline_of_its_own() -> None:
+    base = baseline_of(rollup([6000.0]), 6.0, 0.2)
+    assert (base.minutes, base.p95_median_ms, base.p95_sigma_ms, base.p95_threshold_ms) == (1, 6000.0, 300.0, 9000.0)
+    # the sigma floor (5% of the median) and 6 sigmas: 6000 + 6 x 300

@@ -171,3 +171,8 @@ def test_one_healthy_minute_is_a_baseline_of_its_own() -> None:
     base = baseline_of(rollup([6000.0]), 6.0, 0.2)
     assert (base.minutes, base.p95_median_ms, base.p95_sigma_ms, base.p95_threshold_ms) == (1, 6000.0, 300.0, 9000.0)
     # the sigma floor (5% of the median) and 6 sigmas: 6000 + 6 x 300
+
+
+def test_one_healthy_minute_among_failing_ones_is_still_the_baseline() -> None:
+    base = baseline_of(rollup([6000.0, 60_000.0, 60_000.0], [0, 10, 10]), 6.0, 0.2)
+    assert base.p95_median_ms == 6000.0  # not the failing minutes' 60 s

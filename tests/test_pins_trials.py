@@ -693,3 +693,51 @@ def test_the_writer_refuses_unknown_fields_by_name_and_an_empty_flush_writes_not
         assert writer.flush() == 1 and writer.flush() == 0
     finally:
         writer.close()
+
+
+def test_records_are_per_minute_by_default_and_a_repeated_summary_is_served_from_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import oasis_ops.trials.queries as queries
+
+    with _source(tmp_path) as src:
+        records = src.rollup_records(T0, T0 + timedelta(minutes=10))
+        assert len(records) == 10 and [r["trials"] for r in records][:2] == [2, 2]
+        asked: list[str] = []
+        real = queries.execute
+
+        def counting(con: object, name: str, *args: object, **kwargs: object) -> object:
+            asked.append(name)
+            return real(con, name, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(queries, "execute", counting)
+        first = src.summary(T0, T0 + timedelta(minutes=10))
+        again = src.summary(T0, T0 + timedelta(minutes=10))
+        assert first == again and first["trials"] == 5 and asked.count("trials_summary") == 1
+
+
+def test_appended_rows_are_recomputed_one_cluster_of_nearby_buckets_at_a_time() -> None:
+    """Rows appended in buckets 3, 10 and 150 of a cached per-1 rollup: 3 and 10 are near (within
+    CLUSTER_GAP_BUCKETS), 150 is far: two recomputes, [3, 11) for buckets 3 and 10, and [150, 151)."""
+    import numpy as np
+    import pandas as pd
+
+    from oasis_ops.trials.rollup import RollupCache
+
+    calls: list[tuple[object, ...]] = []
+
+    def compute(start: int, end: int, width: int, run_id: object, model: object, only: object) -> pd.DataFrame:
+        calls.append((start, end, only))
+        buckets = list(only) if only is not None else list(range(start, end, width))  # type: ignore[call-overload]
+        return pd.DataFrame({"trials": [1] * len(buckets)}, index=pd.Index(buckets, dtype="int64", name="bucket_us"))
+
+    cache = RollupCache(compute, max_entries=2, max_buckets=1000)
+    cache.get(0, 200, 1, None, None)
+    calls.clear()
+    started = np.array([3, 10, 10, 150], dtype="int64")
+    cache.apply_new_rows(started, np.array(["r"] * 4, dtype=object), np.array(["m"] * 4, dtype=object))
+    assert calls == [(3, 11, [3, 10]), (150, 151, [150])]
+    assert cache.stats["bucket_recomputes"] == 3
+    calls.clear()
+    cache.apply_new_rows(np.array([7, 150], dtype="int64"), np.array(["r"] * 2, dtype=object), np.array(["m"] * 2, dtype=object))
+    assert calls == [(7, 8, [7]), (150, 151, [150])]  # two buckets, far apart: one cluster each

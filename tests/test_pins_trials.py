@@ -741,3 +741,17 @@ def test_appended_rows_are_recomputed_one_cluster_of_nearby_buckets_at_a_time() 
     calls.clear()
     cache.apply_new_rows(np.array([7, 150], dtype="int64"), np.array(["r"] * 2, dtype=object), np.array(["m"] * 2, dtype=object))
     assert calls == [(7, 8, [7]), (150, 151, [150])]  # two buckets, far apart: one cluster each
+
+
+def test_errors_name_the_user_s_file_not_our_copy_of_it(tmp_path: Path) -> None:
+    from oasis_ops.trials.snapshot import Snapshotter
+
+    source = tmp_path / "trials.duckdb"
+    snaps: Snapshotter[int] = Snapshotter(source, tmp_path / "snap", open_snapshot=lambda p: None,  # type: ignore[arg-type,return-value]
+                                         validate=lambda con: 0)  # fmt: skip
+    copy = tmp_path / "snap" / "snap-1-ab-1.duckdb"
+    snaps._tried = [copy, copy.with_name(copy.name + ".wal")]
+    # the WAL's path holds the copy's: the longer one is replaced first
+    assert snaps._source_message(f"replay of {copy}.wal failed") == (
+        f"{source} cannot be read as a DuckDB database: replay of {source} failed")
+    assert snaps._source_message(f"{copy} is not a DuckDB database") == f"{source} is not a DuckDB database"

@@ -25,6 +25,7 @@ def test_timing_frame_keeps_positive_numbers_of_each_phase_in_long_form() -> Non
     got = [(int((ts - T0).total_seconds()), phase, ms) for ts, phase, ms in frame.itertuples(index=False)]
     assert got == [(0, "image encode", 100.0), (3, "image encode", 250.0), (0, "generation (eval)", 2000.0), (4, "generation (eval)", 5.5)]
     assert str(frame["ts"].dtype).startswith("datetime64") and str(frame["ts"].dt.tz) == "UTC"
+    assert frame.index.is_unique  # one long frame, numbered afresh before the filter
 
 
 def test_timing_frame_takes_the_newest_requests_only() -> None:

@@ -116,6 +116,7 @@ def test_free_memory_falls_back_to_free_and_says_unknown_without_either() -> Non
     assert check.status == OK and check.values["available_bytes"] == 9 * GB
     assert check.message == "9.0 GB free or reclaimable (9.0 GB of it free outright); 8.0 GB wanted (8 GB headroom)"
     unknown = pf._free_memory(host(mem_available_bytes=None, mem_free_bytes=None), None, None, 8.0, 1, Sources())
+    assert (check.id, unknown.id) == ("free_memory", "free_memory")
     assert (unknown.status, unknown.message, unknown.values) == (WARN, "free memory unknown on this machine", {})
 
 
@@ -259,7 +260,8 @@ def test_stopping_blocks_past_the_grace_warns_within_it_and_names_a_busy_stale_e
     assert check.values == {"stopping": [{"model": "a:1", "stopping_for_s": 11.0}, {"model": "b:1", "stopping_for_s": 10.0}],
                             "busy_with_stale_expiry": ["d:1"]}  # fmt: skip
     warn = pf._stopping([brief, never, status("e:1")], 10.0)
-    assert (warn.status, warn.message) == (WARN, "b:1, c:1 Stopping… right now (under 10 s so far)")
+    assert (warn.id, warn.status, warn.message) == ("stopping", WARN, "b:1, c:1 Stopping… right now (under 10 s so far)")
+    assert check.id == "stopping"
     assert warn.values["stopping"][1] == {"model": "c:1", "stopping_for_s": None}
     ok_busy = pf._stopping([busy], 10.0)
     assert ok_busy.status == OK

@@ -62,6 +62,8 @@ def test_html_report_is_self_contained(replay_db: Path, tmp_path: Path) -> None:
     assert "Generated 2025-11-21 09:00 UTC" in html
     assert 'class="finding refuted"' in html and html.count('class="finding confirmed"') == 3
     assert render_html(pm) == html
+    short = write_report(pm, tmp_path / "pm.htm")  # the other HTML suffix
+    assert short.format == "html" and short.path.read_text(encoding="utf-8") == html
 
 
 def test_report_without_an_incident(tmp_path: Path) -> None:

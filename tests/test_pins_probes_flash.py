@@ -135,3 +135,8 @@ def test_the_model_probe_asks_each_source_for_each_loaded_model(tmp_path) -> Non
     other = ModelProbe(client, lambda: records, models_dir=tmp_path, serve_pid=300)
     assert other.flash_attention([], "0.20.4")[0].value == "on"  # that serve's environment says 1
     client.close()
+
+
+def test_the_setting_as_a_record() -> None:
+    setting = FlashAttentionSetting("on", "runner --flash-attn", "--flash-attn on", setting="auto")
+    assert setting.as_dict() == {"value": "on", "setting": "auto", "source": "runner --flash-attn", "detail": "--flash-attn on"}

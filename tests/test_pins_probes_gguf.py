@@ -82,3 +82,12 @@ def test_the_byte_budget_and_the_refusals(tmp_path: Path) -> None:
     with pytest.raises(GgufError) as missing:
         read_gguf_metadata(tmp_path / "nope.gguf")
     assert str(missing.value) == f"cannot read {tmp_path / 'nope.gguf'}: No such file or directory"
+
+
+def test_a_v1_count_is_unsigned(tmp_path: Path) -> None:
+    """v1 counts are uint32: 2**31 pairs is a huge count refused as such, not a negative one."""
+    path = tmp_path / "v1.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<I", 1) + _count(0, 1) + _count(1 << 31, 1))
+    with pytest.raises(GgufError) as huge:
+        read_gguf_metadata(path)
+    assert str(huge.value) == f"{path}: 2,147,483,648 metadata pairs is not a sane header"

@@ -175,3 +175,9 @@ def test_an_ollama_like_process_is_measured_for_real_and_forgotten_when_it_ends(
         proc.kill()
         proc.wait(timeout=10)
     assert all(r.pid != proc.pid for r in listing()) and not any(key[0] == proc.pid for key in listing._cache)
+
+
+def test_records_from_takes_records_and_dicts_in_any_order() -> None:
+    [first] = records_from([{"pid": 1, "ppid": 0, "name": "a", "cmdline": ["a"], "create_time": 1.0}])
+    both = records_from([first, {"pid": 2, "ppid": 1, "name": "b", "cmdline": None, "create_time": 2.0}])
+    assert [(r.pid, r.cmdline) for r in both] == [(1, ("a",)), (2, ())] and both[0] is first

@@ -118,6 +118,12 @@ def test_header_missing_never_assumes_4096(fixtures_dir: Path) -> None:
     assert sample.page_size is None and sample.mem_free_bytes is None and sample.pages_free == 58_402
 
 
+def test_vm_stat_s_own_page_size_wins_over_sysctl_s(fixtures_dir: Path) -> None:
+    text = read(fixtures_dir, "vm_stat_1800.txt")  # its header: "page size of 16384 bytes"
+    sample = sample_macos(run=lambda argv: text if argv[0] == "vm_stat" else "hw.pagesize: 4096\n")
+    assert sample.page_size == 16384 and sample.mem_free_bytes == 58_402 * 16384
+
+
 def test_junk_lines_are_skipped_and_empty_output_is_an_error(fixtures_dir: Path) -> None:
     text = read(fixtures_dir, "vm_stat_1800.txt").replace("Pageins:", "Pageins: garbage\nPageins:")
     text += "\x00\x01 binary junk\nSwapouts:  not-a-number.\n"

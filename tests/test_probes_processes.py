@@ -204,7 +204,9 @@ def test_model_probe_caches_blobs_and_survives_show_failures(tmp_path: Path) -> 
     assert shows.count("a:1") == 2
     # no serve among the processes: every model says so, and nothing is matched
     lonely = ModelProbe(client, lambda: [r for r in tree_records() if r.pid != 10], models_dir=tmp_path, serve_pid=None).snapshot()
-    assert lonely[0].runner_pid is None and "no `ollama serve` on this machine listens on the Ollama port" in (lonely[0].note or "")
+    assert lonely[0].runner_pid is None and (lonely[0].note or "").endswith("no `ollama serve` on this machine listens on the Ollama port")
+    # given statuses are judged as given: /api/ps is not asked again
+    assert [s.model for s in probe.snapshot([first[1].status])] == ["broken:1"]
     from oasis_ops.probes import probe_models
 
     again = probe_models(client, tree_records, models_dir=tmp_path, serve_pid=10)

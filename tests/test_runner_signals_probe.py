@@ -204,6 +204,9 @@ def test_a_busy_slot_without_progress_is_stalled_after_the_threshold() -> None:
     moved = tracker.update(reading(47.0, slots_with(105)))
     assert not moved.no_progress and moved.stalled_for_s == 0.0 and moved.tokens_per_s == pytest.approx(1 / 2)
     assert moved.moved
+    later = RunnerTracker(no_progress_s=30)  # first met 10 s into its clock: stalled counts from then
+    later.update(reading(10.0, frozen))
+    assert [s.no_progress_s for s in later.update(reading(50.0, frozen)).stalled] == [40.0]
 
 
 def test_a_prompt_batch_is_the_slot_moving_on_with_no_token_decoded() -> None:

@@ -70,9 +70,7 @@ def resolve_ollama_host(value: str | None) -> str:
         port = rest[1:] if rest.startswith(":") else default_port
     elif hostport.count(":") == 1:
         host, port = hostport.split(":")
-    elif hostport.count(":") > 1:  # bare IPv6 without brackets
-        host, port = hostport, default_port
-    else:
+    else:  # a bare name or address, or a bare IPv6 address (no brackets: no port can follow)
         host, port = hostport, default_port
     try:
         port_number = int(port)

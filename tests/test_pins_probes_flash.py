@@ -140,3 +140,11 @@ def test_the_model_probe_asks_each_source_for_each_loaded_model(tmp_path) -> Non
 def test_the_setting_as_a_record() -> None:
     setting = FlashAttentionSetting("on", "runner --flash-attn", "--flash-attn on", setting="auto")
     assert setting.as_dict() == {"value": "on", "setting": "auto", "source": "runner --flash-attn", "detail": "--flash-attn on"}
+
+
+def test_an_auto_in_the_log_is_settled_by_llama_cpp_s_line_for_this_model() -> None:
+    statements = [_said("load request", None, evidence="FlashAttention:Auto"),
+                  _said("llama.cpp context", False, evidence="flash_attn = 0"),
+                  _said("llama.cpp context", True, model=None, evidence="flash_attn = 1 (no model known)")]  # fmt: skip
+    got = model_flash_attention(blob=BLOB, statements=statements)
+    assert got == FlashAttentionSetting("off", "server log", "server.log: FlashAttention:Auto; llama.cpp resolved it: flash_attn = 0", "auto")

@@ -171,13 +171,16 @@ def judge_all(statuses: list[ModelStatus], settings: Settings, now: datetime, *,
             if status.ollama_state != "stopping":
                 out.append(status)
                 continue
-            # Every source is asked and the newest evidence wins: each lags in its own way (the
-            # sidecar by the sampler's flush interval, the runner looks by a busy runner's slow
-            # answer), so an older serving seen in one must not hide a newer one in another.
+            # The newest evidence of all sources wins: each lags in its own way (the sidecar by
+            # the sampler's flush interval, the runner looks by a busy runner's slow answer), so
+            # an older serving seen in one must not hide a newer one in another. The trial DB
+            # (a snapshot copy: the costly one) is asked unless serving after the expiry is known.
             found = [(seen or {}).get(status.name)]
             if sidecar is not None:
                 found.append(sidecar_evidence(sidecar, status.name, now))
-            if db and Path(db).expanduser().exists():
+            best = newest(found)
+            settled = best is not None and status.expires_at is not None and best.at > status.expires_at
+            if not settled and db and Path(db).expanduser().exists():
                 try:
                     if source is None:
                         from oasis_ops.trials import TrialSource

@@ -20,6 +20,13 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("OASIS_OPS_CONFIG", "OLLAMA_HOST", "OLLAMA_MODELS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OASIS_OPS_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    # Settings built without the environment (load_settings(env={})) would otherwise put trial
+    # snapshots under ~/.cache: in this process, the default root is the test's own directory.
+    import oasis_ops.trials.snapshot as snapshot_module
+
+    real_root = snapshot_module.default_snapshot_root
+    monkeypatch.setattr(snapshot_module, "default_snapshot_root",
+                        lambda configured: real_root(configured) if configured else tmp_path / "snapshots")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -57,7 +57,7 @@ def judge(status: ModelStatus, serving: Serving | None, now: datetime) -> ModelS
     if serving is None or expired is None:
         return status
     recent = (now - serving.at).total_seconds() <= BUSY_EVIDENCE_S
-    if not (recent and serving.at > expired):
+    if not (recent and after_expiry(serving, status)):
         since_expiry = (now - expired).total_seconds()
         if 0 <= since_expiry < JUST_EXPIRED_S and (expired - serving.at).total_seconds() <= JUST_EXPIRED_S:
             return replace(status, state="loaded", busy=False, stopping_since=None, stopping_for_s=None,
@@ -73,6 +73,11 @@ def judge(status: ModelStatus, serving: Serving | None, now: datetime) -> ModelS
         judged=f"serving: {serving.what}; Ollama shows Stopping because its expiry is stale (it is renewed only "
         "when the runner goes idle, and overlapping requests never let it)",
     )
+
+
+def after_expiry(serving: Serving | None, status: ModelStatus) -> bool:
+    """Whether `serving` was seen after the model's expiry: the evidence that settles a stale one."""
+    return serving is not None and status.expires_at is not None and serving.at > status.expires_at
 
 
 def newest(found: list[Serving | None]) -> Serving | None:
@@ -178,9 +183,7 @@ def judge_all(statuses: list[ModelStatus], settings: Settings, now: datetime, *,
             found = [(seen or {}).get(status.name)]
             if sidecar is not None:
                 found.append(sidecar_evidence(sidecar, status.name, now))
-            best = newest(found)
-            settled = best is not None and status.expires_at is not None and best.at > status.expires_at
-            if not settled and db and Path(db).expanduser().exists():
+            if not after_expiry(newest(found), status) and db and Path(db).expanduser().exists():
                 try:
                     if source is None:
                         from oasis_ops.trials import TrialSource

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
-from oasis_ops.modelstate import Serving, judge, newest, trial_evidence
+from oasis_ops.modelstate import Serving, after_expiry, judge, newest, trial_evidence
 from oasis_ops.probes import (
     ModelProbe,
     ModelSnapshot,
@@ -507,7 +507,7 @@ class Sampler:
         if status.ollama_state != "stopping":
             return snap
         serving = self.runners.progress_of(snap.runner_pid, snap.runner_create_time)
-        if serving is None or status.expires_at is None or serving.at <= status.expires_at:
+        if not after_expiry(serving, status):
             # runner progress from before the expiry proves nothing after it: ask the trials too
             serving = newest([serving, self._trial_evidence(status, now, mono)])
         if serving is None and snap.runner_variant == "llama-server" and snap.runner_port and self.runners.undecided(snap.runner_pid, snap.runner_create_time, mono):

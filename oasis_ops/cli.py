@@ -27,6 +27,7 @@ COMMAND_TABLE: tuple[tuple[str, str, str], ...] = (
     ("sample", "sample", "run the telemetry sampler without the dashboard"),
     ("status", "status", "one snapshot: Ollama, models and runners, host memory, flash attention"),
     ("demo", "demo", "run the built-in demo world (what `make run` starts)"),
+    ("proxy", "proxy", "an Ollama proxy that records every model call as a trial and obeys the control channel"),
     ("evict", "actions", "soft-unload a model (keep_alive 0); exit 3 when it stays Stopping"),
     ("kill-runner", "actions", "SIGKILL the one verified runner process of a model"),
     ("recover", "actions", "evict, wait, hard-kill if still Stopping, check a new runner answers"),

@@ -69,6 +69,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("port", int, 8501, "Port the dashboard listens on."),
     S("access_secret", str, "", "Secret every dashboard session must enter first; required to bind off loopback (12+ characters). Environment or settings file only: there is no flag (`ps` shows command lines). Never printed."),
     S("allowed_hosts", list, [], "Host names the dashboard answers to when bound off loopback, besides IP addresses and this machine's own names (`*`: any). Against DNS rebinding."),
+    # --- the recording proxy (`oasis-ops proxy`)
+    S("proxy_listen", str, "127.0.0.1:11435", "Address the proxy listens on, HOST:PORT (the harness's OLLAMA_HOST). Off loopback only with an access secret."),
+    S("proxy_upstream", str, "", "The Ollama the proxy forwards to. Empty: `ollama_host`."),
+    S("run_id", str, "", "run_id of the trials the proxy and the litellm callback record. Empty: `proxy-<UTC start time>` (`litellm-...` for the callback)."),
+    S("proxy_max_concurrency", int, 64, "Requests the proxy lets through at once until the control channel says otherwise (`oasis-ops concurrency`)."),
+    S("proxy_max_queue", int, 1024, "Requests the proxy holds waiting at most; one more gets a 503 saying the queue is full."),
+    S("proxy_max_body_mb", float, 64.0, "Largest request body the proxy accepts, MB (413 beyond)."),
+    S("proxy_recovery_hold_s", float, 180.0, "Longest the proxy holds new requests for a hard-kill or recover in progress (and then for the runner to answer), seconds."),
     # --- Ollama
     S("ollama_host", str, "http://127.0.0.1:11434", "Ollama base URL (also read from OLLAMA_HOST).", ("OLLAMA_HOST",)),
     S("ollama_models", str, "", "Ollama's model store, for manifests (also OLLAMA_MODELS). Empty: `~/.ollama/models`.", ("OLLAMA_MODELS",)),
@@ -144,6 +152,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "warn_trial_lag_s": (0, 86_400),
     "warn_latency_ratio": (1.01, 1000),
     "warn_backlog_ratio": (0, 1),
+    "proxy_max_concurrency": (1, 100_000),
+    "proxy_max_queue": (0, 1_000_000),
+    "proxy_max_body_mb": (0.001, 4096),
+    "proxy_recovery_hold_s": (0, 3600),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "watchdog_guard_action": ("concurrency", "pause"),

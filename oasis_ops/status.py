@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.actions.episodes import episode_start_from_sidecar
+from oasis_ops.control import control_dir_for, control_summary
 from oasis_ops.errors import OasisOpsError, OllamaError, OllamaUnreachable
 from oasis_ops.fmt import fmt_duration
 from oasis_ops.modelstate import RunnerLooks, judge_all
@@ -265,6 +266,7 @@ def take_status(
             "flash_attention": flash,
             "sidecar": str(sidecar.path) if sidecar is not None else None,
             "sampler": sampler,
+            "control": control_summary(_control_dir(settings), clock),
             "errors": errors,
         }
     finally:
@@ -273,6 +275,12 @@ def take_status(
             client.close()
         if own_host:
             host_source.close()
+
+
+def _control_dir(settings: Settings) -> Path | None:
+    if not (settings.db or settings.control_dir):
+        return None
+    return control_dir_for(settings.db or None, settings)
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -338,6 +346,9 @@ def format_status(snap: dict[str, Any]) -> str:
     sampler = snap.get("sampler")
     if snap.get("sidecar"):
         lines.append(f"Sampler  {sampler['summary'] if sampler else 'never ran on'} ({snap['sidecar']})")
+    control = snap.get("control")
+    if control:  # the harness's helper or the oasis-ops proxy, whichever applies the control channel
+        lines.append(f"Control  {control['summary']}")
     for error in snap["errors"]:
         lines.append(f"error: {error}")
     return "\n".join(lines)

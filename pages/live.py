@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from oasis_ops.control import control_dir_for, control_summary
 from oasis_ops.demo.world import REPLAY_DB_ENV
 from oasis_ops.errors import DatabaseMissing, DataError
 from oasis_ops.fmt import fmt_duration
@@ -189,6 +190,23 @@ def freshness_parts(header: LiveHeader, trials_stale_s: float | None) -> list[st
     return parts
 
 
+def control_line(control: dict[str, Any] | None) -> str | None:
+    """The control channel's applier in one line: the proxy's queue, or the harness helper's state."""
+    if not control:
+        return None
+    who = "Proxy" if control["kind"] == "proxy" else "Harness"
+    if not control["alive"]:
+        return f":gray[:material/link_off: {who}: {control['summary']}]"
+    parts = [f"{control['in_flight'] or 0} in flight"]
+    if control["queued"] is not None:
+        parts.append(f"{control['queued']} queued")
+    parts.append("**paused**" if control["paused"] else f"max concurrency {control['max_concurrency']}")
+    line = f":material/traffic: {who}: " + " · ".join(parts)
+    if control["held"]:
+        line += f" · :orange[holding new requests: {control['held']}]"
+    return line
+
+
 def show_source(source: RunSource) -> None:
     """One line saying what the page shows: a live run, a finished run or a replay."""
     badge = {"live": "green", "new": "green", "finished": "gray", "replay": "violet"}.get(source.kind, "gray")
@@ -350,6 +368,9 @@ def header_fragment(settings: Settings, db: str, sidecar_path: str) -> None:
         show_source(source)
         show_sampler_state(header, db, source)
         show_models(header, shown_at, flash, historical=source.historical)
+        line = None if source.historical else control_line(control_summary(control_dir_for(db, settings)))
+        if line:
+            st.markdown(line)
         show_host(header, flash)
         st.markdown(host_badge(header, source))
         if source.historical:

@@ -8,5 +8,8 @@ SELECT
     NULL::TIMESTAMP AS finished_at,
     NULL::DOUBLE AS latency_ms,
     NULL::VARCHAR AS status,
-    NULL::VARCHAR AS error
+    NULL::VARCHAR AS error,
+    NULL::BIGINT AS prompt_tokens,
+    NULL::BIGINT AS completion_tokens,
+    NULL::DOUBLE AS queued_ms
 LIMIT 0;

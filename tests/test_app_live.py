@@ -288,3 +288,28 @@ def test_an_active_warning_is_a_banner_with_its_countdown_and_its_action(monkeyp
     assert not at.exception, [e.value for e in at.exception]
     pending = at.session_state["oasis_pending_action"] if "oasis_pending_action" in at.session_state else None  # pages/_actions.PENDING_KEY
     assert pending is not None and pending["action"] == "concurrency" and pending["params"] == {"n": 1}
+
+
+def test_the_proxys_queue_and_a_hold_are_shown_and_a_dead_applier_is_said(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+    import os
+
+    import psutil
+
+    now = datetime.now(UTC)
+    db = tmp_path / "trials.duckdb"
+    write_live_trials(db, now)
+    write_sidecar(tmp_path / "trials.ops.duckdb", now, heartbeat_age_s=1.0)
+    control = tmp_path / "trials.control"
+    control.mkdir(mode=0o700)
+    state = {"kind": "proxy", "pid": os.getpid(), "create_time": psutil.Process().create_time(), "applied_version": 2,
+             "max_concurrency": 1, "paused": False, "in_flight": 1, "queued": 2, "completed": 40,
+             "held": "hard_kill of gemma4:e4b in progress (requested by watchdog)", "heartbeat_at": now.isoformat()}  # fmt: skip
+    (control / "state.json").write_text(json.dumps(state))
+    at = run_live(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    assert ("Proxy: 1 in flight · 2 queued · max concurrency 1 · :orange[holding new requests: hard_kill of gemma4:e4b "
+            "in progress (requested by watchdog)]") in _text(at)
+    (control / "state.json").write_text(json.dumps({**state, "heartbeat_at": (now - timedelta(minutes=5)).isoformat()}))
+    at = run_live(monkeypatch, db)
+    assert "Proxy: proxy not responding (pid" in _text(at) and "2 queued" in _text(at)

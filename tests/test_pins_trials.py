@@ -687,7 +687,8 @@ def test_the_writer_refuses_unknown_fields_by_name_and_an_empty_flush_writes_not
         with pytest.raises(ValueError) as refused:
             writer.write({**_trial(1), "latency": 5, "colour": "red"})
         assert str(refused.value) == ("unknown trial fields: ['colour', 'latency']; expected some of ('trial_id', 'run_id', "
-                                      "'model', 'started_at', 'finished_at', 'latency_ms', 'status', 'error')")  # fmt: skip
+                                      "'model', 'started_at', 'finished_at', 'latency_ms', 'status', 'error', "
+                                      "'prompt_tokens', 'completion_tokens', 'queued_ms')")  # fmt: skip
         assert writer.pending == 0 and writer.flush() == 0 and not (tmp_path / "u.duckdb").exists()
         writer.write(_trial(2))
         assert writer.flush() == 1 and writer.flush() == 0

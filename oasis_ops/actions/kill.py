@@ -28,6 +28,7 @@ from oasis_ops.actions.audit import audit
 from oasis_ops.actions.context import ActionContext
 from oasis_ops.actions.episodes import episode_start_from_sidecar
 from oasis_ops.actions.result import ActionResult, Stopwatch
+from oasis_ops.control.recovery import recovery_in_progress
 from oasis_ops.errors import OllamaError, ProcessRefused, ProcessVanished
 from oasis_ops.fmt import fmt_duration
 from oasis_ops.probes.host import human_bytes
@@ -353,6 +354,7 @@ def hard_kill(
     record: bool = True,
     trigger: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
+    hold_requests: bool = True,
 ) -> ActionResult:
     """SIGKILL the one verified runner of `model`; confirm it is gone; optionally check that a
     new runner answers. Audited (unless `record=False`: recover() audits its own single row).
@@ -361,7 +363,9 @@ def hard_kill(
     already sent: a failure returns outcome `failed` (`done` when only the respawn check after a
     confirmed kill broke); KeyboardInterrupt / SystemExit are re-raised after the audit row.
     `progress` (a caller's dict) is filled as `detail` is, so a caller that audits its own row
-    (recover) still knows what happened when this re-raises."""
+    (recover) still knows what happened when this re-raises. From the signal on, a
+    `recovery.json` marker in the control directory asks a proxy to hold new requests
+    (`hold_requests=False`: the caller, recover, stands its own)."""
     watch = Stopwatch()
     params = {"pid": pid, "create_time": create_time, "verify_respawn": verify_respawn, "dry_run": dry_run}
     detail: dict[str, Any] = progress if progress is not None else {}
@@ -383,31 +387,34 @@ def hard_kill(
         assert plan.pid is not None and plan.create_time is not None
         if dry_run:
             return finish("dry_run", f"dry run: would SIGKILL runner pid {plan.pid} of {model}", detail)
-        stage = "signalling"
-        try:
-            signal_verified(ctx, plan)
-        except ProcessRefused as exc:
-            return finish("refused", f"hard-kill {model}: {exc.message}", detail)
-        except ProcessVanished as exc:
-            return finish("failed", f"hard-kill {model}: {exc.message}", detail)
-        detail["signalled_at"] = datetime.now(UTC).isoformat()
-        stage = "signalled"
-        gone_after = wait_dead(ctx, plan.pid, plan.create_time)
-        if gone_after is None:
-            return finish("failed", f"sent SIGKILL to pid {plan.pid} but it is still alive after "
-                                    f"{ctx.kill_confirm_timeout_s:g} s", detail)  # fmt: skip
-        detail["gone_after_ms"] = round(gone_after * 1000, 1)
-        stage = "confirmed"
-        message = f"killed runner pid {plan.pid} of {model} (gone after {gone_after * 1000:.0f} ms)"
-        if verify_respawn:
-            stage = "respawn check"
-            respawn = check_respawn(ctx, model, plan.pid)
-            detail["respawn"] = respawn
-            if not respawn["ok"]:
-                why = respawn.get("note") or respawn.get("ping")
-                return finish("failed", f"{message}, but no new runner answered: {why}", detail)
-            message += f"; new runner pid {respawn['new_runner_pid']} answered in {respawn['ping_s']:.2f} s"
-        return finish("done", message, detail)
+        # a proxy in front of Ollama holds new requests until this ends (control/recovery.py)
+        with recovery_in_progress(ctx.control.dir if (hold_requests and ctx.control) else None, "hard_kill", model,
+                                  ctx.requested_by):  # fmt: skip
+            stage = "signalling"
+            try:
+                signal_verified(ctx, plan)
+            except ProcessRefused as exc:
+                return finish("refused", f"hard-kill {model}: {exc.message}", detail)
+            except ProcessVanished as exc:
+                return finish("failed", f"hard-kill {model}: {exc.message}", detail)
+            detail["signalled_at"] = datetime.now(UTC).isoformat()
+            stage = "signalled"
+            gone_after = wait_dead(ctx, plan.pid, plan.create_time)
+            if gone_after is None:
+                return finish("failed", f"sent SIGKILL to pid {plan.pid} but it is still alive after "
+                                        f"{ctx.kill_confirm_timeout_s:g} s", detail)  # fmt: skip
+            detail["gone_after_ms"] = round(gone_after * 1000, 1)
+            stage = "confirmed"
+            message = f"killed runner pid {plan.pid} of {model} (gone after {gone_after * 1000:.0f} ms)"
+            if verify_respawn:
+                stage = "respawn check"
+                respawn = check_respawn(ctx, model, plan.pid)
+                detail["respawn"] = respawn
+                if not respawn["ok"]:
+                    why = respawn.get("note") or respawn.get("ping")
+                    return finish("failed", f"{message}, but no new runner answered: {why}", detail)
+                message += f"; new runner pid {respawn['new_runner_pid']} answered in {respawn['ping_s']:.2f} s"
+            return finish("done", message, detail)
     except BaseException as exc:  # audit whatever happened, above all a signal already sent
         result = finish(*_interrupted(model, stage, detail, exc), detail)
         if not isinstance(exc, Exception):

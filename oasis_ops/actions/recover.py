@@ -15,6 +15,7 @@ from oasis_ops.actions.context import ActionContext
 from oasis_ops.actions.evict import evict
 from oasis_ops.actions.kill import hard_kill
 from oasis_ops.actions.result import ActionResult, Stopwatch
+from oasis_ops.control.recovery import recovery_in_progress
 
 
 def _step(result: ActionResult) -> dict[str, Any]:
@@ -53,7 +54,9 @@ def recover(
         return finish("refused", "refusing to recover (it may kill a process) without an audit log: pass --db")
     kill_progress: dict[str, Any] = {}  # filled by hard_kill even if it raises
     try:
-        return _recover(ctx, model, grace_s, ping, steps, finish, kill_progress, pid, create_time)
+        # a proxy in front of Ollama holds new requests until this ends (control/recovery.py)
+        with recovery_in_progress(ctx.control.dir if ctx.control else None, "recover", model, ctx.requested_by):
+            return _recover(ctx, model, grace_s, ping, steps, finish, kill_progress, pid, create_time)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if kill_progress and not any(step["action"] == "hard_kill" for step in steps):
@@ -101,7 +104,8 @@ def _recover(
         return finish("done", f"{evicted.message}; a test request answered in {answer.elapsed_s:.2f} s")
     if evicted.outcome != "stuck":
         return finish(evicted.outcome, evicted.message)
-    killed = hard_kill(ctx, model, pid, create_time=create_time, verify_respawn=ping, record=False, progress=kill_progress)
+    killed = hard_kill(ctx, model, pid, create_time=create_time, verify_respawn=ping, record=False, progress=kill_progress,
+                       hold_requests=False)
     steps.append(_step(killed))
     if killed.outcome == "done":
         return finish("done", f"soft evict was stuck; {killed.message}")

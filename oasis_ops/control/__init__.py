@@ -9,6 +9,7 @@ from oasis_ops.control.channel import (
     ControlChannel,
     RunnerState,
     concurrency_wording,
+    control_summary,
     parse_state,
     pause_wording,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "RunnerState",
     "atomic_write_json",
     "concurrency_wording",
+    "control_summary",
     "control_dir_for",
     "ensure_control_dir",
     "parse_request",

@@ -58,20 +58,26 @@ class RunnerState:
     heartbeat_age_s: float | None
     pid_alive: bool | None  # None: cannot tell (another host)
     alive: bool  # pid alive (or unknowable) and heartbeat fresh and not stopped
+    kind: str = "harness"  # "proxy": the oasis-ops proxy applies the requests
+    queued: int | None = None  # requests waiting (the proxy's queue)
+    held: str | None = None  # why the proxy holds requests (a recovery in progress), if it does
 
     def describe(self) -> str:
         age = "no heartbeat" if self.heartbeat_age_s is None else f"last heartbeat {self.heartbeat_age_s:.0f} s ago"
+        who = "proxy" if self.kind == "proxy" else "runner"
         if self.alive:
-            status = "runner alive"
+            status = f"{who} alive"
         elif self.stopped_at is not None:
-            status = "runner stopped"
+            status = f"{who} stopped"
         elif self.pid_alive is False:
-            status = f"runner gone (pid {self.pid} is not running)"
+            status = f"{who} gone (pid {self.pid} is not running)"
         else:
-            status = "runner not responding"
+            status = f"{who} not responding"
         counts = ", ".join(
             part for part in (
                 f"{self.in_flight} in flight" if self.in_flight is not None else "",
+                f"{self.queued} queued" if self.queued is not None else "",
+                f"holding new requests: {self.held}" if self.held else "",
                 f"{self.completed:,} completed" if self.completed is not None else "",
             ) if part
         )  # fmt: skip
@@ -176,6 +182,9 @@ def parse_state(
         heartbeat_age_s=age,
         pid_alive=pid_alive,
         alive=age is not None and age <= stale_after_s and pid_alive is not False and stopped_at is None,
+        kind="proxy" if data.get("kind") == "proxy" else "harness",
+        queued=as_int(data.get("queued")),
+        held=" ".join(data["held"].split())[:120] if isinstance(data.get("held"), str) and data["held"].strip() else None,
     )
 
 
@@ -298,3 +307,26 @@ class ControlChannel:
             f"runner did not acknowledge version {version} within {timeout_s:g} s "
             f"({seen}; applied version {state.applied_version})"
         )
+
+
+def control_summary(directory: Path | None, clock: Callable[[], datetime] = utc_now) -> dict[str, Any] | None:
+    """Who applies the control channel now (the harness's helper or the oasis-ops proxy) and its
+    queue, as a dict for `status --json` and the Live page; None when no runner ever wrote state.json."""
+    if directory is None or not directory.is_dir():
+        return None
+    channel = ControlChannel(directory, clock=clock)
+    try:
+        state = channel.runner_state()
+        requested = channel.requested() or {}
+    except UsageError:  # a control directory we refuse (another user's): say so elsewhere
+        return None
+    if state is None:
+        return None
+    return {
+        "dir": str(directory), "kind": state.kind, "alive": state.alive, "pid": state.pid,
+        "max_concurrency": state.max_concurrency, "paused": state.paused, "in_flight": state.in_flight,
+        "queued": state.queued, "held": state.held, "completed": state.completed,
+        "requested_version": as_int(requested.get("version")), "applied_version": state.applied_version,
+        "heartbeat_age_s": None if state.heartbeat_age_s is None else round(state.heartbeat_age_s, 1),
+        "summary": state.describe(),
+    }  # fmt: skip

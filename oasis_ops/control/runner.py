@@ -96,8 +96,10 @@ class RunnerControl:
         poll_interval_s: float = 0.5,
         heartbeat_interval_s: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
+        extra_state: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.dir = Path(directory).expanduser()
+        self.extra_state = extra_state  # more keys for state.json (the proxy: kind, queued, held)
         self.limiter = limiter
         self.on_change = on_change
         self.poll_interval_s = poll_interval_s
@@ -246,7 +248,8 @@ class RunnerControl:
 
     def state(self, *, stopped: bool = False) -> dict[str, Any]:
         now = self.clock()
-        return {
+        extra = self.extra_state() if self.extra_state is not None else {}
+        return extra | {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "create_time": self._create_time,

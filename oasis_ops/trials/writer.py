@@ -31,7 +31,10 @@ from oasis_ops.errors import DatabaseLocked, DataError
 from oasis_ops.sqlfiles import sql
 from oasis_ops.trials.snapshot import connect_with_limits
 
-FIELDS = ("trial_id", "run_id", "model", "started_at", "finished_at", "latency_ms", "status", "error")
+FIELDS = ("trial_id", "run_id", "model", "started_at", "finished_at", "latency_ms", "status", "error",
+          # optional, beyond Contract 1's columns: token counts and time held in the proxy's queue
+          "prompt_tokens", "completion_tokens", "queued_ms")
+CORE_FIELDS = FIELDS[:8]
 
 
 def _naive_utc(value: Any) -> Any:
@@ -166,7 +169,10 @@ class TrialWriter:
 
     def _insert_with(self, con: duckdb.DuckDBPyConnection, batch: list[dict[str, Any]]) -> None:
         frame = pd.DataFrame(batch, columns=list(FIELDS))
-        frame["latency_ms"] = frame["latency_ms"].astype("float64")
+        for column in ("latency_ms", "queued_ms"):
+            frame[column] = frame[column].astype("float64")
+        for column in ("prompt_tokens", "completion_tokens"):
+            frame[column] = frame[column].astype("Int64")
         for column in ("started_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column])
         try:
@@ -176,10 +182,9 @@ class TrialWriter:
             columns = [row[0] for row in con.execute(sql("trials_columns"), {"table": self.table}).fetchall()]
             rows = con.from_df(frame)
             present = [c for c in columns if c in FIELDS]
-            missing = [c for c in columns if c not in FIELDS]
             expressions = [duckdb.ColumnExpression(c) if c in present else duckdb.ConstantExpression(None).alias(c) for c in columns]
-            if missing and not present:
-                raise DataError(f"table {self.table!r} in {self.path} has none of the trial columns {FIELDS}")
+            if not any(c in CORE_FIELDS for c in present):
+                raise DataError(f"table {self.table!r} in {self.path} has none of the trial columns {CORE_FIELDS}")
             con.begin()
             rows.select(*expressions).insert_into(self.table)
             con.commit()

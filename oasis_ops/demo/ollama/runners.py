@@ -305,6 +305,7 @@ class _HttpReader:
     def __init__(self, sock: socket.socket, client_gone: Callable[[], bool] | None = None) -> None:
         self.sock = sock
         self.client_gone = client_gone
+        self.client_checked = time.monotonic()
         self.buffer = b""
         self.chunked = False
         self.length: int | None = None
@@ -313,10 +314,15 @@ class _HttpReader:
         while True:
             if self.client_gone is not None:
                 readable, _, _ = select.select([self.sock], [], [], 0.25)
-                if not readable:
+                # asked also while the runner streams without a pause: a real runner's tokens
+                # come faster than 0.25 s apart, and Ollama cancels on a client that left anyway
+                now = time.monotonic()
+                if not readable or now - self.client_checked >= 0.25:
+                    self.client_checked = now
                     if self.client_gone():
                         raise ClientLeft
-                    continue
+                    if not readable:
+                        continue
             try:
                 return self.sock.recv(65536)
             except TimeoutError:

@@ -16,6 +16,8 @@ its own process, start-up included; peak RSS from wait4 for that process alone):
   Live first paint             a fresh browser tab on the running dashboard until the chart is drawn
   dashboard RSS                the dashboard's process tree after the paints and refreshes
   ingest-logs 200 MB           `oasis-ops ingest-logs` into a new sidecar, vs a bare line read
+  proxy overhead               `oasis-ops proxy` per request and per streamed token, vs direct calls
+                               to the same upstream in the same run (bench/bench_proxy.py)
 
     .venv/bin/python -m bench            # this table (make bench)
     .venv/bin/python -m bench all        # every bench module
@@ -370,6 +372,9 @@ def main() -> int:
                      "vs": f"incidents on the same run {incidents['s']:.2f} s whole; one live evaluation {warned_in['live_ms']:.0f} ms "
                            "(every 30 s)",
                      "target": "", "met": None})  # fmt: skip
+    from bench import bench_proxy
+
+    rows += bench_proxy.rows(bench_proxy.measure())
     print_table(rows)
     where = write_result("bench_cost_quick" if quick() else "bench_cost",
                          {"quick": quick(), "trials": n, "log_mb": log.stat().st_size / 1e6, "rows": rows, "targets": TARGETS})  # fmt: skip
@@ -411,6 +416,10 @@ def _live(db: Path, work: Path) -> dict[str, Any]:
 def _fmt_s(value: float | None) -> str:
     if value is None or value != value:
         return "-"
+    if value < 0.001:
+        return f"{value * 1e6:.1f} us"
+    if value < 0.01:
+        return f"{value * 1000:.2f} ms"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 

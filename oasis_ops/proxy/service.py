@@ -30,7 +30,7 @@ from oasis_ops.proxy.app import ProxyApp, ProxyConfig
 from oasis_ops.proxy.gate import FairGate
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
-from oasis_ops.trials.writer import TrialWriter
+from oasis_ops.trials.writer import TrialWriter, default_run_id
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,6 @@ def _same_endpoint(upstream: str, host: str, port: int) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_unspecified and is_loopback_name(up_host)
     except ValueError:
         return False
-
-
-def default_run_id(prefix: str, now: datetime | None = None) -> str:
-    return f"{prefix}-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 @dataclass

@@ -37,6 +37,12 @@ FIELDS = ("trial_id", "run_id", "model", "started_at", "finished_at", "latency_m
 CORE_FIELDS = FIELDS[:8]
 
 
+def default_run_id(prefix: str, now: datetime | None = None) -> str:
+    """`<prefix>-<UTC time>`: the run_id of trials recorded by the proxy or the litellm callback
+    when none was set."""
+    return f"{prefix}-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}"
+
+
 def _naive_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC).replace(tzinfo=None)

@@ -44,7 +44,9 @@ TRIAL_EVERY_S = 6
 HEALTHY_MIN = 60
 WINDOW_MIN = 6
 STOPPING_MIN = 20
-FAULTS = ("deadlock", "memory", "flash", "cold", "client")
+FAULTS = ("deadlock", "memory", "flash", "cold", "client", "vram")
+GPU_TOTAL = 25_757_220_864  # an NVIDIA RTX 4090's 24 GiB as NVML reports it
+SPILL_SHARE = 0.52  # `ollama ps`: "48%/52% CPU/GPU"
 # The incident's clock: the window is 17:58-18:04 UTC.
 INCIDENT_WINDOW_START = datetime(2025, 11, 20, 17, 58, tzinfo=UTC)
 
@@ -146,7 +148,7 @@ def build_scenario(
                 server_ms = float(rng.uniform(65_000, 95_000))
                 eval_ms = server_ms - 1000.0
                 status, latency, error = "timeout", None, "timed out after 1m0s (litellm.Timeout)"
-            elif "flash" in chosen:
+            elif "flash" in chosen or "vram" in chosen:
                 latency = float(4 * p50 * np.exp(0.1 * rng.standard_normal()))
                 server_ms = latency - 150.0
                 eval_ms = server_ms - 500.0
@@ -224,6 +226,9 @@ def build_scenario(
         present = True
         if in_window and ("flash" in chosen or deadlock):
             cpu = float(rng.uniform(95, 99.9))
+        vram = MODEL_BYTES
+        if in_window and "vram" in chosen:  # another model took the VRAM: half the layers on the CPU
+            cpu, vram = float(rng.uniform(300, 400)), int(MODEL_BYTES * SPILL_SHARE)
         if in_window and "cold" in chosen:
             match = [c for c in cold_loads if c[0] <= ts < c[1] + timedelta(seconds=1)]
             present = bool(match)
@@ -234,10 +239,22 @@ def build_scenario(
             model_rows.append({
                 "ts": ts, "model": MODEL, "state": state, "expires_at": expires,
                 "stopping_since": expires if state == "stopping" else None, "size_bytes": MODEL_BYTES,
-                "size_vram_bytes": MODEL_BYTES, "processor": "100% GPU", "context_length": 8192, "runner_pid": pid,
+                "size_vram_bytes": vram, "context_length": 8192, "runner_pid": pid,
+                "processor": "100% GPU" if vram == MODEL_BYTES else f"{1 - SPILL_SHARE:.0%}/{SPILL_SHARE:.0%} CPU/GPU",
                 "runner_create_time": 1763650000.0 + pid, "runner_rss_bytes": 10_600_000_000,
                 "runner_cpu_percent": cpu, "runner_threads": 18,
             })  # fmt: skip
+        ts += timedelta(seconds=5)
+
+    # --- GPU: one NVIDIA GPU read every 5 s (scenario "vram": full in the window); none otherwise
+    gpu_rows: list[dict[str, Any]] = []
+    ts = t0 - timedelta(minutes=3)
+    while "vram" in chosen and ts < telemetry_end:
+        used = int(GPU_TOTAL * (0.985 if w0 <= ts < w1 else 0.45))
+        gpu_rows.append({"ts": ts, "gpu_index": 0, "gpu_uuid": "GPU-5f1e0c2a", "name": "NVIDIA GeForce RTX 4090",
+                         "vendor": "nvidia", "memory_total_bytes": GPU_TOTAL, "memory_used_bytes": used,
+                         "memory_free_bytes": GPU_TOTAL - used, "utilization_percent": 35.0, "temperature_c": 61.0,
+                         "power_w": 180.0, "source": "nvml"})  # fmt: skip
         ts += timedelta(seconds=5)
 
     # --- write everything through the real writers
@@ -245,7 +262,8 @@ def build_scenario(
         for row in trials:
             writer.add(**row)
     sidecar = Sidecar(scen.sidecar)
-    sidecar.write_batch({"host_samples": host_rows, "model_samples": model_rows, "events": sorted(events, key=lambda e: e["ts"])})
+    sidecar.write_batch({"host_samples": host_rows, "model_samples": model_rows, "events": sorted(events, key=lambda e: e["ts"]),
+                         "gpu_samples": gpu_rows})  # fmt: skip
     with scen.server_log.open("w", encoding="utf-8") as f:
         for _, _, line in sorted(logs.server, key=lambda x: (x[0], x[1])):
             f.write(line + "\n")

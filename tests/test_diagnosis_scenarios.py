@@ -22,6 +22,7 @@ EXPECTED = {
     "flash": "flash_attention_cpu_spill",
     "cold": "cold_start",
     "client": "client_timeout_only",
+    "vram": "vram_spill",
 }
 
 

@@ -50,7 +50,8 @@ def test_old_samples_are_thinned_then_dropped_and_dips_survive(tmp_path: Path) -
     assert [f for (f,) in thinned] == [5_000, 1_000, 5_120]  # one per minute, the dip kept
     assert [s for (s,) in states] == ["stopping", "loaded", "loaded"]  # a Stopping sample wins its minute
     assert recent == (180,) and events == (1,)
-    assert apply_retention(Sidecar(path), NOW, full_h=24, keep_days=30) == {"host_samples": 0, "model_samples": 0, "runner_samples": 0}
+    assert apply_retention(Sidecar(path), NOW, full_h=24, keep_days=30) == {"host_samples": 0, "model_samples": 0, "runner_samples": 0,
+                                                                               "gpu_samples": 0}
 
 
 def test_a_sampler_thread_that_died_is_started_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

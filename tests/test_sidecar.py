@@ -256,6 +256,13 @@ def test_write_batch_and_every_sidecar_statement(tmp_path: Path) -> None:
     assert warned["kind"].tolist() == ["memory_exhaustion"] and json.loads(warned["evidence"].iloc[0]) == {"free_bytes": 1}
     assert warned["eta"].iloc[0] == pd.Timestamp(T0 + timedelta(minutes=40)) and warned["change"].iloc[0] == "raised"
 
+    sidecar.write_batch({"gpu_samples": [{"ts": T0, "gpu_index": 0, "name": "NVIDIA A10", "vendor": "nvidia",
+                                          "memory_total_bytes": 24_000_000_000, "memory_used_bytes": 1_000, "source": "nvml"}]})  # fmt: skip
+    gpus = sidecar.gpu_samples_since(T0, T0 + timedelta(seconds=1))
+    used.add("sidecar_q_gpu_samples_since")
+    assert gpus[["name", "memory_used_bytes"]].to_dict("records") == [{"name": "NVIDIA A10", "memory_used_bytes": 1_000}]
+    assert gpus["utilization_percent"].isna().all()  # not reported: NULL, never 0
+
     latest = sidecar.latest_host_sample()
     used.add("sidecar_q_latest_host_sample")
     assert latest is not None and latest["swapouts"] == 504_282 and latest["ts"] == T0

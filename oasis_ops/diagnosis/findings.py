@@ -9,6 +9,8 @@ oasis_ops/diagnosis/checks/ (each module's docstring gives the reasoning in full
   while trials do not complete or its runner's CPU stays busy.
 - `memory_pressure` (memory.py): at least two of: free memory down tenfold, swap-outs climbing,
   pressure warn or critical.
+- `vram_spill` (vram_spill.py): the model's GPU share fell (size_vram below size) or a GPU's memory
+  was full, AND generation slowed or the runner's CPU rose.
 - `flash_attention_cpu_spill` (flash_spill.py): flash attention on AND either the runner's CPU
   high while the split says 100% GPU, or generation slowing while the image encoder stays fast.
 - `cold_start` (cold_start.py): confirmed by the model leaving /api/ps, a runner respawn, load
@@ -41,6 +43,7 @@ from oasis_ops.diagnosis.checks.context import _detail as _detail
 from oasis_ops.diagnosis.checks.context import apple_silicon as apple_silicon
 from oasis_ops.diagnosis.checks.flash_spill import check_flash_spill, flash_setting
 from oasis_ops.diagnosis.checks.memory import check_memory_pressure
+from oasis_ops.diagnosis.checks.vram_spill import check_vram_spill
 from oasis_ops.diagnosis.checks.stopping import (
     StoppingEpisode,
     check_stopping_deadlock,
@@ -69,11 +72,11 @@ def diagnose(ctx: WindowContext) -> list[Finding]:
     if ctx.model is None:
         ctx.model = pick_model(ctx.telemetry, ctx.window)
     found: list[Finding] = []
-    for check in (check_stopping_deadlock, check_memory_pressure):
+    for check in (check_stopping_deadlock, check_memory_pressure, check_vram_spill):
         finding = check(ctx)
         if finding:
             found.append(finding)
-    memory = any(f.id == "memory_pressure" for f in found)
+    memory = any(f.id in ("memory_pressure", "vram_spill") for f in found)  # other causes of slow generation
     for extra in (check_flash_spill(ctx, memory), check_cold_start(ctx), check_client_timeout(ctx)):
         if extra:
             found.append(extra)

@@ -46,3 +46,8 @@ EVAL_SLOWDOWN = 2.5  # generation 2.5x slower per token than before the window
 
 # --- stopping deadlock (checks/stopping.py) ----------------------------------------------------------
 STOPPING_LEAD = timedelta(minutes=5)  # a Stopping episode up to 5 minutes before the window counts
+
+# --- VRAM spill (checks/vram_spill.py) -----------------------------------------------------------------
+VRAM_FULL_RATIO = 0.95  # a GPU with 95% of its memory used has no room for another layer or KV cache
+GPU_SHARE_DROP = 0.05  # the model's share on the GPU fell by 5 points or more (100% -> 95% is already a spill)
+CPU_RISE_FACTOR = 2.0  # the runner's CPU doubled (and reached BUSY_CPU_PERCENT)

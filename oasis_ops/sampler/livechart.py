@@ -50,6 +50,41 @@ def _telemetry_rows(window: LiveWindow) -> list[dict[str, Any]]:
     return charts.bucket_records(values, tele["minute"], window.bucket_s, "%H:%M:%S UTC")
 
 
+GPU_COLORS = ["#9467bd", "#17becf", "#bcbd22", "#7f7f7f"]
+VRAM_TIPS = [{"field": "when", "title": "bucket"}, {"field": "gpu", "title": "GPU"},
+             {"field": "used_gb", "title": "VRAM used (GB, most)", "format": ".2f"},
+             {"field": "total_gb", "title": "VRAM total (GB)", "format": ".2f"},
+             {"field": "utilization_percent", "title": "busy (%)", "format": ".0f"}]  # fmt: skip
+
+
+def _gpu_rows(window: LiveWindow) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for (index, name), rows in window.gpus.groupby(["gpu_index", "name"], dropna=False, sort=True):
+        values = pd.DataFrame({"used_gb": rows["used_bytes"].astype("float64") / 1e9,
+                               "total_gb": rows["total_bytes"].astype("float64") / 1e9,
+                               "utilization_percent": rows["utilization_percent"].astype("float64")})  # fmt: skip
+        for row in charts.bucket_records(values, rows["minute"], window.bucket_s, "%H:%M:%S UTC"):
+            out.append({**row, "gpu": f"GPU {index} {name}"})
+    return out
+
+
+def vram_panel(gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """VRAM used (the most per bucket) per GPU as lines, its total as a dashed line."""
+    data = {"name": "gpus"}
+    names = sorted({r["gpu"] for r in gpus})
+    color = {"field": "gpu", "type": "nominal", "scale": {"domain": names, "range": GPU_COLORS[: len(names)] or GPU_COLORS},
+             "legend": {"orient": "top-left", "title": None, "direction": "horizontal"} if len(names) > 1 else None}  # fmt: skip
+    top = max((r["total_gb"] for r in gpus if r["total_gb"] is not None), default=1.0)
+    y = charts.y_enc("used_gb", charts.y_axis(tick_count=4), {"domain": [0, top * 1.05], "nice": False})
+    return charts.panel("vram", "GPU memory used (GB, most per bucket; dashed: total)", [
+        {"name": "vram_used", "data": data, "mark": {"type": "line", "strokeWidth": 1.8, "point": {"size": 10}, "clip": True},
+         "encoding": {"x": charts.x_enc(charts.MID_FIELD), "y": y, "color": color, "tooltip": VRAM_TIPS}},
+        {"name": "vram_total", "data": data, "mark": {"type": "line", "strokeDash": [4, 3], "strokeWidth": 1, "clip": True},
+         "encoding": {"x": charts.x_enc(charts.MID_FIELD), "color": color,
+                      "y": {**y, "field": "total_gb"}}},
+    ], height=100)  # fmt: skip
+
+
 def live_domain(window: LiveWindow) -> tuple[int, int]:
     """The chart's time domain: the window widened to whole minutes (and buckets), epoch ms."""
     return charts.time_domain(window.start, window.end, window.bucket_s)
@@ -91,6 +126,9 @@ def live_chart(rollup: pd.DataFrame, window: LiveWindow) -> dict[str, Any]:
                                                       charts.y_scale(charts.column(telemetry, "pages_free")))}})
     rows.append(charts.panel("memory", "Free memory (GB left, pages right; lowest per bucket)" + tag, memory,
                              height=PANEL_HEIGHT, independent_y=True))
+    gpus = charts.inside(_gpu_rows(window), domain) if window.has_gpus else []
+    if gpus:  # Linux GPUs; a Mac's GPU memory is the free memory above
+        rows.append(vram_panel(gpus))
     swap: list[dict[str, Any]] = []
     if charts.has(telemetry, "swapouts_per_min"):
         swap.append({"name": "swap_bars", "data": tele_data, "mark": charts.bar_mark(SWAP_FILL),
@@ -110,6 +148,8 @@ def live_chart(rollup: pd.DataFrame, window: LiveWindow) -> dict[str, Any]:
     overview = charts.overview_panel(trial_data, trials, charts.time_axis(span, title="time (UTC)"),
                                      "Trials per minute: drag here to zoom every panel, double-click to reset")  # fmt: skip
     datasets: dict[str, Any] = {"trials": trials, "telemetry": telemetry, "runners": runners}
+    if gpus:
+        datasets["gpus"] = gpus
     if problems:
         datasets["runner_problems"] = problems
     return charts.stack(rows, overview, datasets, domain, markers)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from oasis_ops.sampler.reads import _json, _query, _reader, _rows
+from oasis_ops.sampler.reads import _json, _optional_rows, _query, _reader, _rows
 from oasis_ops.sampler.runner_panel import RUNNER_COLUMNS, runner_buckets
 from oasis_ops.sidecar import Sidecar
 
@@ -37,6 +37,7 @@ def bucket_seconds_for(window: timedelta) -> int:
     return int(-(-least // 3600)) * 3600
 
 
+GPU_COLUMNS = ["minute", "gpu_index", "name", "used_bytes", "total_bytes", "utilization_percent"]
 TELEMETRY_COLUMNS = ["minute", "mem_free_bytes", "mem_available_bytes", "pages_free", "page_size",
                      "swapouts_per_min", "pressure", "simulated"]  # fmt: skip
 
@@ -49,6 +50,11 @@ class LiveWindow:
     telemetry: pd.DataFrame  # TELEMETRY_COLUMNS, one row per bucket over [start, end), gaps NaN
     markers: pd.DataFrame  # ts, kind, label (events and actions)
     runners: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RUNNER_COLUMNS))  # empty: no runner read
+    gpus: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=GPU_COLUMNS))  # empty: no GPU read (a Mac, a CPU box)
+
+    @property
+    def has_gpus(self) -> bool:
+        return not self.gpus.empty
 
     @property
     def has_runners(self) -> bool:
@@ -88,6 +94,7 @@ def live_window(sidecar: Sidecar, start: datetime, end: datetime, bucket_s: int 
         events = _rows(sidecar, con, "sidecar_q_events_since", since=start, until=end, max_rows=MAX_MARKERS)
         actions = _rows(sidecar, con, "sidecar_q_actions_since", since=start, until=end, max_rows=MAX_MARKERS)
         runners = runner_buckets(sidecar, start, end, bucket_s, con) if con is not None else pd.DataFrame(columns=RUNNER_COLUMNS)
+        gpu_rows = _optional_rows(sidecar, con, "sampler_q_gpu_buckets", since=start, until=end, width_us=width_us)
     start_us = int((start - _EPOCH).total_seconds() * 1e6) // width_us * width_us
     end_us = int((end - _EPOCH).total_seconds() * 1e6)
     grid = pd.DataFrame({"bucket_us": range(start_us, end_us, width_us)})
@@ -108,4 +115,6 @@ def live_window(sidecar: Sidecar, start: datetime, end: datetime, bucket_s: int 
         label = f"{row['action']} {row.get('target') or ''}".strip() + (f" ({row['outcome']})" if row.get("outcome") else "")
         marks.append({"ts": row["ts"], "kind": str(row["action"]), "label": label})
     markers = pd.DataFrame(marks, columns=["ts", "kind", "label"])
-    return LiveWindow(start, end, bucket_s, telemetry, markers, runners)
+    gpus = pd.DataFrame(gpu_rows, columns=["bucket_us", *GPU_COLUMNS[1:]])
+    gpus.insert(0, "minute", pd.to_datetime(gpus["bucket_us"], unit="us", utc=True))
+    return LiveWindow(start, end, bucket_s, telemetry, markers, runners, gpus.reindex(columns=GPU_COLUMNS))

@@ -18,7 +18,7 @@ from oasis_ops.sqlfiles import sql
 if TYPE_CHECKING:
     from oasis_ops.sidecar.store import Sidecar
 
-TABLES = ("host_samples", "model_samples", "runner_samples")
+TABLES = ("host_samples", "model_samples", "runner_samples", "gpu_samples")
 EVERY_S = 3600.0  # how often the sampler applies it
 
 

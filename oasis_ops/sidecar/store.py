@@ -67,6 +67,7 @@ INSERT_STATEMENTS: dict[str, str] = {
     "log_offsets": "sidecar_insert_log_offsets",
     "runner_samples": "sidecar_insert_runner_samples",
     "warnings": "sidecar_insert_warnings",
+    "gpu_samples": "sidecar_insert_gpu_samples",
 }
 # Upserted tables: rows of one batch are de-duplicated on this key (the last one wins).
 UPSERT_KEYS: dict[str, str] = {"sampler_status": "sampler_id", "log_offsets": "path"}
@@ -508,6 +509,12 @@ class Sidecar:
         self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS
     ) -> pd.DataFrame:
         return self._since("events_since", since, until, max_rows)
+
+    def gpu_samples_since(
+        self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS
+    ) -> pd.DataFrame:
+        """GPU reads (schema 8; see sql/migrations/008_gpu.sql)."""
+        return self._since("gpu_samples_since", since, until, max_rows)
 
     def runner_samples_since(
         self, since: datetime, until: datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS

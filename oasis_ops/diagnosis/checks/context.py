@@ -23,14 +23,16 @@ from oasis_ops.diagnosis.thresholds import (
     STOPPING_LOOKAHEAD,
 )
 from oasis_ops.diagnosis.windows import IncidentWindow
+from oasis_ops.errors import SchemaError
 from oasis_ops.moments import as_utc_datetime
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar
 
-ORDER = ("stopping_deadlock", "memory_pressure", "flash_attention_cpu_spill", "cold_start", "client_timeout_only")
+ORDER = ("stopping_deadlock", "memory_pressure", "vram_spill", "flash_attention_cpu_spill", "cold_start", "client_timeout_only")
 TITLES = {
     "stopping_deadlock": "Runner stuck in “Stopping…” (soft-evict deadlock)",
     "memory_pressure": "Host memory pressure",
+    "vram_spill": "VRAM exhausted: the model spilled layers from the GPU to the CPU",
     "flash_attention_cpu_spill": "Flash attention spilling the compute graph to the CPU",
     "cold_start": "Cold start (model reloads)",
     "client_timeout_only": "Client-side timeout only (the server answered in time)",
@@ -102,6 +104,7 @@ class Telemetry:
     log_events: pd.DataFrame
     harness: pd.DataFrame
     config: pd.DataFrame  # server.log's flash statements, runner spawns and version line before the range end
+    gpus: pd.DataFrame = field(default_factory=pd.DataFrame)  # gpu_samples (schema 8; empty on older sidecars)
 
     @classmethod
     def load(cls, sidecar: Sidecar, since: datetime, until: datetime, max_rows: int = 200_000) -> Telemetry:
@@ -118,6 +121,7 @@ class Telemetry:
             log_events=q("diag_log_events_between"),
             harness=q("diag_harness_between"),
             config=_ts_sorted(sidecar.query("diag_log_config_before", until=until)),
+            gpus=_gpu_rows(sidecar, since, until, max_rows),
         )
 
     @staticmethod
@@ -129,6 +133,13 @@ class Telemetry:
 
     def config_before(self, end: datetime) -> pd.DataFrame:
         return self.config[self.config["ts"] < pd.Timestamp(end)] if len(self.config) else self.config
+
+
+def _gpu_rows(sidecar: Sidecar, since: datetime, until: datetime, max_rows: int) -> pd.DataFrame:
+    try:
+        return _ts_sorted(sidecar.gpu_samples_since(since, until, max_rows))
+    except SchemaError:  # a sidecar written before GPUs were sampled: none to judge by
+        return pd.DataFrame()
 
 
 def _detail(value: Any) -> dict[str, Any]:

@@ -245,7 +245,7 @@ def show_sampler_state(header: LiveHeader, db: str, source: RunSource | None = N
 
 
 KIND_TITLES = {"memory_exhaustion": "Memory running out", "latency_drift": "Latency rising", "stuck_stopping": "Stuck Stopping",
-               "backlog": "Work piling up"}  # fmt: skip
+               "backlog": "Work piling up", "vram_exhaustion": "GPU memory running out"}  # fmt: skip
 
 
 def action_button(action: str) -> tuple[str, str, str, dict[str, Any]]:

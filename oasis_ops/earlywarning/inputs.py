@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from oasis_ops.errors import SchemaError
+
 if TYPE_CHECKING:
     from oasis_ops.sidecar import Sidecar
     from oasis_ops.trials import TrialSource
@@ -76,6 +78,22 @@ class ModelSeries:
 
 
 @dataclass
+class GpuSeries:
+    """One GPU's VRAM over time (gpu_samples)."""
+
+    t: np.ndarray
+    free: np.ndarray  # bytes
+    total: np.ndarray  # bytes
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> GpuSeries:
+        frame = frame.sort_values("ts", kind="stable")
+        total, used = _floats(frame, "memory_total_bytes"), _floats(frame, "memory_used_bytes")
+        free = _floats(frame, "memory_free_bytes")
+        return cls(_seconds(frame["ts"]), np.where(np.isfinite(free), free, total - used), total)
+
+
+@dataclass
 class TrialMinutes:
     minute: np.ndarray  # epoch s of each minute with trials (by start time)
     trials: np.ndarray
@@ -98,6 +116,7 @@ class WarningInputs:
     models: dict[str, ModelSeries]
     trials: TrialMinutes
     notes: list[str] = field(default_factory=list)
+    gpus: dict[str, GpuSeries] = field(default_factory=dict)  # "GPU 0 NVIDIA A10" -> its VRAM
 
     def until(self, t: float, trial_lag_s: float) -> WarningInputs:
         """Only what was known at `t` (epoch s): samples up to t, trial minutes judged by then
@@ -109,15 +128,21 @@ class WarningInputs:
         host = cut(self.host, int(np.searchsorted(self.host.t, t, side="right")))
         models = {name: cut(s, int(np.searchsorted(s.t, t, side="right"))) for name, s in self.models.items()}
         trials = cut(self.trials, int(np.searchsorted(self.trials.minute, t - trial_lag_s - 60.0, side="right")))
-        return WarningInputs(host, models, trials, list(self.notes))
+        gpus = {name: cut(s, int(np.searchsorted(s.t, t, side="right"))) for name, s in self.gpus.items()}
+        return WarningInputs(host, models, trials, list(self.notes), gpus)
 
     @classmethod
-    def from_frames(cls, host: pd.DataFrame, models: pd.DataFrame, minutes: pd.DataFrame) -> WarningInputs:
+    def from_frames(cls, host: pd.DataFrame, models: pd.DataFrame, minutes: pd.DataFrame,
+                    gpus: pd.DataFrame | None = None) -> WarningInputs:  # fmt: skip
         per_model = {}
         if not models.empty and "model" in models.columns:
             for name, part in models.groupby(models["model"].astype(str), sort=True):
                 per_model[str(name)] = ModelSeries.from_frame(part)
-        return cls(HostSeries.from_frame(host), per_model, TrialMinutes.from_frame(minutes))
+        per_gpu = {}
+        if gpus is not None and not gpus.empty:
+            for (index, name), part in gpus.groupby(["gpu_index", "name"], dropna=False, sort=True):
+                per_gpu[f"GPU {index} {name}"] = GpuSeries.from_frame(part)
+        return cls(HostSeries.from_frame(host), per_model, TrialMinutes.from_frame(minutes), gpus=per_gpu)
 
 
 def load_inputs(sidecar: Sidecar | None, source: TrialSource | None, start: datetime, end: datetime, *,
@@ -125,10 +150,14 @@ def load_inputs(sidecar: Sidecar | None, source: TrialSource | None, start: date
     """Everything the rules need to evaluate [start, end), read once (telemetry from LOOKBACK before)."""
     since = start - LOOKBACK
     notes: list[str] = []
-    host = models = pd.DataFrame()
+    host = models = gpus = pd.DataFrame()
     if sidecar is not None and sidecar.path.exists():
         host = sidecar.host_samples_since(since, end, MAX_ROWS)
         models = sidecar.model_samples_since(since, end, MAX_ROWS)
+        try:
+            gpus = sidecar.gpu_samples_since(since, end, MAX_ROWS)
+        except SchemaError:  # a sidecar from before GPUs were sampled
+            gpus = pd.DataFrame()
         for name, frame in (("host samples", host), ("model samples", models)):
             if len(frame) >= MAX_ROWS:
                 notes.append(f"{name}: only the newest {MAX_ROWS:,} rows of the range were read")
@@ -139,6 +168,6 @@ def load_inputs(sidecar: Sidecar | None, source: TrialSource | None, start: date
     minutes = pd.DataFrame()
     if source is not None:
         minutes = source.rollup_sparse(since, end, "1m", run_id=run_id, model=model)
-    inputs = WarningInputs.from_frames(host, models, minutes)
+    inputs = WarningInputs.from_frames(host, models, minutes, gpus)
     inputs.notes = notes
     return inputs

@@ -14,7 +14,7 @@ def utc_of(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-KINDS = ("memory_exhaustion", "latency_drift", "stuck_stopping", "backlog")
+KINDS = ("memory_exhaustion", "latency_drift", "stuck_stopping", "backlog", "vram_exhaustion")
 WARN, CRITICAL = "warn", "critical"
 
 

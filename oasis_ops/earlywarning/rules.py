@@ -1,4 +1,4 @@
-"""The four warning rules. Each reads `WarningInputs` up to time `t` (epoch seconds) and nothing
+"""The five warning rules. Each reads `WarningInputs` up to time `t` (epoch seconds) and nothing
 after it, and returns the conditions it sees then (EarlyWarning episodes are the engine's job).
 
 Constants are the rules' shape; the thresholds a user may want to move are settings
@@ -35,6 +35,7 @@ RUNNER_WINDOW_S = 180.0
 BUSY_CPU = 50.0  # a runner this busy is serving work
 SPILL_CPU = 90.0  # ...and this busy while /api/ps says 100% GPU is the flash-attention spill signature
 ACTIVE_RUN_S = 900.0  # a trial started this recently: the run still has work
+VRAM_FLOOR_SHARE = 0.03  # a GPU with 3% of its memory free has no room left for a layer or a KV cache
 
 
 
@@ -101,6 +102,49 @@ def memory_exhaustion(t: float, inputs: WarningInputs, settings: Settings, hold:
         extra.append(f"pressure {pressure:.0f}/100")
     message = head + (f"; {', '.join(extra)}" if extra else "")
     return [Condition("memory_exhaustion", severity, message, evidence, "concurrency 1", eta)]
+
+
+def vram_exhaustion(t: float, inputs: WarningInputs, settings: Settings, hold: float | None = None) -> list[Condition] | None:
+    """Free VRAM of each GPU fitted as host memory is (Theil-Sen over the last ten minutes): at
+    the floor (3% of the GPU free) now, or reaching it within the horizon. A model that no longer
+    fits spills layers to the CPU and slows several-fold (the `vram_spill` finding). None when no
+    GPU was read recently (a Mac, a CPU box: nothing to forecast)."""
+    seen = False
+    out: list[Condition] = []
+    for name, gpu in inputs.gpus.items():
+        lo = int(np.searchsorted(gpu.t, t - MEMORY_WINDOW_S, side="right"))
+        hi = int(np.searchsorted(gpu.t, t, side="right"))
+        if hi - lo < MEMORY_MIN_POINTS or gpu.t[hi - 1] - gpu.t[lo] < MEMORY_MIN_SPAN_S or t - gpu.t[hi - 1] > STALE_S:
+            continue
+        seen = True
+        total = _median(gpu.total[lo:hi])
+        now_free = _median(gpu.free[max(lo, hi - 3) : hi])
+        trend = theil_sen(gpu.t[lo:hi], gpu.free[lo:hi])
+        if total is None or now_free is None or trend is None:
+            continue
+        floor = VRAM_FLOOR_SHARE * total
+        horizon_s = float(settings.warn_horizon_min) * 60.0 * (HOLD_FACTOR if hold is not None else 1.0)
+        if now_free <= floor:
+            eta_s = 0.0
+        elif trend.high < 0:
+            eta_s = (now_free - floor) / -trend.slope
+            if eta_s > horizon_s:
+                continue
+        else:
+            continue
+        eta = utc_of(t + eta_s)
+        evidence: dict[str, Any] = {"gpu": name, "free_bytes": int(now_free), "total_bytes": int(total), "floor_bytes": int(floor),
+                                    "slope_bytes_per_min": round(trend.slope * 60), "samples": trend.points,
+                                    "minutes_left": round(eta_s / 60, 1)}  # fmt: skip
+        if eta_s == 0:
+            message = f"{name}: {tx.size(now_free)} of {tx.size(total)} VRAM free: a model that needs more spills layers to the CPU"
+        else:
+            message = (f"{name}: {tx.size(now_free)} VRAM free, falling {tx.size(-trend.slope * 60)}/min: full in "
+                       f"~{tx.duration(eta_s)} ({eta:%H:%M} UTC); a model that no longer fits spills to the CPU")  # fmt: skip
+        severity = CRITICAL if eta_s <= CRITICAL_ETA_S else WARN
+        # pausing keeps trials from timing out on a spilled model while VRAM is freed (other models unloaded)
+        out.append(Condition("vram_exhaustion", severity, message, evidence, "pause", eta, name))
+    return out if seen else None
 
 
 def _runner_signature(t: float, inputs: WarningInputs) -> tuple[str | None, float | None, bool]:
@@ -247,6 +291,7 @@ def evaluate(t: float, inputs: WarningInputs, settings: Settings, holds: dict[st
         "latency_drift": latency_drift(t, inputs, settings, holds.get("latency_drift")),
         "stuck_stopping": stuck_stopping(t, inputs, settings),
         "backlog": backlog(t, inputs, settings, holds.get("backlog")),
+        "vram_exhaustion": vram_exhaustion(t, inputs, settings, holds.get("vram_exhaustion")),
     }
     conditions = [c for found in readings.values() if found for c in found]
     return conditions, {kind for kind, found in readings.items() if found is None}

@@ -33,6 +33,7 @@ class CountingOllama:
         self.arrivals: list[float] = []  # and when (time.monotonic())
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
+        self.uploaded = 0  # bytes of the last /api/blobs upload
         self.lock = threading.Lock()
         owner = self
 
@@ -67,6 +68,19 @@ class CountingOllama:
         self.server.server_close()
 
     def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        if handler.path.startswith("/api/blobs/"):  # a model upload: count the bytes, answer 201 as Ollama does
+            remaining, received = int(handler.headers.get("Content-Length") or 0), 0
+            while remaining > 0:
+                chunk = handler.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                received += len(chunk)
+                remaining -= len(chunk)
+            self.uploaded = received
+            handler.send_response(201)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         length = int(handler.headers.get("Content-Length") or 0)
         body = json.loads(handler.rfile.read(length) or b"{}")
         with self.lock:

@@ -244,6 +244,9 @@ def test_load_and_unload_requests_and_oversized_bodies(tmp_path: Path, upstream:
         assert gen(proxy.url, "", keep_alive=0, stream=False).status_code == 200  # an unload: passed, not a trial
         big = gen(proxy.url, "x" * 20_000)
         assert big.status_code == 413 and "over" in big.json()["error"]
+        # a model upload is no model call: streamed through whatever its size, never held whole
+        blob = httpx.post(proxy.url + "/api/blobs/sha256:" + "0" * 64, content=b"x" * (160 * 65536), timeout=30)
+        assert blob.status_code == 201 and upstream.uploaded == 160 * 65536  # 10 MB through a 0.01 MB cap
     assert upstream.order == [""]
     assert not (tmp_path / "trials.duckdb").exists() or trial_rows(tmp_path / "trials.duckdb") == []
 

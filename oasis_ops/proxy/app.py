@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ import httpx
 from oasis_ops.access import host_header_allowed, secret_matches
 from oasis_ops.proxy.gate import FairGate, QueueFull
 from oasis_ops.proxy.record import (
+    TRIAL_PATHS,
     RequestInfo,
     Tail,
     classify,
@@ -143,6 +144,11 @@ class ProxyApp:
             status, message = refusal
             await _respond(send, *_json_error(status, message, openai))
             return
+        if scope.get("method") != "POST" or path not in TRIAL_PATHS:
+            # not a model call (tags, ps, pulls, blob uploads of any size): streamed both ways, unrecorded
+            body_done = asyncio.Event()
+            await self._forward(scope, self._body_stream(receive, body_done), send, receive, None, openai, body_done)
+            return
         try:
             body = await self._read_body(receive)
         except ClientGone:
@@ -150,7 +156,7 @@ class ProxyApp:
         except ValueError as exc:
             await _respond(send, *_json_error(413, str(exc), openai))
             return
-        info = classify(scope.get("method", "GET"), path, body)
+        info = classify("POST", path, body)
         if not info.is_trial:
             await self._forward(scope, body, send, receive, None, openai)
             return
@@ -268,17 +274,36 @@ class ProxyApp:
         self.record(row)
 
     @staticmethod
-    async def _wait_disconnect(receive: Receive) -> None:
+    async def _wait_disconnect(receive: Receive, after: asyncio.Event | None = None) -> None:
+        if after is not None:  # the request body is still being read from `receive`
+            await after.wait()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
 
+    @staticmethod
+    async def _body_stream(receive: Receive, done: asyncio.Event) -> AsyncIterator[bytes]:
+        """The request body as it arrives (never held whole: a model upload can be gigabytes)."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                done.set()
+                return
+
     # --- forwarding -------------------------------------------------------------------------------
-    def _upstream_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+    def _upstream_headers(self, scope: Scope, streamed: bool = False) -> list[tuple[bytes, bytes]]:
         out = []
         for key, value in scope.get("headers", []):
             name = key.lower()
+            if name == b"content-length" and streamed:
+                out.append((name, value))  # a streamed body keeps its length (else httpx would send it chunked)
+                continue
             if name in HOP_BY_HOP:
                 continue
             if name == b"authorization" and self.config.access_secret:
@@ -286,18 +311,20 @@ class ProxyApp:
             out.append((name, value))
         return out
 
-    async def _forward(self, scope: Scope, body: bytes, send: Send, receive: Receive,
-                       disconnected: asyncio.Future[None] | None, openai: bool) -> tuple[str, str | None, bytes]:  # fmt: skip
+    async def _forward(self, scope: Scope, body: bytes | AsyncIterator[bytes], send: Send, receive: Receive,
+                       disconnected: asyncio.Future[None] | None, openai: bool,
+                       body_done: asyncio.Event | None = None) -> tuple[str, str | None, bytes]:  # fmt: skip
         """Send upstream and stream the answer back: (status, reason, tail of the body)."""
         if disconnected is None:
-            disconnected = asyncio.ensure_future(self._wait_disconnect(receive))
+            disconnected = asyncio.ensure_future(self._wait_disconnect(receive, body_done))
             own_watch = True
         else:
             own_watch = False
         client = self.upstream_client()
         query = scope.get("query_string", b"").decode("latin-1")
         url = scope.get("path", "/") + (f"?{query}" if query else "")
-        request = client.build_request(scope.get("method", "GET"), url, headers=self._upstream_headers(scope),
+        streamed = not isinstance(body, bytes)
+        request = client.build_request(scope.get("method", "GET"), url, headers=self._upstream_headers(scope, streamed),
                                        content=body)  # fmt: skip
         self.counters.upstream_in_flight += 1
         self.counters.upstream_max_in_flight = max(self.counters.upstream_max_in_flight, self.counters.upstream_in_flight)
@@ -314,6 +341,8 @@ class ProxyApp:
                 return "timeout", "client disconnected before Ollama answered", b""
             try:
                 response = sending.result()
+            except ClientGone:
+                return "timeout", "client disconnected while sending its request", b""
             except httpx.HTTPError as exc:
                 reason = f"upstream unreachable: {type(exc).__name__}: {exc}".strip().rstrip(":")
                 await _respond(send, *_json_error(502, f"oasis-ops proxy: Ollama at {self.config.upstream} "

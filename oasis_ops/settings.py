@@ -75,7 +75,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("run_id", str, "", "run_id of the trials the proxy and the litellm callback record. Empty: `proxy-<UTC start time>` (`litellm-...` for the callback)."),
     S("proxy_max_concurrency", int, 64, "Requests the proxy lets through at once until the control channel says otherwise (`oasis-ops concurrency`)."),
     S("proxy_max_queue", int, 1024, "Requests the proxy holds waiting at most; one more gets a 503 saying the queue is full."),
-    S("proxy_max_body_mb", float, 64.0, "Largest request body the proxy accepts, MB (413 beyond)."),
+    S("proxy_max_body_mb", float, 64.0, "Largest request body of a model call the proxy accepts, MB (413 beyond); other requests (model uploads) stream through uncapped."),
     S("proxy_recovery_hold_s", float, 180.0, "Longest the proxy holds new requests for a hard-kill or recover in progress (and then for the runner to answer), seconds."),
     # --- Ollama
     S("ollama_host", str, "http://127.0.0.1:11434", "Ollama base URL (also read from OLLAMA_HOST).", ("OLLAMA_HOST",)),

@@ -166,3 +166,36 @@ def _try(call: Any) -> Any:
         return call()
     except Exception as exc:  # noqa: BLE001 - the stuck request fails when its runner dies
         return exc
+
+
+def test_the_openai_client_through_the_proxy_streams_and_leaves_rows_with_its_usage(demo: Any, tmp_path: Path) -> None:
+    import openai
+
+    with running_proxy(tmp_path, demo.url) as proxy:
+        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="ollama", max_retries=0)
+        assert REAL_MODEL in [m.id for m in client.models.list().data]  # passed through, not a trial
+        messages = [{"role": "user", "content": STORY}]
+        plain = client.chat.completions.create(model=REAL_MODEL, messages=messages, max_tokens=10, seed=1)
+        assert plain.object == "chat.completion" and plain.id.startswith("chatcmpl-") and plain.system_fingerprint == "fp_ollama"
+        assert plain.choices[0].finish_reason == "length" and plain.usage.completion_tokens == 10 and plain.choices[0].message.content
+        start = time.monotonic()
+        arrivals, usage, finish = [], None, None
+        for chunk in client.chat.completions.create(model=REAL_MODEL, messages=messages, max_tokens=120, stream=True,
+                                                    stream_options={"include_usage": True}):  # fmt: skip
+            arrivals.append(time.monotonic() - start)
+            if chunk.usage is not None:
+                usage = chunk.usage
+            elif chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+        text = client.completions.create(model=REAL_MODEL, prompt="Once upon a time", max_tokens=5)
+        assert text.object == "text_completion" and text.id.startswith("cmpl-") and text.usage.completion_tokens == 5
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="no-such:1b", messages=messages)
+        assert missing.value.body["type"] == "not_found_error"  # type: ignore[index]
+        wait_for(lambda: proxy.app.counters.trials == 4, what="four trials")
+    # token by token through the proxy: many chunks, the first long before the last
+    assert finish == "length" and usage is not None and usage.completion_tokens == 120
+    assert len(arrivals) > 100 and arrivals[0] < 0.5 * arrivals[-1]
+    rows = trial_rows(tmp_path / "trials.duckdb")
+    assert [(r["status"], r["completion_tokens"]) for r in rows] == [("ok", 10), ("ok", 120), ("ok", 5), ("error", None)]
+    assert rows[1]["prompt_tokens"] == usage.prompt_tokens and rows[3]["error"].startswith("upstream 404: model")

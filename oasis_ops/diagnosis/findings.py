@@ -43,12 +43,12 @@ from oasis_ops.diagnosis.checks.context import _detail as _detail
 from oasis_ops.diagnosis.checks.context import apple_silicon as apple_silicon
 from oasis_ops.diagnosis.checks.flash_spill import check_flash_spill, flash_setting
 from oasis_ops.diagnosis.checks.memory import check_memory_pressure
-from oasis_ops.diagnosis.checks.vram_spill import check_vram_spill
 from oasis_ops.diagnosis.checks.stopping import (
     StoppingEpisode,
     check_stopping_deadlock,
     stopping_episodes,
 )
+from oasis_ops.diagnosis.checks.vram_spill import check_vram_spill
 from oasis_ops.diagnosis.thresholds import BUSY_CPU_PERCENT as BUSY_CPU_PERCENT
 from oasis_ops.diagnosis.thresholds import COLD_LEAD as COLD_LEAD
 from oasis_ops.diagnosis.thresholds import DEFAULT_TIMEOUT_MS as DEFAULT_TIMEOUT_MS

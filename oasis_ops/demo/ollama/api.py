@@ -2,7 +2,8 @@
 
 `GET|HEAD /`, `GET /api/version`, `GET /api/ps`, `GET /api/tags`, `POST /api/show`,
 `POST /api/generate`, `POST /api/chat` (NDJSON streaming by default, one JSON object with
-`"stream": false`). Every request gets a Gin access line in server.log with the status Ollama's
+`"stream": false`), and the OpenAI-compatible `POST /v1/chat/completions`, `POST /v1/completions`
+and `GET /v1/models` (openai_compat.py). Every request gets a Gin access line in server.log with the status Ollama's
 handlers produce (see profiles.py for the abort statuses).
 
 A generation: the request is queued with the scheduler (503 when the queue is full), waits
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 from oasis_ops.demo.ollama.goparse import KeepAliveError, parse_keep_alive
 from oasis_ops.demo.ollama.home import InstalledModel
 from oasis_ops.demo.ollama.netutil import peer_closed
+from oasis_ops.demo.ollama.openai_compat import OpenAIShape, error_body, models_list
 from oasis_ops.demo.ollama.runners import ClientLeft, Runner, RunnerGone
 from oasis_ops.demo.ollama.scheduler import (
     ZERO_TIME,
@@ -77,6 +79,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Emulator
     protocol_version = "HTTP/1.1"
     server_version = "ollama-emulator"
+    openai: OpenAIShape | None = None  # per request (_start): a /v1 request answers in OpenAI's shapes
     disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms ACK stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -92,6 +95,7 @@ class Handler(BaseHTTPRequestHandler):
     def _start(self) -> None:
         self.t0 = time.monotonic()
         self.status = 200
+        self.openai = None
 
     def _access(self, status: int | None = None) -> None:
         if self.path.split("?", 1)[0].startswith("/_demo/"):
@@ -115,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
 
     def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
+        self._json(status, error_body(status, message) if self.openai is not None else {"error": message})
 
     def _body(self) -> dict[str, Any] | None:
         declared = self.headers.get("Content-Length") or "0"
@@ -182,6 +186,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, {"models": self._ps()})
             elif path == "/api/tags":
                 self._json(200, {"models": self._tags()})
+            elif path == "/v1/models":
+                self._json(200, models_list(self._tags()))
             elif path == "/_demo/faults":
                 self._json(200, self.server.board.snapshot())
             elif path == "/_demo/host" and self.server.board.simulated_host:
@@ -214,6 +220,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._show(body)
             elif path in ("/api/generate", "/api/chat"):
                 status = self._generate(body, "chat" if path == "/api/chat" else "generate")
+            elif path in ("/v1/chat/completions", "/v1/completions"):  # Ollama's OpenAI-compatible API
+                self.openai = OpenAIShape("chat" if path == "/v1/chat/completions" else "completion", body)
+                status = self._generate(self.openai.native_request(), self.openai.native_kind)
             elif path == "/_demo/faults":
                 self._faults(body)
             else:
@@ -388,10 +397,10 @@ class Handler(BaseHTTPRequestHandler):
 
         def write_chunk(obj: dict[str, Any]) -> None:
             nonlocal headers_sent
-            data = json.dumps(obj).encode() + b"\n"
+            data = self.openai.events(obj) if self.openai is not None else json.dumps(obj).encode() + b"\n"
             if not headers_sent:
                 self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Type", "text/event-stream" if self.openai is not None else "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 headers_sent = True
@@ -455,7 +464,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             else:
-                self._json(200, {**self._base(model, kind, "".join(text)), **summary})
+                answer = {**self._base(model, kind, "".join(text)), **summary}
+                self._json(200, self.openai.final(answer) if self.openai is not None else answer)
         except OSError:
             self.close_connection = True
         return 200

@@ -18,7 +18,13 @@ from typing import Any
 import pandas as pd
 
 from oasis_ops.diagnosis import text as t
-from oasis_ops.diagnosis.checks.context import Finding, WindowContext, _median, _model_rows, timing_comparison
+from oasis_ops.diagnosis.checks.context import (
+    Finding,
+    WindowContext,
+    _median,
+    _model_rows,
+    timing_comparison,
+)
 from oasis_ops.diagnosis.thresholds import (
     BUSY_CPU_PERCENT,
     CPU_RISE_FACTOR,

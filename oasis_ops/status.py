@@ -142,6 +142,7 @@ def take_status(
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     interval_s: float = STATUS_INTERVAL_S,
+    gpu_reader: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """The snapshot as a dict (see the README's `oasis-ops status --json` keys). `errors` lists
     what could not be read; Ollama being down is not an error (ollama.reachable is false)."""
@@ -267,6 +268,7 @@ def take_status(
             "sidecar": str(sidecar.path) if sidecar is not None else None,
             "sampler": sampler,
             "control": control_summary(_control_dir(settings), clock),
+            "gpus": gpu_dict(gpu_reader() if gpu_reader is not None else _read_gpus(), models),
             "errors": errors,
         }
     finally:
@@ -275,6 +277,25 @@ def take_status(
             client.close()
         if own_host:
             host_source.close()
+
+
+def _read_gpus() -> Any:
+    from oasis_ops.probes.gpu import GpuProbe  # lazily: NVML and subprocesses only for status
+
+    return GpuProbe().read()
+
+
+def gpu_dict(snapshot: Any, models: list[ModelSnapshot]) -> dict[str, Any]:
+    """`gpus` of `status --json`: the GPUs and each runner's VRAM (source `none` without a GPU)."""
+    return {
+        "source": snapshot.source,
+        "note": snapshot.note,
+        "devices": [{"index": g.index, "uuid": g.uuid, "name": g.name, "vendor": g.vendor,
+                     "memory_total_bytes": g.memory_total_bytes, "memory_used_bytes": g.memory_used_bytes,
+                     "memory_free_bytes": g.memory_free_bytes, "utilization_percent": g.utilization_percent,
+                     "temperature_c": g.temperature_c, "power_w": g.power_w} for g in snapshot.gpus],
+        "runner_vram_bytes": {m.model: snapshot.vram_of(m.runner_pid) for m in models if m.runner_pid is not None and snapshot.gpus},
+    }  # fmt: skip
 
 
 def _control_dir(settings: Settings) -> Path | None:
@@ -346,6 +367,18 @@ def format_status(snap: dict[str, Any]) -> str:
     sampler = snap.get("sampler")
     if snap.get("sidecar"):
         lines.append(f"Sampler  {sampler['summary'] if sampler else 'never ran on'} ({snap['sidecar']})")
+    gpus = snap.get("gpus")
+    if gpus and gpus["devices"]:
+        for g in gpus["devices"]:
+            used, total = g["memory_used_bytes"], g["memory_total_bytes"]
+            share = f" ({used / total:.0%})" if used is not None and total else ""
+            util = f", busy {g['utilization_percent']:.0f}%" if g["utilization_percent"] is not None else ""
+            lines.append(f"GPU {g['index']}    {g['name']}: VRAM {human_bytes(used)} of {human_bytes(total)} used{share}{util} ({gpus['source']})")
+        for model, vram in gpus["runner_vram_bytes"].items():
+            if vram is not None:
+                lines.append(f"  {model:<24} runner holds {human_bytes(vram)} of VRAM")
+    elif gpus:
+        lines.append(f"GPU      none found ({gpus['note'] or 'no NVIDIA or AMD GPU'})")
     control = snap.get("control")
     if control:  # the harness's helper or the oasis-ops proxy, whichever applies the control channel
         lines.append(f"Control  {control['summary']}")

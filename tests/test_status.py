@@ -25,7 +25,7 @@ from oasis_ops.cli import main as cli_main
 from oasis_ops.sidecar import Sidecar, heartbeat_row
 
 MODEL = "gemma4:e4b"
-TOP_KEYS = {"taken_at", "ollama", "models", "host", "flash_attention", "sidecar", "sampler", "control", "errors"}
+TOP_KEYS = {"taken_at", "ollama", "models", "host", "flash_attention", "sidecar", "sampler", "control", "gpus", "errors"}
 OLLAMA_KEYS = {"url", "reachable", "version", "error"}
 MODEL_KEYS = {
     "name", "state", "stopping_since", "stopping_for_s", "stopping_counted_from", "expires_at", "keep_alive_forever", "processor",

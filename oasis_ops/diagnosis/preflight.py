@@ -114,6 +114,7 @@ class Sources:
     server_log: str | os.PathLike[str] | None = None
     models_dir: str | os.PathLike[str] | None = None
     serve_pid: int | None = None  # None: the `ollama serve` listening on the Ollama port (serve_pid_for)
+    gpus: Callable[[], Any] | None = None  # a GpuSnapshot reader (oasis_ops.probes.gpu); None: the real GPUs
 
 
 def run_preflight(
@@ -173,8 +174,23 @@ def run_preflight(
         checks.append(_runners(tree))
     if statuses is not None:
         checks.append(_stopping(judged_statuses(statuses, settings), float(settings.evict_grace_s)))
+    if not apple:  # a Mac's GPU memory is its host memory: the free_memory check
+        checks.append(_vram(src, statuses, model))
     checks.append(_concurrency(src.runner_state, apple, num_parallel))
     return PreflightResult(checks)
+
+
+def _vram(src: Sources, statuses: list[ModelStatus] | None, model: str | None) -> Check:
+    from oasis_ops.diagnosis.preflight_gpu import vram_check
+
+    if src.gpus is not None:
+        snapshot = src.gpus()
+    else:
+        from oasis_ops.probes.gpu import GpuProbe
+
+        snapshot = GpuProbe().read()
+    size, loaded = model_size_bytes(model, statuses, src.models_dir) if model else (None, False)
+    return Check("vram", *vram_check(snapshot, statuses, model, size, loaded))
 
 
 def judged_statuses(statuses: list[ModelStatus], settings: Settings) -> list[ModelStatus]:

@@ -52,6 +52,7 @@ from oasis_ops.probes import (
 )
 from oasis_ops.probes.host import HostSample, utc_now
 from oasis_ops.probes.processes import ProcessList, find_ollama_tree
+from oasis_ops.sampler.gpus import GpuReader
 from oasis_ops.sampler.hostsource import HostSource
 from oasis_ops.sampler.procwatch import RunnerWatch, serve_pid_for
 from oasis_ops.sampler.runners import RUNNER_TIMEOUT_S, RunnerReader
@@ -88,6 +89,7 @@ class TickReport:
     actions: list[Any] = field(default_factory=list)  # ActionResults the watchdog took this tick
     runners: list[dict[str, Any]] = field(default_factory=list)  # runner_samples rows of this tick
     warnings: list[tuple[Any, str]] = field(default_factory=list)  # (EarlyWarning, "raised" | "cleared") of this tick
+    gpus: Any = None  # the GpuSnapshot read this tick (oasis_ops.probes.gpu), if one was due
 
 
 def model_row(snapshot: ModelSnapshot) -> dict[str, Any]:
@@ -134,6 +136,7 @@ class Sampler:
         no_progress_s: float | None = None,
         serve_pid: int | None = None,
         early_warning: bool = True,
+        gpu_probe: Any = None,
     ) -> None:
         self.sidecar_path = Path(sidecar_path).expanduser()
         self.settings = settings
@@ -171,6 +174,13 @@ class Sampler:
         self.runners = RunnerReader(every_s=self.process_interval_s, slack_s=min(0.25, self.interval_s / 4),
                                     timeout_s=self.runner_timeout_s, no_progress_s=self.no_progress_s, clock=clock,
                                     add=self._add, event=self._event, count_error=self._count_error)  # fmt: skip
+
+        # GPUs (NVML, nvidia-smi, rocm-smi): every process_interval_s, every minute when none
+        if gpu_probe is None:
+            from oasis_ops.probes.gpu import GpuProbe
+
+            gpu_probe = GpuProbe()
+        self.gpus = GpuReader(gpu_probe, every_s=max(self.process_interval_s, self.interval_s))
 
         self.pid = os.getpid()
         self.host = socket.gethostname()
@@ -351,6 +361,7 @@ class Sampler:
         self._events_this_tick = []
         try:
             self._sample_host(report)
+            self._sample_gpus(report, mono)
             self._sample_ollama(report, mono)
             self._poll_log(report, mono)
             self._run_watchdog(report)
@@ -448,6 +459,13 @@ class Sampler:
                 )
             self._pressure_level = level
 
+    def _sample_gpus(self, report: TickReport, mono: float) -> None:
+        if not self.gpus.due(mono):
+            return
+        for row in self.gpus.read(mono, report.ts):
+            self._add("gpu_samples", row)
+        report.gpus = self.gpus.last
+
     def _sample_ollama(self, report: TickReport, mono: float) -> None:
         try:
             statuses = self.client.ps()
@@ -492,7 +510,9 @@ class Sampler:
             snapshots = []
         report.models = snapshots
         for snap in snapshots:
-            self._add("model_samples", model_row(_with_snapshot_ts(snap, report.ts)))
+            row = model_row(_with_snapshot_ts(snap, report.ts))
+            row["runner_vram_bytes"] = self.gpus.vram_of(snap.runner_pid)
+            self._add("model_samples", row)
         self._transitions(report, statuses, snapshots)
         self._previous = statuses
         try:

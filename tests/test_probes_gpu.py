@@ -1,0 +1,131 @@
+"""The GPU probe: NVML through its seam (a pynvml-like module), nvidia-smi and rocm-smi through a
+command runner fed recorded outputs (tests/fixtures/gpu/SOURCES.md), and this machine, which has
+no GPU: a clean "none" with the reason for each source, no exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from helpers_gpu import NVMLError, fake_nvml
+
+from oasis_ops.probes.gpu import GpuProbe, parse_nvidia_smi_csv, parse_rocm_smi_json
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu"
+MIB = 1024 * 1024
+
+
+def no_tools(name: str) -> None:
+    return None
+
+
+def test_nvml_gives_every_gpu_figure_and_each_runners_vram() -> None:
+    nvml = fake_nvml()
+    snap = GpuProbe(nvml=nvml, which=no_tools).read()
+    assert snap.source == "nvml" and nvml.calls == ["init", "shutdown"]
+    (gpu,) = snap.gpus
+    assert (gpu.name, gpu.uuid, gpu.memory_free_bytes, gpu.utilization_percent, gpu.temperature_c, gpu.power_w) == (
+        "NVIDIA GeForce RTX 4090", "GPU-5f1e0c2a-aaaa", 4_282_384_384, 97.0, 71.0, 215.412)
+    assert snap.vram_of(4242) == 20_000_000_000 and snap.vram_of(99) is None and snap.vram_of(1) is None
+    (row,) = snap.as_rows()
+    assert row["source"] == "nvml" and row["memory_used_bytes"] == 21_474_836_480 and row["gpu_index"] == 0
+    assert GpuProbe(nvml=fake_nvml(power=False), which=no_tools).read().gpus[0].power_w is None  # not supported: unknown
+
+
+def test_no_driver_falls_through_to_nvidia_smi_then_rocm_smi() -> None:
+    gpus = ("0, GPU-5f1e0c2a-aaaa, NVIDIA A10, 23028, 20480, 2548, 88, 64, 121.53\n"
+            "1, GPU-77aa, NVIDIA A10, 23028, 1, 23027, 0, 30, [N/A]\n")  # fmt: skip
+    apps = "4242, GPU-5f1e0c2a-aaaa, 20400\n4243, GPU-77aa, [N/A]\n"
+    ran: list[list[str]] = []
+
+    def run(argv: list[str], timeout_s: float) -> str:
+        ran.append(argv)
+        return gpus if "--query-gpu" in argv[1] else apps
+
+    snap = GpuProbe(nvml=fake_nvml(init_error=NVMLError("Driver Not Loaded")), run=run,
+                    which=lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None).read()  # fmt: skip
+    assert snap.source == "nvidia-smi" and snap.note == "nvml: no NVIDIA driver (Driver Not Loaded)"
+    assert [g.memory_used_bytes for g in snap.gpus] == [20480 * MIB, 1 * MIB] and snap.gpus[1].power_w is None
+    assert snap.vram_of(4242) == 20400 * MIB and snap.processes[0].gpu_index == 0 and snap.vram_of(4243) is None
+    assert ran[0][1].startswith("--query-gpu=index,uuid,name,memory.total")
+    amd = (FIXTURES / "rocm-smi-7900xt.json").read_text()
+    snap = GpuProbe(nvml=fake_nvml(init_error=NVMLError("x")), run=lambda argv, t: amd,
+                    which=lambda name: "/opt/rocm/bin/rocm-smi" if name == "rocm-smi" else None).read()  # fmt: skip
+    (gpu,) = snap.gpus
+    assert snap.source == "rocm-smi" and gpu.vendor == "amd" and gpu.name == "Radeon RX 7900 XT"
+    assert (gpu.memory_total_bytes, gpu.memory_used_bytes, gpu.utilization_percent) == (21_458_059_264, 27_856_896, 0.0)
+    assert gpu.memory_free_bytes == 21_458_059_264 - 27_856_896 and "nvidia-smi: not installed" in (snap.note or "")
+
+
+def test_a_tool_that_hangs_or_prints_junk_is_no_answer_and_no_exception() -> None:
+    def hang(argv: list[str], timeout_s: float) -> str:
+        import subprocess
+
+        raise subprocess.TimeoutExpired(argv, timeout_s)
+
+    snap = GpuProbe(nvml=fake_nvml(init_error=NVMLError("x")), run=hang, which=lambda n: "/usr/bin/" + n).read()
+    assert snap.source == "none" and "nvidia-smi: TimeoutExpired" in (snap.note or "") and "rocm-smi: TimeoutExpired" in (snap.note or "")
+    junk = GpuProbe(nvml=fake_nvml(init_error=NVMLError("x")), run=lambda a, t: "NVIDIA-SMI has failed\n\x00\xff",
+                    which=lambda n: "/usr/bin/" + n).read()  # fmt: skip
+    assert junk.source == "none" and junk.gpus == [] and "nvidia-smi: no GPU listed" in (junk.note or "")
+    assert parse_nvidia_smi_csv("", "") == ([], []) and parse_rocm_smi_json("[]") == ([], [])
+
+
+def test_this_machine_has_no_gpu_and_says_why_cleanly() -> None:
+    pytest.importorskip("pynvml")
+    snap = GpuProbe().read()  # the real pynvml (no libnvidia-ml here), the real PATH (no nvidia-smi, rocm-smi)
+    assert snap.source == "none" and snap.gpus == [] and snap.as_rows() == [] and snap.vram_of(1) is None
+    assert snap.note is not None and snap.note.startswith("nvml: no NVIDIA driver") and "nvidia-smi: not installed" in snap.note
+
+
+def test_the_sampler_writes_gpu_samples_and_the_runners_vram_and_status_and_preflight_say_it(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from helpers_probes import FakeOllama
+
+    from oasis_ops.diagnosis.preflight import Sources, run_preflight
+    from oasis_ops.sampler import Sampler
+    from oasis_ops.settings import load_settings
+    from oasis_ops.sidecar import Sidecar
+    from oasis_ops.status import format_status, gpu_dict
+
+    fake = FakeOllama()
+    try:
+        settings = load_settings(env={}).replace(ollama_host=fake.url)
+        probe = GpuProbe(nvml=fake_nvml(), which=no_tools)
+        sampler = Sampler(tmp_path / "t.ops.duckdb", settings, gpu_probe=probe, flush_interval_s=0.0, log_interval_s=0.0)
+        try:
+            report = sampler.tick()
+            sampler.tick()  # within process_interval_s: no second read
+        finally:
+            sampler.close()
+        assert report.gpus is not None and report.gpus.source == "nvml"
+        rows = Sidecar(tmp_path / "t.ops.duckdb").gpu_samples_since(datetime(2000, 1, 1, tzinfo=UTC))
+        assert len(rows) == 1 and rows["name"].iloc[0] == "NVIDIA GeForce RTX 4090" and rows["power_w"].iloc[0] == 215.412
+        # status: one line per GPU; preflight: VRAM 83% used is fine, a model split CPU/GPU is not
+        snap = probe.read()
+        text = format_status({"ollama": {"reachable": False, "error": "down", "url": fake.url}, "models": [],
+                              "host": {"simulated": False, "source": None, "error": "x", "mem_free_bytes": None},
+                              "flash_attention": {"value": "off", "source": "s", "detail": "d"}, "errors": [],
+                              "gpus": gpu_dict(snap, [])})  # fmt: skip
+        assert "GPU 0    NVIDIA GeForce RTX 4090: VRAM 21.5 GB of 25.8 GB used (83%), busy 97% (nvml)" in text
+        result = run_preflight(settings, sources=Sources(gpus=probe.read, host=lambda: None, apple_silicon=False))  # type: ignore[arg-type,return-value]
+        vram = next(c for c in result.checks if c.id == "vram")
+        assert vram.status == "ok" and "GPU 0 NVIDIA GeForce RTX 4090: 4.3 GB free of 25.8 GB (nvml)" in vram.message
+        none = run_preflight(settings, sources=Sources(gpus=GpuProbe(nvml=fake_nvml(init_error=NVMLError("x")), which=no_tools).read,
+                                                       host=lambda: None, apple_silicon=False))  # type: ignore[arg-type,return-value]
+        assert next(c for c in none.checks if c.id == "vram").message.startswith("no GPU found (nvml: no NVIDIA driver (x)")
+    finally:
+        fake.server.shutdown()
+
+
+def test_preflight_warns_of_a_model_split_between_cpu_and_gpu_a_full_gpu_and_a_model_too_big() -> None:
+    from oasis_ops.diagnosis.preflight_gpu import vram_check
+
+    snap = GpuProbe(nvml=fake_nvml(), which=no_tools).read()
+    split = SimpleNamespace(name="gemma4:e4b", size_bytes=10_000_000_000, size_vram_bytes=5_200_000_000)
+    level, message, values = vram_check(snap, [split], "qwen3:32b", 20_000_000_000, False)  # type: ignore[list-item]
+    assert level == "warn" and "gemma4:e4b is only 52% on the GPU (48%/52% CPU/GPU)" in message
+    assert "qwen3:32b (20.0 GB) is larger than the most free VRAM on one GPU (4.3 GB)" in message
+    assert values["max_free_vram_bytes"] == 4_282_384_384

@@ -268,7 +268,7 @@ def take_status(
             "sidecar": str(sidecar.path) if sidecar is not None else None,
             "sampler": sampler,
             "control": control_summary(_control_dir(settings), clock),
-            "gpus": gpu_dict(gpu_reader() if gpu_reader is not None else _read_gpus(), models),
+            "gpus": gpu_dict(gpu_reader() if gpu_reader is not None else _read_gpus(settings), models),
             "errors": errors,
         }
     finally:
@@ -279,10 +279,15 @@ def take_status(
             host_source.close()
 
 
-def _read_gpus() -> Any:
-    from oasis_ops.probes.gpu import GpuProbe  # lazily: NVML and subprocesses only for status
+def _read_gpus(settings: Settings) -> Any:
+    # lazily: NVML and subprocesses only for status
+    from oasis_ops.sampler.gpusource import GpuSource
 
-    return GpuProbe().read()
+    source = GpuSource(settings.ollama_host, timeout_s=min(1.0, float(settings.ollama_timeout_s)))
+    try:
+        return source.read()  # the demo's simulated GPU in the demo, else this machine's
+    finally:
+        source.close()
 
 
 def gpu_dict(snapshot: Any, models: list[ModelSnapshot]) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def show_models(header: LiveHeader, now: datetime, flash: dict[str, Any], histor
         return
     for model in active[:4]:
         st.markdown(_model_line(model, now, model.model in flash.get("emulated", ())))
-        cols = st.columns(4)
+        vram = model.runner_vram_bytes
+        cols = st.columns(5 if vram is not None else 4)
         cols[0].metric("Runner PID", str(model.runner_pid) if model.runner_pid is not None else "–", border=True,
                        help="The runner process serving this model (a child of `ollama serve`).")  # fmt: skip
         cols[1].metric("Runner RSS", human_bytes(model.runner_rss_bytes) if model.runner_rss_bytes is not None else "–", border=True)
@@ -115,6 +116,10 @@ def show_models(header: LiveHeader, now: datetime, flash: dict[str, Any], histor
         cols[2].metric("Runner CPU", f"{cpu:.1f}%" if cpu is not None and cpu == cpu else "–", border=True,
                        help="High CPU while the split says 100% GPU is the signature of a compute graph spilled to the CPU.")  # fmt: skip
         cols[3].metric("CPU/GPU split", model.processor or "–", border=True, help="As `ollama ps` prints it: memory at load time, not where compute runs.")
+        if vram is not None:  # Linux GPUs (a Mac's GPU memory is the runner's RSS)
+            cols[4].metric("Runner VRAM", human_bytes(vram), border=True,
+                           help="GPU memory the runner process holds, on every GPU (NVML, nvidia-smi or rocm-smi). Far below "
+                                "the model's size with a CPU/GPU split: layers spilled to the CPU.")  # fmt: skip
         show_runner_slots(model)
         if not historical:  # flash attention is read from the Ollama of now, not recorded per run
             st.caption(flash_line(flash.get("models", {}).get(model.model)))

@@ -14,6 +14,8 @@ from oasis_ops import charts
 from oasis_ops.actions import actions_markers
 from oasis_ops.errors import OasisOpsError, TooManyBuckets, UsageError
 from oasis_ops.sampler import views
+from oasis_ops.sampler.livechart import host_panels
+from oasis_ops.sampler.window import LiveWindow, live_window
 from oasis_ops.settings import Settings
 from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials import auto_bucket, parse_time
@@ -276,6 +278,18 @@ def timeline_runners(sidecar_path: str, start: datetime, end: datetime, bucket_s
         return pd.DataFrame(columns=views.RUNNER_COLUMNS)
 
 
+@st.cache_data(ttl=15, max_entries=32, show_spinner=False)
+def timeline_host(sidecar_path: str, start: datetime, end: datetime, bucket_s: int) -> LiveWindow | None:
+    """Free memory, swap-outs, pressure and VRAM per GPU per bucket from the sidecar, as the Live
+    page reads them; None without a readable sidecar (the chart goes without those panels)."""
+    if not Path(sidecar_path).exists():
+        return None
+    try:
+        return live_window(Sidecar(sidecar_path), start, end, bucket_s)
+    except OasisOpsError:
+        return None
+
+
 def render(settings: Settings) -> None:
     st.title("Timeline")
     st.caption("Per-bucket latency and failures over a run: the post-mortem view.")
@@ -338,6 +352,8 @@ def render(settings: Settings) -> None:
     runners = timeline_runners(sidecar_path, rng.start, rng.end, bucket_seconds(bucket))
     width_s = bucket_seconds(bucket)
     extra = [lambda x: charts.runner_panel(runners, x, bucket_s=width_s)] if not runners.empty else []
+    host = timeline_host(sidecar_path, rng.start, rng.end, width_s)
+    extra += host_panels(host) if host is not None else []
     chart = charts.timeline_chart(rollup, markers=markers, log_latency=log_latency, extra_panels=extra,
                                   domain=(rng.start, rng.end), bucket_s=width_s)  # fmt: skip
     st.altair_chart(chart, width="stretch")

@@ -41,7 +41,8 @@ def write_live_trials(path: Path, now: datetime) -> None:
     con.close()
 
 
-def write_sidecar(path: Path, now: datetime, *, heartbeat_age_s: float, source: str = "linux:/proc") -> None:
+def write_sidecar(path: Path, now: datetime, *, heartbeat_age_s: float, source: str = "linux:/proc",
+                  runner_vram: int | None = None, processor: str = "100% GPU") -> None:
     """10 minutes of 1 Hz host samples (free pages falling, swap-outs climbing 600/min at the end),
     a model Stopping since 3m12s ago, its events, and a heartbeat `heartbeat_age_s` old."""
     start = now - timedelta(minutes=10)
@@ -64,7 +65,8 @@ def write_sidecar(path: Path, now: datetime, *, heartbeat_age_s: float, source: 
         models.append({"ts": ts, "model": MODEL, "state": "stopping" if stopping else "loaded",
                        "expires_at": stopping_since if stopping else now + timedelta(minutes=5),
                        "stopping_since": stopping_since if stopping else None, "size_bytes": 9_600_000_000,
-                       "size_vram_bytes": 9_600_000_000, "processor": "100% GPU", "context_length": 8192,
+                       "size_vram_bytes": 9_600_000_000, "processor": processor, "context_length": 8192,
+                       "runner_vram_bytes": runner_vram,
                        "runner_pid": 4242, "runner_create_time": 1.0, "runner_rss_bytes": 10_600_000_000,
                        "runner_cpu_percent": 99.7, "runner_threads": 12})  # fmt: skip
     events = [
@@ -148,6 +150,7 @@ def test_live_page_shows_a_stopping_model_memory_and_the_charts(monkeypatch: pyt
     assert metrics["Runner RSS"] == "10.6 GB"
     assert metrics["Runner CPU"] == "99.7%"
     assert metrics["CPU/GPU split"] == "100% GPU"
+    assert "Runner VRAM" not in metrics  # no GPU read (a Mac, a CPU box): no VRAM figure, no error
     # Host memory: the newest sample (599 s in): 2,000,000 - 599*3000 pages of 16 KiB.
     pages = 2_000_000 - 599 * 3000
     assert metrics["Free memory"] == f"{pages * 16384 / 1e9:.1f} GB"
@@ -313,3 +316,15 @@ def test_the_proxys_queue_and_a_hold_are_shown_and_a_dead_applier_is_said(monkey
     (control / "state.json").write_text(json.dumps({**state, "heartbeat_at": (now - timedelta(minutes=5)).isoformat()}))
     at = run_live(monkeypatch, db)
     assert "Proxy: proxy not responding (pid" in _text(at) and "2 queued" in _text(at)
+
+
+def test_a_runner_on_a_linux_gpu_shows_its_vram_beside_its_cpu_and_split(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    db = tmp_path / "trials.duckdb"
+    write_live_trials(db, now)
+    write_sidecar(tmp_path / "trials.ops.duckdb", now, heartbeat_age_s=1.0, runner_vram=4_990_000_000, processor="48%/52% CPU/GPU")
+    at = run_live(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = _metrics(at)
+    assert metrics["Runner VRAM"] == "5.0 GB" and metrics["CPU/GPU split"] == "48%/52% CPU/GPU"
+    assert metrics["Runner CPU"] == "99.7%"

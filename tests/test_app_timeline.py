@@ -265,3 +265,62 @@ def test_pages_read_a_file_a_writer_holds_open(monkeypatch: pytest.MonkeyPatch, 
         with pytest.raises(duckdb.IOException, match="[Ll]ock"):  # still held: no page took it over
             duckdb.connect(str(db), read_only=True).close()
     assert json.loads(result.read_text())["failures"] == []
+
+
+def test_timeline_shows_host_memory_vram_and_swap_beside_the_trials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The post-mortem reads the sidecar as the Live page does: free memory (its lowest per
+    bucket), VRAM per GPU (its most, dashed total) and swap-outs on the trials' time axis; a
+    trial DB without a sidecar draws only the trial panels, without an error."""
+    import streamlit as st
+
+    from oasis_ops.sidecar import Sidecar
+
+    db = tmp_path / "trials.duckdb"
+    write_trials(db)  # run-new: 17:30 -> 18:29:48
+    st.cache_data.clear()
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception and not at.error
+    spec = " ".join(str(el.proto.spec) for el in at.main if getattr(el.proto, "spec", None))
+    assert "Latency (s)" in spec and "Free memory" not in spec and "GPU memory" not in spec  # no sidecar: no host panels
+
+    start = DAY + timedelta(hours=17, minutes=30)
+    host, gpus = [], []
+    for i in range(0, 3600, 10):
+        ts = start + timedelta(seconds=i)
+        pages = 1_500_000 - i * 300  # free memory falling through the run
+        host.append({"ts": ts, "mem_total_bytes": 64_000_000_000, "mem_free_bytes": pages * 4096,
+                     "mem_available_bytes": pages * 4096 + 10**9, "page_size": 4096, "pages_free": pages,
+                     "swap_used_bytes": 0, "swapins": 0, "swapouts": max(0, i - 1700) * 3, "pressure": None,
+                     "source": "linux:/proc"})  # fmt: skip
+        used = 20_000_000_000 + (4_000_000_000 if i >= 1680 else 0)  # a second model's 4 GB from 17:58
+        gpus.append({"ts": ts, "gpu_index": 0, "gpu_uuid": "GPU-0", "name": "NVIDIA GeForce RTX 4090", "vendor": "nvidia",
+                     "memory_total_bytes": 25_757_220_864, "memory_used_bytes": used, "memory_free_bytes": 25_757_220_864 - used,
+                     "utilization_percent": 90.0, "temperature_c": 70.0, "power_w": 300.0, "source": "nvml"})  # fmt: skip
+    Sidecar(tmp_path / "trials.ops.duckdb").write_batch({"host_samples": host, "gpu_samples": gpus})
+    st.cache_data.clear()
+    at = run_timeline(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    element = next(el for el in at.main if getattr(el.proto, "spec", None))
+    spec_json = json.loads(element.proto.spec)
+    panels = spec_json["vconcat"]
+    import pyarrow as pa
+
+    named = {d.name: pa.ipc.open_stream(d.data.data).read_all().to_pylist() for d in element.proto.datasets}
+    titles = [p["title"]["text"] if isinstance(p["title"], dict) else p["title"] for p in panels]
+    memory = next(i for i, t in enumerate(titles) if t.startswith("Free memory"))
+    assert titles[memory + 1].startswith("GPU memory used") and titles[memory + 2].startswith("Swap-outs")
+    def rows_of(layer: dict[str, Any]) -> list[dict[str, Any]]:  # Altair moves inline rows to named datasets
+        data = layer["data"]
+        return data["values"] if "values" in data else named[data["name"]]
+
+    def layer(panel: dict[str, Any], name: str) -> dict[str, Any]:
+        return next(x for x in panel["layer"] if x.get("name") == name)
+
+    vram_rows = rows_of(layer(panels[memory + 1], "vram_used"))
+    by_minute = {r["when"][:5]: r["used_gb"] for r in vram_rows}
+    assert by_minute["17:57"] == pytest.approx(20.0) and by_minute["17:58"] == pytest.approx(24.0)  # the most per minute
+    free_rows = rows_of(layer(panels[memory], "memory_free"))
+    assert free_rows[0]["free_gb"] == pytest.approx((1_500_000 - 50 * 300) * 4096 / 1e9)  # the lowest in 17:30
+    # Every panel, host ones included, shares the brush's zoom on the one time axis.
+    for panel in panels[:-1]:
+        assert all(layer["encoding"]["x"]["scale"]["domain"] == {"param": "zoom"} for layer in panel["layer"] if "x" in layer["encoding"])

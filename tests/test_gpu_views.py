@@ -60,3 +60,17 @@ def test_no_gpu_reads_no_panel_and_an_old_sidecar_is_no_error(tmp_path: Path) ->
     con.close()
     assert live_window(sidecar, NOW - timedelta(minutes=5), NOW).gpus.empty
     assert isinstance(window.gpus, pd.DataFrame)
+
+
+def test_the_demos_simulated_gpu_is_labelled_on_its_panel(tmp_path: Path) -> None:
+    sidecar = Sidecar(tmp_path / "t.ops.duckdb")
+    start = NOW - timedelta(minutes=3)
+    sidecar.write_batch({"gpu_samples": [{**gpu_row(start + timedelta(seconds=10 * i), used=5 * 10**9), "source": "simulated"}
+                                         for i in range(18)]})  # fmt: skip
+    window = live_window(sidecar, start, NOW, bucket_s=60)
+    assert window.gpu_simulated
+    spec = views.live_chart(views.empty_rollup(start, NOW), window)
+    assert "GPU memory used (GB, most per bucket; dashed: total) · SIMULATED GPU (demo)" in [p["title"]["text"] for p in spec["vconcat"]]
+    real = Sidecar(tmp_path / "r.ops.duckdb")
+    real.write_batch({"gpu_samples": [gpu_row(start + timedelta(seconds=10 * i), used=5 * 10**9) for i in range(18)]})
+    assert not live_window(real, start, NOW, bucket_s=60).gpu_simulated

@@ -55,7 +55,7 @@ def test_no_driver_falls_through_to_nvidia_smi_then_rocm_smi() -> None:
     (gpu,) = snap.gpus
     assert snap.source == "rocm-smi" and gpu.vendor == "amd" and gpu.name == "Radeon RX 7900 XT"
     assert (gpu.memory_total_bytes, gpu.memory_used_bytes, gpu.utilization_percent) == (21_458_059_264, 27_856_896, 0.0)
-    assert gpu.memory_free_bytes == 21_458_059_264 - 27_856_896 and "nvidia-smi: not installed" in (snap.note or "")
+    assert gpu.memory_free_bytes == 21_458_059_264 - 27_856_896 and snap.note == "nvml: no NVIDIA driver (x); nvidia-smi: not installed"
 
 
 def test_a_tool_that_hangs_or_prints_junk_is_no_answer_and_no_exception() -> None:
@@ -129,3 +129,36 @@ def test_preflight_warns_of_a_model_split_between_cpu_and_gpu_a_full_gpu_and_a_m
     assert level == "warn" and "gemma4:e4b is only 52% on the GPU (48%/52% CPU/GPU)" in message
     assert "qwen3:32b (20.0 GB) is larger than the most free VRAM on one GPU (4.3 GB)" in message
     assert values["max_free_vram_bytes"] == 4_282_384_384
+
+
+def test_rocm_smi_as_users_posted_it_edge_temperature_power_and_the_runners_vram() -> None:
+    """Two recordings (tests/fixtures/gpu/SOURCES.md): a 7900 XTX with its three sensors and a
+    2019 card whose keys end in a lower-case "(c)" and whose junction runs 26 degrees over its edge."""
+    (xtx,), _ = parse_rocm_smi_json((FIXTURES / "rocm-smi-7900xtx-showtemp-showpower.json").read_text())
+    assert (xtx.memory_total_bytes, xtx.memory_used_bytes, xtx.temperature_c, xtx.power_w) == (25_753_026_560, 794_341_376, 49.0, 19.0)
+    assert xtx.name == "AMD GPU 0" and xtx.vendor == "amd" and xtx.uuid is None  # no --showproductname: named by its index
+    (old,), _ = parse_rocm_smi_json((FIXTURES / "rocm-smi-2019-f-t-P.json").read_text())
+    assert (old.temperature_c, old.power_w, old.memory_total_bytes) == (77.0, 222.0, None)  # the edge sensor, not the junction
+    # --showpids adds "system": {"PID<n>": "name, GPU count, VRAM bytes, SDMA, CU"}; "UNKNOWN" where the kernel will not say
+    # (rocm_smi_lib #166); non-card keys and a card that is not an object are skipped.
+    text = ('{"card0": {"VRAM Total Memory (B)": "100", "VRAM Total Used Memory (B)": "60"}, "card1": "busy", "cardX": {},'
+            ' "system": {"PID132174": "llama-server, 2, 15053770752, 0, 0", "PID55573": "gmx_mpi, 1, UNKNOWN, UNKNOWN, UNKNOWN",'
+            ' "PID7": "short", "PID8": "two, 1", "PID9": "older, 1, 512", "Driver version": "6.4.2"}}')  # fmt: skip
+    gpus, procs = parse_rocm_smi_json(text)
+    assert [g.index for g in gpus] == [0] and gpus[0].memory_free_bytes == 40
+    assert [(p.pid, p.used_memory_bytes, p.gpu_index) for p in procs] == [(132174, 15_053_770_752, None), (55573, None, None), (7, None, None),
+                                                                   (8, None, None), (9, 512, None)]
+
+
+def test_nvidia_smi_lines_keep_every_column_in_its_place() -> None:
+    gpus = ("0, GPU-aaaa, NVIDIA A10, 23028, 20480, 2548, 88, 64, 121.53\n"
+            "not, a, gpu\n"  # a warning nvidia-smi printed in between: skipped, the next line still read
+            "1, GPU-bbbb, NVIDIA L4, 23034, 3, 23031, 12, 41, 27.10\n")  # fmt: skip
+    apps = "4242, GPU-bbbb, 20400\n"
+    (a10, l4), (app,) = parse_nvidia_smi_csv(gpus, apps)
+    assert (a10.name, a10.vendor, a10.utilization_percent, a10.temperature_c, a10.power_w) == ("NVIDIA A10", "nvidia", 88.0, 64.0, 121.53)
+    assert (l4.index, l4.uuid, l4.memory_used_bytes) == (1, "GPU-bbbb", 3 * MIB)
+    assert (app.pid, app.gpu_uuid, app.gpu_index, app.used_memory_bytes) == (4242, "GPU-bbbb", 1, 20400 * MIB)
+    nvml = fake_nvml()
+    snap = GpuProbe(nvml=nvml, which=no_tools).read()
+    assert [(p.pid, p.gpu_index, p.gpu_uuid) for p in snap.processes] == [(4242, 0, "GPU-5f1e0c2a-aaaa"), (99, 0, "GPU-5f1e0c2a-aaaa")]

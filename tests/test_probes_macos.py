@@ -102,7 +102,7 @@ def test_sample_macos_with_a_recorded_runner(fixtures_dir: Path) -> None:
     assert sample.mem_available_bytes == (58_402 + 1_003 + 822_011) * 16384
     assert sample.mem_total_bytes == 55_297_703_936
     assert sample.swapouts == 504_282 and sample.swapins == 190_442
-    assert sample.swap_used_bytes == int(3279.25 * 1024**2)
+    assert sample.swap_used_bytes == int(3279.25 * 1024**2) and sample.swap_total_bytes == 4096 * 1024**2
     assert sample.pressure == 100.0 and sample.pressure_level == "critical"
     assert list(sample.as_row())[0] == "ts" and list(sample.as_row())[-1] == "source"
 

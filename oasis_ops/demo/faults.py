@@ -20,6 +20,14 @@ Faults (parameters in `FAULTS`):
   (100% GPU); the image encoder is not slowed.
 - `runner_crash`: the next `count` runners that are generating are killed with SIGKILL
   mid-answer (a segfault or the OOM killer, as far as Ollama can tell).
+- `vram_pressure` (only with the simulated GPU, `oasis-ops demo --gpu`): another process takes
+  `grab_gb` of VRAM over `ramp_s` (by default all but `leave_fraction` of the largest model's
+  size); a model loaded while it is held gets only the VRAM left (its
+  other layers on the CPU: /api/ps size_vram < size, the CPU/GPU split), generates up to
+  `slowdown` times slower (in proportion to its CPU share) and its runner spins CPU threads.
+  With `reload` 1 the loaded models reload once the grab is complete (as a keep-alive expiry, a
+  crash or a changed num_ctx would make them), so they spill; a model stays split until it
+  reloads with the VRAM free again (an evict, once the other process is gone).
 
 On the real engine (llama.cpp serving smollm2:135m) the same switches act on the real process
 (`oasis_ops.demo.ollama.realfaults`): stall is SIGSTOP until cleared; stopping_deadlock is a
@@ -85,6 +93,13 @@ FAULTS: dict[str, FaultSpec] = {
         }),
         FaultSpec("runner_crash", "the next runners that are generating are killed (SIGKILL) mid-answer", {
             "count": Param(1.0, 1.0, 100.0, "how many runners to kill"),
+        }),
+        FaultSpec("vram_pressure", "another process takes GPU memory; models loaded meanwhile spill layers to the CPU", {
+            "grab_gb": Param(0.0, 0.0, 1024.0, "VRAM the other process takes, GB (0: all but leave_fraction of the largest model)"),
+            "leave_fraction": Param(0.4, 0.0, 1.0, "with grab_gb 0: the share of the largest model that still fits on the GPU"),
+            "ramp_s": Param(10.0, 0.0, 86400.0, "seconds until it holds all of it"),
+            "slowdown": Param(6.0, 1.0, 100.0, "generation time multiplier of a model wholly on the CPU (scaled by its CPU share)"),
+            "reload": Param(1.0, 0.0, 1.0, "1: loaded models reload once the grab is complete, and spill"),
         }),
     )
 }
@@ -194,16 +209,20 @@ class SimulatedHost:
 class FaultBoard:
     """The emulator's fault switches (thread-safe) and the effects derived from them."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, *, simulated_host: bool = True) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, simulated_host: bool = True, gpu: bool = False) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = {name: FaultState(params=coerce_params(name, {})) for name in FAULTS}
         self.simulated_host = simulated_host
+        self.gpu = gpu  # the emulator presents a simulated GPU (vram_pressure acts on it)
         self.host = SimulatedHost(clock)
+        self._reload_done = False
 
     # --- switching ---------------------------------------------------------------------------
     def set(self, name: str, on: bool, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         fault_spec(name)
+        if name == "vram_pressure" and on and not self.gpu:
+            raise UsageError("vram_pressure needs the demo's simulated GPU: start the demo with --gpu (OASIS_EMU_GPU=1)")
         with self._lock:
             state = self._state[name]
             if params or on:
@@ -211,6 +230,8 @@ class FaultBoard:
             if on and not state.on:
                 state.since_mono = self._clock()
                 state.since = datetime.now(UTC)
+            if on and name == "vram_pressure" and not state.on:
+                self._reload_done = False
             if on and name in ("stopping_deadlock", "runner_crash"):
                 state.wedges_left = int(state.params["count"])
                 state.wedged = 0
@@ -248,6 +269,8 @@ class FaultBoard:
                 if name in ("stopping_deadlock", "runner_crash"):
                     entry["wedges_left"] = state.wedges_left
                     entry["wedged"] = state.wedged
+                if name == "vram_pressure":
+                    entry["gpu"] = "simulated" if self.gpu else "none"
                 if name == "memory_pressure":
                     entry["rss_target_mb"] = round(self._rss_target_locked() / 1e6, 1)
                     entry["host"] = "simulated" if self.simulated_host else "real"
@@ -271,6 +294,36 @@ class FaultBoard:
         mb = min(state.params["cap_mb"], MEMORY_HARD_CAP_MB,
                  state.params["rate_mb_s"] * (self._clock() - state.since_mono))
         return int(mb * 1e6)
+
+    def vram_grab(self) -> tuple[float, dict[str, float], float]:
+        """vram_pressure: how far the other process's grab is (0..1; 0 when off), the fault's
+        parameters and when it was switched on (an episode's key); the emulator turns them into
+        bytes (it knows the GPU and the models)."""
+        with self._lock:
+            state = self._state["vram_pressure"]
+            if not state.on:
+                return 0.0, dict(state.params), 0.0
+            ramp = state.params["ramp_s"]
+            progress = 1.0 if ramp <= 0 else min(1.0, (self._clock() - state.since_mono) / ramp)
+            return progress, dict(state.params), state.since_mono
+
+    def split_slowdown(self, cpu_share: float) -> float:
+        """Generation time multiplier of a model with `cpu_share` of it on the CPU (a VRAM spill)."""
+        with self._lock:
+            slowdown = self._state["vram_pressure"].params["slowdown"]
+        return 1.0 + (slowdown - 1.0) * min(1.0, max(0.0, cpu_share))
+
+    def vram_reload_due(self) -> bool:
+        """True once per vram_pressure episode with `reload` 1, when the grab is complete: the
+        emulator then unloads its loaded models (each reloads, split, at its next request)."""
+        with self._lock:
+            state = self._state["vram_pressure"]
+            if not state.on or self._reload_done or state.params["reload"] < 0.5:
+                return False
+            if self._clock() - state.since_mono < state.params["ramp_s"]:
+                return False
+            self._reload_done = True
+            return True
 
     def host_snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -308,11 +361,12 @@ class FaultBoard:
         severity = self.host.advance(mem_on, ramp) if self.simulated_host else (1.0 if mem_on else 0.0)
         return drift * (1.0 + (mem_slowdown - 1.0) * severity)
 
-    def request_effects(self, flash_attention: bool) -> dict[str, Any]:
-        """Multipliers for one request starting now, and whether it wedges (consumes one)."""
+    def request_effects(self, flash_attention: bool, cpu_share: float = 0.0) -> dict[str, Any]:
+        """Multipliers for one request starting now, and whether it wedges (consumes one).
+        `cpu_share`: the part of the model on the CPU (a VRAM spill at its load), 0..1."""
         with self._lock:
             drift = self._drift_locked()
-            eval_mult = 1.0
+            eval_mult = 1.0 + (self._state["vram_pressure"].params["slowdown"] - 1.0) * min(1.0, max(0.0, cpu_share))  # as split_slowdown
             spill = self._state["flash_attention_cpu_spill"]
             if spill.on and flash_attention:
                 eval_mult *= spill.params["slowdown"]
@@ -328,14 +382,16 @@ class FaultBoard:
         eval_mult *= 1.0 + (mem_slowdown - 1.0) * severity
         return {"prompt_multiplier": drift, "eval_multiplier": drift * eval_mult, "wedge": wedge}
 
-    def runner_control(self, flash_attention: bool) -> dict[str, Any]:
-        """The live state pushed to a runner process."""
+    def runner_control(self, flash_attention: bool, cpu_share: float = 0.0) -> dict[str, Any]:
+        """The live state pushed to a runner process (`cpu_share`: its layers on the CPU)."""
         with self._lock:
             stall = self._state["stall"]
             spill = self._state["flash_attention_cpu_spill"]
+            fa_threads = int(spill.params["threads"]) if spill.on and flash_attention else 0
+            split_threads = 1 if cpu_share > 0 else 0  # its CPU layers keep a core busy (one: the demo shares the machine)
             return {
                 "stall": stall.on,
                 "stall_s": stall.params["stall_s"],
-                "spin_threads": int(spill.params["threads"]) if spill.on and flash_attention else 0,
+                "spin_threads": max(fa_threads, split_threads),
                 "rss_target_bytes": self._rss_target_locked() if self.simulated_host else 0,
             }

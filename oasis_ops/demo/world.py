@@ -84,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"trials the simulated harness keeps in flight (default {HARNESS_CONCURRENCY})")
     parser.add_argument("--think-s", type=_non_negative_float, default=HARNESS_THINK_S, metavar="S",
                         help=f"each harness worker's pause between trials, seconds (default {HARNESS_THINK_S:g})")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the emulator presents a simulated NVIDIA GPU (VRAM, CPU/GPU split; `demo fault vram_pressure on`)")
     add_server_arguments(parser)
 
 
@@ -177,11 +179,13 @@ class EmulatorService(ChildService):
     """
 
     def __init__(self, home: Path, port: int, *, latency_ms: float = EMULATOR_LATENCY_MS, load_ms: float = EMULATOR_LOAD_MS,
-                 keep_alive: str | None = None) -> None:  # fmt: skip
+                 keep_alive: str | None = None, gpu: bool = False) -> None:  # fmt: skip
         self.home = OllamaHome(home)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         env = emulator_env(self.home, port=port, latency_ms=latency_ms, load_ms=load_ms, host_mode="real", keep_alive=keep_alive)
+        if gpu:
+            env["OASIS_EMU_GPU"] = "1"
         super().__init__(
             "ollama emulator",
             [str(self.home.bin_ollama), "serve"],
@@ -253,12 +257,12 @@ def world_settings(settings: Settings, demo_dir: Path, port: int) -> Settings:
 
 def world_services(settings: Settings, demo_dir: Path, log_path: Path, *, replay_db: Path | None = None,
                    keep_alive: str | None = None, concurrency: int = HARNESS_CONCURRENCY,
-                   think_s: float = HARNESS_THINK_S) -> list[Service]:  # fmt: skip
+                   think_s: float = HARNESS_THINK_S, gpu: bool = False) -> list[Service]:  # fmt: skip
     """Everything the demo runs, in start order: emulator, harness, sampler, dashboard.
 
     `settings` must come from world_settings() (they carry the emulator's port)."""
     port = int(str(settings.ollama_host).rsplit(":", 1)[1])
-    emulator = EmulatorService(demo_dir / OLLAMA_DIR, port, keep_alive=keep_alive)
+    emulator = EmulatorService(demo_dir / OLLAMA_DIR, port, keep_alive=keep_alive, gpu=gpu)
     extra_env = {DEMO_DIR_ENV: str(demo_dir)}
     if replay_db is not None:
         extra_env[REPLAY_DB_ENV] = str(replay_db)
@@ -267,7 +271,7 @@ def world_services(settings: Settings, demo_dir: Path, log_path: Path, *, replay
     return [emulator, harness, *background_services(settings), dashboard]
 
 
-def banner_lines(url: str, settings: Settings, replay_db: Path, log_path: Path) -> list[str]:
+def banner_lines(url: str, settings: Settings, replay_db: Path, log_path: Path, *, gpu: bool = False) -> list[str]:
     """What `oasis-ops demo` prints once everything is up. The emulator listens on a port of its
     own, so the banner gives the `export OLLAMA_HOST=...` line that aims a second shell's CLI
     commands at it; and it says what is real (the live run's host memory: this machine's) and
@@ -276,6 +280,7 @@ def banner_lines(url: str, settings: Settings, replay_db: Path, log_path: Path) 
         f"oasis-ops demo: {url}",
         f"  live run (simulated harness -> {live_model()} on the Ollama emulator at {settings.ollama_host}): {settings.db}",
         "    host memory: REAL (this machine's), read by the sampler",
+        *(["    GPU: SIMULATED (one NVIDIA card on the emulator's clock); try `oasis-ops demo fault vram_pressure on`"] if gpu else []),
         f"  replayed incident (2025-11-20, the write-up's day): {replay_db}",
         "    host memory: RECORDED (the write-up's Mac, reconstructed), not this machine's",
         "  the Ollama emulator is on a port of its own: in another shell, aim oasis-ops (and curl) at it with",
@@ -314,6 +319,6 @@ def main(args: argparse.Namespace) -> int:
     settings = world_settings(settings, demo_dir, free_port())
     services = world_services(settings, demo_dir, log_path, replay_db=replay_db, keep_alive=keep_alive,
                               concurrency=getattr(args, "concurrency", HARNESS_CONCURRENCY),
-                              think_s=getattr(args, "think_s", HARNESS_THINK_S))  # fmt: skip
+                              think_s=getattr(args, "think_s", HARNESS_THINK_S), gpu=bool(getattr(args, "gpu", False)))  # fmt: skip
     url = next((s.url for s in services if isinstance(s, DashboardServer)), "")
-    return serve(services, banner_lines(url, settings, replay_db, log_path))
+    return serve(services, banner_lines(url, settings, replay_db, log_path, gpu=bool(getattr(args, "gpu", False))))

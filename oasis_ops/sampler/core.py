@@ -176,10 +176,10 @@ class Sampler:
                                     add=self._add, event=self._event, count_error=self._count_error)  # fmt: skip
 
         # GPUs (NVML, nvidia-smi, rocm-smi): every process_interval_s, every minute when none
-        if gpu_probe is None:
-            from oasis_ops.probes.gpu import GpuProbe
+        if gpu_probe is None:  # the demo's simulated GPU in the demo, else this machine's
+            from oasis_ops.sampler.gpusource import GpuSource
 
-            gpu_probe = GpuProbe()
+            gpu_probe = GpuSource(settings.ollama_host, timeout_s=min(1.0, float(settings.ollama_timeout_s)), clock=clock)
         self.gpus = GpuReader(gpu_probe, every_s=max(self.process_interval_s, self.interval_s))
 
         self.pid = os.getpid()

@@ -42,6 +42,7 @@ class ModelState:
     age_s: float
     runner: RunnerState | None = None  # its llama-server runner's newest read (Ollama >= 0.30)
     ollama_state: str | None = None  # Ollama's word when it differs from `state` (a stale expiry)
+    runner_vram_bytes: int | None = None  # VRAM its runner holds on every GPU (None: no GPU read)
 
 
 @dataclass
@@ -150,6 +151,10 @@ def read_header_rows(sidecar: Sidecar, models_since: datetime) -> HeaderRows:
                       episode_starts, runner_rows, ps_rows)  # fmt: skip
 
 
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value == value else None
+
+
 def live_header(sidecar: Sidecar, now: datetime | None = None, *, models_since: datetime | None = None) -> LiveHeader:
     """The header at `now` (default: the current time)."""
     now = now or datetime.now(UTC)
@@ -200,6 +205,7 @@ def live_header_at(rows: HeaderRows, now: datetime) -> LiveHeader:
                 age_s=_age(sampled, now) or 0.0,
                 runner=runner,
                 ollama_state=row.get("ollama_state") if isinstance(row.get("ollama_state"), str) else None,
+                runner_vram_bytes=_int_or_none(row.get("runner_vram_bytes")),
             )
         )
     if header.models:

@@ -9,6 +9,7 @@ lands on the same pixels).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -68,21 +69,74 @@ def _gpu_rows(window: LiveWindow) -> list[dict[str, Any]]:
     return out
 
 
-def vram_panel(gpus: list[dict[str, Any]]) -> dict[str, Any]:
-    """VRAM used (the most per bucket) per GPU as lines, its total as a dashed line."""
-    data = {"name": "gpus"}
+def vram_panel(gpus: list[dict[str, Any]], data: dict[str, Any] | None = None, *, simulated: bool = False) -> dict[str, Any]:
+    """VRAM used (the most per bucket) per GPU as lines, its total as a dashed line. `data`: a
+    named dataset (the Live chart) or the rows inline (the Timeline), by default {"name": "gpus"}."""
+    data = data or {"name": "gpus"}
+    tag = " · SIMULATED GPU (demo)" if simulated else ""
     names = sorted({r["gpu"] for r in gpus})
     color = {"field": "gpu", "type": "nominal", "scale": {"domain": names, "range": GPU_COLORS[: len(names)] or GPU_COLORS},
              "legend": {"orient": "top-left", "title": None, "direction": "horizontal"} if len(names) > 1 else None}  # fmt: skip
     top = max((r["total_gb"] for r in gpus if r["total_gb"] is not None), default=1.0)
     y = charts.y_enc("used_gb", charts.y_axis(tick_count=4), {"domain": [0, top * 1.05], "nice": False})
-    return charts.panel("vram", "GPU memory used (GB, most per bucket; dashed: total)", [
-        {"name": "vram_used", "data": data, "mark": {"type": "line", "strokeWidth": 1.8, "point": {"size": 10}, "clip": True},
+    return charts.panel("vram", "GPU memory used (GB, most per bucket; dashed: total)" + tag, [
+        {"name": "vram_used", "data": dict(data), "mark": {"type": "line", "strokeWidth": 1.8, "point": {"size": 10}, "clip": True},
          "encoding": {"x": charts.x_enc(charts.MID_FIELD), "y": y, "color": color, "tooltip": VRAM_TIPS}},
-        {"name": "vram_total", "data": data, "mark": {"type": "line", "strokeDash": [4, 3], "strokeWidth": 1, "clip": True},
+        {"name": "vram_total", "data": dict(data), "mark": {"type": "line", "strokeDash": [4, 3], "strokeWidth": 1, "clip": True},
          "encoding": {"x": charts.x_enc(charts.MID_FIELD), "color": color,
                       "y": {**y, "field": "total_gb"}}},
     ], height=100)  # fmt: skip
+
+
+def memory_panel(telemetry: list[dict[str, Any]], data: dict[str, Any], tag: str = "") -> dict[str, Any]:
+    """Free memory per bucket (its lowest, GB on the left), free pages on the right axis."""
+    layers: list[dict[str, Any]] = []
+    if charts.has(telemetry, "free_gb"):
+        layers.append({"name": "memory_free", "data": dict(data),
+                       "mark": {"type": "line", "color": MEMORY_COLOR, "strokeWidth": 1.8, "point": {"size": 10}, "clip": True},
+                       "encoding": {"x": charts.x_enc(charts.MID_FIELD), "tooltip": MEM_TIPS,
+                                    "y": charts.y_enc("free_gb", charts.y_axis(tick_count=4), charts.y_scale(charts.column(telemetry, "free_gb")))}})
+    if charts.has(telemetry, "pages_free"):  # an invisible line: the pages axis on the right
+        layers.append({"name": "memory_pages", "data": dict(data), "mark": {"type": "line", "opacity": 0, "clip": True},
+                       "encoding": {"x": charts.x_enc(charts.MID_FIELD),
+                                    "y": charts.y_enc("pages_free", charts.y_axis("right", fmt="~s", tick_count=4),
+                                                      charts.y_scale(charts.column(telemetry, "pages_free")))}})
+    return charts.panel("memory", "Free memory (GB left, pages right; lowest per bucket)" + tag, layers,
+                        height=PANEL_HEIGHT, independent_y=True)
+
+
+def swap_panel(telemetry: list[dict[str, Any]], data: dict[str, Any], tag: str = "") -> dict[str, Any]:
+    """Swap-outs per minute as bars, memory pressure (0-100) as a step line on the right."""
+    layers: list[dict[str, Any]] = []
+    if charts.has(telemetry, "swapouts_per_min"):
+        layers.append({"name": "swap_bars", "data": dict(data), "mark": charts.bar_mark(SWAP_FILL),
+                       "encoding": {"x": charts.x_enc(), "x2": charts.x2_enc(), "y2": charts.Y_ZERO, "tooltip": SWAP_TIPS,
+                                    "y": charts.y_enc("swapouts_per_min", charts.y_axis(fmt="~s", tick_count=4, tick_min_step=1),
+                                                      charts.y_scale(charts.column(telemetry, "swapouts_per_min")))}})
+    if charts.has(telemetry, "pressure"):
+        layers.append({"name": "swap_pressure", "data": dict(data),
+                       "mark": {"type": "line", "color": PRESSURE_COLOR, "strokeWidth": 1.6, "interpolate": "step-after", "clip": True},
+                       "encoding": {"x": charts.x_enc(), "tooltip": SWAP_TIPS,
+                                    "y": charts.y_enc("pressure", charts.y_axis("right", tick_count=3), {"domain": [0, 100]})}})
+    return charts.panel("swap", "Swap-outs per minute (bars) and memory pressure 0-100 (line)" + tag, layers,
+                        height=PANEL_HEIGHT, independent_y=True)
+
+
+def host_panels(window: LiveWindow) -> list[Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The host's panels for the Timeline (charts.timeline_chart's `extra_panels`, rows inline):
+    free memory, VRAM per GPU (only where a GPU was read; a Mac's GPU memory is the free memory)
+    and swap-outs with pressure; none when the sidecar holds no host sample in the range."""
+    telemetry = _telemetry_rows(window)
+    if not any(charts.has(telemetry, c) for c in ("free_gb", "swapouts_per_min", "pressure")):
+        return []
+    tag = " · SIMULATED host (demo)" if window.simulated else ""
+    inline = {"values": telemetry}
+    panels: list[Callable[[dict[str, Any]], dict[str, Any]]] = [lambda _x: memory_panel(telemetry, inline, tag)]
+    gpus = _gpu_rows(window) if window.has_gpus else []
+    if gpus:
+        panels.append(lambda _x: vram_panel(gpus, {"values": gpus}, simulated=window.gpu_simulated))
+    panels.append(lambda _x: swap_panel(telemetry, inline, tag))
+    return panels
 
 
 def live_domain(window: LiveWindow) -> tuple[int, int]:
@@ -113,35 +167,11 @@ def live_chart(rollup: pd.DataFrame, window: LiveWindow) -> dict[str, Any]:
         rows.append(charts.panel("runner", charts.RUNNER_TITLE,
                                  charts.runner_layers({"name": "runners"}, runners, {"name": "runner_problems"} if problems else None),
                                  height=110, independent_y=True))  # fmt: skip
-    memory: list[dict[str, Any]] = []
-    if charts.has(telemetry, "free_gb"):
-        memory.append({"name": "memory_free", "data": tele_data,
-                       "mark": {"type": "line", "color": MEMORY_COLOR, "strokeWidth": 1.8, "point": {"size": 10}, "clip": True},
-                       "encoding": {"x": charts.x_enc(charts.MID_FIELD), "tooltip": MEM_TIPS,
-                                    "y": charts.y_enc("free_gb", charts.y_axis(tick_count=4), charts.y_scale(charts.column(telemetry, "free_gb")))}})
-    if charts.has(telemetry, "pages_free"):  # an invisible line: the pages axis on the right
-        memory.append({"name": "memory_pages", "data": tele_data, "mark": {"type": "line", "opacity": 0, "clip": True},
-                       "encoding": {"x": charts.x_enc(charts.MID_FIELD),
-                                    "y": charts.y_enc("pages_free", charts.y_axis("right", fmt="~s", tick_count=4),
-                                                      charts.y_scale(charts.column(telemetry, "pages_free")))}})
-    rows.append(charts.panel("memory", "Free memory (GB left, pages right; lowest per bucket)" + tag, memory,
-                             height=PANEL_HEIGHT, independent_y=True))
+    rows.append(memory_panel(telemetry, tele_data, tag))
     gpus = charts.inside(_gpu_rows(window), domain) if window.has_gpus else []
     if gpus:  # Linux GPUs; a Mac's GPU memory is the free memory above
-        rows.append(vram_panel(gpus))
-    swap: list[dict[str, Any]] = []
-    if charts.has(telemetry, "swapouts_per_min"):
-        swap.append({"name": "swap_bars", "data": tele_data, "mark": charts.bar_mark(SWAP_FILL),
-                     "encoding": {"x": charts.x_enc(), "x2": charts.x2_enc(), "y2": charts.Y_ZERO, "tooltip": SWAP_TIPS,
-                                  "y": charts.y_enc("swapouts_per_min", charts.y_axis(fmt="~s", tick_count=4, tick_min_step=1),
-                                                    charts.y_scale(charts.column(telemetry, "swapouts_per_min")))}})
-    if charts.has(telemetry, "pressure"):
-        swap.append({"name": "swap_pressure", "data": tele_data,
-                     "mark": {"type": "line", "color": PRESSURE_COLOR, "strokeWidth": 1.6, "interpolate": "step-after", "clip": True},
-                     "encoding": {"x": charts.x_enc(), "tooltip": SWAP_TIPS,
-                                  "y": charts.y_enc("pressure", charts.y_axis("right", tick_count=3), {"domain": [0, 100]})}})
-    rows.append(charts.panel("swap", "Swap-outs per minute (bars) and memory pressure 0-100 (line)" + tag, swap,
-                             height=PANEL_HEIGHT, independent_y=True))
+        rows.append(vram_panel(gpus, simulated=window.gpu_simulated))
+    rows.append(swap_panel(telemetry, tele_data, tag))
     last = len(rows) - 1
     rows = [charts.finish_panel(p, charts.time_axis(span, labels=(n == last)), markers, with_text=(n == 0), span_ms=span)
             for n, p in enumerate(rows)]

@@ -37,7 +37,7 @@ def bucket_seconds_for(window: timedelta) -> int:
     return int(-(-least // 3600)) * 3600
 
 
-GPU_COLUMNS = ["minute", "gpu_index", "name", "used_bytes", "total_bytes", "utilization_percent"]
+GPU_COLUMNS = ["minute", "gpu_index", "name", "used_bytes", "total_bytes", "utilization_percent", "simulated"]
 TELEMETRY_COLUMNS = ["minute", "mem_free_bytes", "mem_available_bytes", "pages_free", "page_size",
                      "swapouts_per_min", "pressure", "simulated"]  # fmt: skip
 
@@ -55,6 +55,11 @@ class LiveWindow:
     @property
     def has_gpus(self) -> bool:
         return not self.gpus.empty
+
+    @property
+    def gpu_simulated(self) -> bool:
+        """The demo's simulated GPU (`oasis-ops demo --gpu`), labelled as such on every panel."""
+        return bool(self.gpus["simulated"].fillna(False).astype(bool).any()) if not self.gpus.empty else False
 
     @property
     def has_runners(self) -> bool:

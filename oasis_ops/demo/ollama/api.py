@@ -192,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, self.server.board.snapshot())
             elif path == "/_demo/host" and self.server.board.simulated_host:
                 self._json(200, self.server.board.host_snapshot())
+            elif path == "/_demo/gpu" and self.server.gpu is not None:
+                self._json(200, self.server.gpu_answer())
             elif path == "/_demo/runners":
                 self._json(200, {"runners": self._runners(), "version": self.server.profile.version,
                                  "host_mode": self.server.cfg.host_mode,
@@ -254,9 +256,11 @@ class Handler(BaseHTTPRequestHandler):
             out.append({
                 "name": m.name, "model": m.name, "size": m.info.size, "digest": m.digest,
                 "details": self._details(m), "expires_at": go_time_json(expires),
-                # Memory accounting at load time: the real engine runs on the CPU (0 in VRAM);
-                # an emulated one "fits the GPU", and a CPU spill never changes that (100% GPU).
-                "size_vram": 0 if m.info.engine == "real" else m.info.size,
+                # Memory accounting at load time: on the simulated GPU (--gpu), what was free at
+                # the load; else the real engine runs on the CPU (0 in VRAM) and an emulated one
+                # "fits the GPU" (a flash-attention spill never changes that: 100% GPU).
+                "size_vram": entry.runner.vram_bytes if entry.runner.vram_bytes is not None else (
+                    0 if m.info.engine == "real" else m.info.size),
                 "context_length": emu.cfg.context_length,
             })  # fmt: skip
         return out
@@ -385,7 +389,7 @@ class Handler(BaseHTTPRequestHandler):
             if ours in options:
                 out[theirs] = options[ours]
         if runner.engine == "emulated":
-            out["oasis_plan"] = self.server.plan(body, kind, runner.flash_attention == "on")
+            out["oasis_plan"] = self.server.plan(body, kind, runner.flash_attention == "on", runner.cpu_share)
         return out
 
     def _complete(self, loaded: LoadedRunner, body: dict[str, Any], kind: str) -> int | None:

@@ -75,7 +75,9 @@ class RealFaultDriver:
                 runner.send_signal(signal.SIGKILL)
         if board.used_up("runner_crash"):
             board.set("runner_crash", False)  # a one-shot: off once every kill was done
-        self.slowdown = board.real_slowdown() if real else 1.0
+        # A VRAM spill on the simulated GPU slows the real runner as much as an emulated one.
+        split = max((board.split_slowdown(r.cpu_share) for r in real), default=1.0)
+        self.slowdown = board.real_slowdown() * split if real else 1.0
         with self.lock:  # forget runners that are gone
             alive = {r.pid for r in real}
             for pid in list(self.holds):

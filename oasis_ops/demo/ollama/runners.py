@@ -68,6 +68,9 @@ class Runner:
         self.started_at = time.monotonic()
         self.last_control: dict[str, Any] | None = None
         self.stopped_by_fault = False  # SIGSTOPped by a demo fault (real engine)
+        # Its VRAM on the demo's simulated GPU, set at load (None: no GPU presented, or the real
+        # engine, which runs on the CPU); below the model's size, the rest is on the CPU.
+        self.vram_bytes: int | None = None
         # Ollama's per-runner semaphore of OLLAMA_NUM_PARALLEL: requests beyond it wait here
         self.slots = threading.Semaphore(max(1, emulator.cfg.num_parallel))
         self.in_flight = 0
@@ -223,11 +226,19 @@ class Runner:
         except ValueError:
             return status, text
 
+    @property
+    def cpu_share(self) -> float:
+        """The part of the model on the CPU after a VRAM spill at its load (0: all on the GPU)."""
+        size = self.model.info.size
+        if self.vram_bytes is None or size <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.vram_bytes / size)
+
     def push_control(self, force: bool = False) -> None:
         """Live fault state for the emulated engine (the real one is faulted with signals)."""
         if self.engine != "emulated" or not self.alive():
             return
-        control = self.emulator.board.runner_control(self.flash_attention == "on")
+        control = self.emulator.board.runner_control(self.flash_attention == "on", self.cpu_share)
         if control == self.last_control and not force:
             return
         with contextlib.suppress(OSError):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_ops.demo.faults import FaultBoard
+from oasis_ops.demo.gpu import SimulatedGpu
 from oasis_ops.demo.ollama.goparse import parse_env_keep_alive
 from oasis_ops.demo.ollama.home import (
     InstalledModel,
@@ -74,6 +75,7 @@ class EmulatorConfig:
     banner: bool = False
     remove_home: bool = False
     echo_log: bool = False
+    gpu: bool = False  # present a simulated NVIDIA GPU at /_demo/gpu (oasis_ops.demo.gpu)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EmulatorConfig:
@@ -112,6 +114,7 @@ class EmulatorConfig:
                 banner=env.get("OASIS_EMU_BANNER") == "1",
                 remove_home=env.get("OASIS_EMU_REMOVE_HOME") == "1",
                 echo_log=env.get("OASIS_EMU_ECHO_LOG") == "1",
+                gpu=env.get("OASIS_EMU_GPU") == "1",
             )  # fmt: skip
         except ValueError as exc:
             raise UsageError(f"bad emulator setting: {exc}") from None
@@ -130,7 +133,9 @@ class Emulator(ThreadingHTTPServer):
         self.profile: VersionProfile = profile_for(cfg.version)
         self.home = OllamaHome(cfg.home).prepare(launchers=False)
         self.log = ServerLog(self.home.server_log, echo=sys.stderr if cfg.echo_log else None)
-        self.board = FaultBoard(simulated_host=cfg.host_mode == "simulated")
+        self.board = FaultBoard(simulated_host=cfg.host_mode == "simulated", gpu=cfg.gpu)
+        self.gpu = SimulatedGpu() if cfg.gpu else None
+        self._grab_target = (0.0, 0.0)  # (vram_pressure episode, bytes the other process takes)
         self.scheduler = Scheduler(self, max_queue=cfg.max_queue, max_runners=cfg.max_loaded_models,
                                    default_session_s=cfg.keep_alive_s)
         self.rng = random.Random(cfg.seed)
@@ -159,12 +164,40 @@ class Emulator(ThreadingHTTPServer):
         return self.models().get(normalize_name(name))
 
     def new_runner(self, model: InstalledModel) -> Runner:
-        return Runner(self, model, self.profile.flash_for_load(self.cfg, model))
+        runner = Runner(self, model, self.profile.flash_for_load(self.cfg, model))
+        if self.gpu is not None:  # placed at load, as Ollama does (the real engine too: it stands for a GPU runner)
+            others = [r.vram_bytes or 0 for r in self.runners()]
+            runner.vram_bytes = self.gpu.place(model.info.size, others, self.vram_grabbed_bytes())
+        return runner
+
+    def vram_grabbed_bytes(self) -> int:
+        """VRAM the vram_pressure fault's other process holds now on the simulated GPU: grab_gb,
+        or (grab_gb 0) all of the card but leave_fraction of the largest model loaded (or
+        installed), reached over ramp_s."""
+        progress, params, episode = self.board.vram_grab()
+        if self.gpu is None or progress <= 0:
+            return 0
+        if self._grab_target[0] != episode:  # sized once per episode: a reload must not move it
+            if params["grab_gb"] > 0:
+                target = params["grab_gb"] * 1e9
+            else:
+                sizes = [r.model.info.size for r in self.runners()] or [m.info.size for m in self.models().values()] or [0]
+                target = self.gpu.total_bytes - self.gpu.card.idle_used_mib * 1024 * 1024 - params["leave_fraction"] * max(sizes)
+            self._grab_target = (episode, max(0.0, target))
+        return int(self._grab_target[1] * progress)
+
+    def gpu_answer(self) -> dict[str, Any] | None:
+        """The /_demo/gpu body, None without a simulated GPU."""
+        if self.gpu is None:
+            return None
+        runners = [r for r in self.runners() if r.pid is not None and r.vram_bytes]
+        busy = any(r.in_flight > 0 for r in runners)
+        return self.gpu.answer([(int(r.pid or 0), int(r.vram_bytes or 0)) for r in runners], self.vram_grabbed_bytes(), busy)
 
     def runners(self) -> list[Runner]:
         return [r.runner for r in self.scheduler.snapshot(lock_runners=False)]
 
-    def plan(self, body: dict[str, Any], kind: str, flash_attention: bool) -> dict[str, Any]:
+    def plan(self, body: dict[str, Any], kind: str, flash_attention: bool, cpu_share: float = 0.0) -> dict[str, Any]:
         """Emulated models: token counts and phase times (ms) the runner will sleep out."""
         if kind == "chat":
             messages = body.get("messages") or []
@@ -181,7 +214,7 @@ class Emulator(ThreadingHTTPServer):
         num_predict = options.get("num_predict") if options else None
         if isinstance(num_predict, int) and not isinstance(num_predict, bool) and num_predict > 0:
             eval_tokens = min(num_predict, 2048)
-        effects = self.board.request_effects(flash_attention)
+        effects = self.board.request_effects(flash_attention, cpu_share)
         return {
             "prompt_tokens": max(1, len(text) // 4) + 12 + 256 * images,
             "images": images,
@@ -202,9 +235,18 @@ class Emulator(ThreadingHTTPServer):
         while not self._stop.wait(0.1):
             try:
                 self.board.host_snapshot()
+                if self.board.vram_reload_due():
+                    self.reload_for_vram()
                 self.sync_runners()
             except Exception as exc:  # noqa: BLE001 - the ticker must outlive any one error
                 self.log.slog("ERROR", "emulator.go:1", "fault ticker failed", error=str(exc))
+
+    def reload_for_vram(self) -> None:
+        """vram_pressure with reload: every loaded model expires (unloads once its requests
+        end), so its next request loads it again into the VRAM left: a split."""
+        for entry in self.scheduler.snapshot(lock_runners=False):
+            self.log.slog("INFO", "sched.go:1", "vram_pressure: unloading to reload", model=entry.model.name)
+            self.scheduler.expire_model(entry.model)
 
     def write_ready_file(self) -> None:
         info = {"url": self.url, "host": self.cfg.host, "port": self.port, "pid": os.getpid(),

@@ -198,10 +198,11 @@ def faults_panel(settings: Settings) -> None:
     st.caption(f"The Ollama emulator at `{url}`. The same switches from a shell: `oasis-ops demo fault NAME on --url {url}`. "
                "On the live run's real llama.cpp runner (smollm2:135m) they act on the real process: stall and "
                "stopping_deadlock SIGSTOP it (the second for good), latency_drift slows it with a SIGSTOP/SIGCONT duty "
-               "cycle, runner_crash SIGKILLs it mid-answer, memory_pressure holds real memory on this machine (capped).")
+               "cycle, runner_crash SIGKILLs it mid-answer, memory_pressure holds real memory on this machine (capped); with "
+               "`oasis-ops demo --gpu`, vram_pressure fills the SIMULATED GPU so the model reloads split between CPU and GPU.")
     for name, entry in faults.items():
-        if name not in FAULTS:
-            continue
+        if name not in FAULTS or (name == "vram_pressure" and entry.get("gpu") != "simulated"):
+            continue  # vram_pressure only where the demo presents a GPU (`oasis-ops demo --gpu`)
         on = bool(entry.get("on"))
         key = f"demo_fault_{name}_{'on' if on else 'off'}"  # a new widget whenever the emulator's state changes
         left, right = st.columns([2, 5], vertical_alignment="center")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers_emulator import find_runner_pid, ps, running_emulator, wait_until
 from test_emulator_faults import GEMMA, cpu_seconds_per_second, fault, per_token_ms
 
@@ -96,3 +97,26 @@ def test_a_remote_or_odd_demo_answer_is_never_taken_for_a_gpu() -> None:
         assert remote.read() == "local" and not remote.loopback  # a remote server is never asked for a GPU
     finally:
         remote.close()
+
+
+def _demo_page_switches(monkeypatch: pytest.MonkeyPatch, url: str, tmp_path: Path) -> list[str]:
+    from streamlit.testing.v1 import AppTest
+
+    from oasis_ops.server import DEMO_DIR_ENV
+
+    monkeypatch.setenv(DEMO_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("OASIS_OPS_OLLAMA_HOST", url)
+    monkeypatch.setenv("OASIS_OPS_LIVE_REFRESH_S", "0")
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/demo.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return [t.label for t in at.toggle]
+
+
+def test_the_demo_page_offers_vram_pressure_only_with_the_simulated_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with running_emulator(tmp_path / "gpu", latency_ms=50, extra_env=GPU) as emu:
+        assert "vram_pressure" in _demo_page_switches(monkeypatch, emu.url, tmp_path)
+    with running_emulator(tmp_path / "cpu", latency_ms=50) as emu:
+        switches = _demo_page_switches(monkeypatch, emu.url, tmp_path)
+        assert "vram_pressure" not in switches and "stall" in switches

@@ -16,9 +16,21 @@ import pytest
 from oasis_ops.errors import OllamaBadResponse, OllamaUnreachable
 from oasis_ops.probes.flash import server_flash_attention
 from oasis_ops.probes.linux import parse_meminfo
-from oasis_ops.probes.llama_server import LlamaServerProbe, RunnerReading, RunnerTracker, SlotState, parse_metrics
+from oasis_ops.probes.llama_server import (
+    LlamaServerProbe,
+    RunnerReading,
+    RunnerTracker,
+    SlotState,
+    parse_metrics,
+)
 from oasis_ops.probes.ollama import OllamaClient, model_status_from_ps
-from oasis_ops.probes.processes import ProcessRecord, PsutilProcesses, _is_ollama_like, own_lineage, serve_pid_for
+from oasis_ops.probes.processes import (
+    ProcessRecord,
+    PsutilProcesses,
+    _is_ollama_like,
+    own_lineage,
+    serve_pid_for,
+)
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 

@@ -162,3 +162,65 @@ def test_nvidia_smi_lines_keep_every_column_in_its_place() -> None:
     nvml = fake_nvml()
     snap = GpuProbe(nvml=nvml, which=no_tools).read()
     assert [(p.pid, p.gpu_index, p.gpu_uuid) for p in snap.processes] == [(4242, 0, "GPU-5f1e0c2a-aaaa"), (99, 0, "GPU-5f1e0c2a-aaaa")]
+
+
+XML = {  # file -> (name, total MiB, used MiB, utilisation, temperature, power W, processes, VRAM of the first)
+    "nvidia-smi-q-x-a100-sxm4-40gb-mig-510.47.03.xml": ("NVIDIA A100-SXM4-40GB", 40960, 38, None, 36.0, 66.92, 0, None),
+    "nvidia-smi-q-x-rtx-2080-win-516.59.xml": ("NVIDIA GeForce RTX 2080", 8192, 862, 2.0, 29.0, 14.5, 26, None),
+    "nvidia-smi-q-x-rtx-3060-laptop-515.65.01.xml": ("NVIDIA GeForce RTX 3060 Laptop GPU", 6144, 5, 0.0, 45.0, 8.7, 1, 4),
+    "nvidia-smi-q-x-rtx-4090-535.86.05.xml": ("NVIDIA GeForce RTX 4090", 24564, 2, 0.0, 40.0, 26.84, 0, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(XML))
+def test_nvidia_smi_xml_reports_of_four_drivers(name: str) -> None:
+    """`nvidia-smi -q -x` as drivers 510 to 535 print it (power_readings until 535, then
+    gpu_power_readings; a MIG A100 with N/A utilisation; Windows, whose processes' memory is N/A)."""
+    from oasis_ops.probes.gpu import parse_nvidia_smi_xml
+
+    (gpu,), procs = parse_nvidia_smi_xml((FIXTURES / name).read_text())
+    title, total, used, util, temp, power, count, first_vram = XML[name]
+    assert (gpu.name, gpu.memory_total_bytes, gpu.memory_used_bytes) == (title, total * MIB, used * MIB)
+    assert (gpu.utilization_percent, gpu.temperature_c, gpu.power_w) == (util, temp, power)
+    assert len(procs) == count and all(p.gpu_uuid == gpu.uuid and p.gpu_index == 0 for p in procs)
+    assert (procs[0].used_memory_bytes if procs else None) == (first_vram * MIB if first_vram is not None else None)
+
+
+CSV = {  # (query-gpu file, query-apps file) -> (name, total MiB, used MiB, utilisation, power W, apps, VRAM of the second app MiB)
+    ("nvidia-smi-query-gpu-rtx-4080-super-595.71.05-load.csv", "nvidia-smi-query-apps-rtx-4080-super-595.71.05-load.csv"):
+        ("NVIDIA GeForce RTX 4080 SUPER", 16376, 1474, 7.0, 84.24, 3, 503),
+    ("nvidia-smi-query-gpu-rtx-2080-super-win-591.86-load.csv", "nvidia-smi-query-apps-rtx-2080-super-win-591.86-load.csv"):
+        ("NVIDIA GeForce RTX 2080 SUPER", 8192, 1296, 7.0, 97.43, 12, None),
+    ("nvidia-smi-query-gpu-h100-mig-590.48.01-load.csv", "nvidia-smi-query-apps-h100-mig-590.48.01-load.csv"):
+        ("NVIDIA H100 80GB HBM3", 81559, 11125, None, 433.78, 3, 1272),
+    ("nvidia-smi-query-gpu-tesla-p100-nounits.csv", "nvidia-smi-query-apps-h200-590.48.01-idle-empty.csv"):
+        ("Tesla P100-PCIE-16GB", 16280, 0, 0.0, 28.16, 0, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("files", sorted(CSV))
+def test_headed_nvidia_smi_csv_as_users_and_exporters_record_it(files: tuple[str, str]) -> None:
+    """`--format=csv` with a header: 200+ columns in another order, units in the header and in the
+    values (`24564 MiB`, `84.24 W`), `[N/A]` (MIG utilisation, Windows process memory), a header
+    with no rows (an idle H200), a P100 capture without memory.total (used + free) or index."""
+    gpus_text, apps_text = ((FIXTURES / f).read_text() for f in files)
+    (gpu,), apps = parse_nvidia_smi_csv(gpus_text, apps_text)
+    title, total, used, util, power, count, second = CSV[files]
+    assert (gpu.index, gpu.name, gpu.memory_total_bytes, gpu.memory_used_bytes) == (0, title, total * MIB, used * MIB)
+    assert (gpu.utilization_percent, gpu.power_w) == (util, power)
+    assert len(apps) == count and (apps[1].used_memory_bytes if count > 1 else None) == (second * MIB if second is not None else None)
+
+
+def test_a_driver_refusing_a_query_field_is_read_from_its_xml_report() -> None:
+    xml = (FIXTURES / "nvidia-smi-q-x-rtx-3060-laptop-515.65.01.xml").read_text()
+    ran: list[list[str]] = []
+
+    def run(argv: list[str], timeout_s: float) -> str:
+        ran.append(argv)
+        if argv[1:] == ["-q", "-x"]:
+            return xml
+        return 'Field "power.draw" is not a valid field to query.\n'
+
+    snap = GpuProbe(nvml=fake_nvml(init_error=NVMLError("x")), run=run, which=lambda n: "/usr/bin/" + n if n == "nvidia-smi" else None).read()
+    assert snap.source == "nvidia-smi" and snap.gpus[0].name == "NVIDIA GeForce RTX 3060 Laptop GPU" and snap.vram_of(28543) == 4 * MIB
+    assert [a[1] for a in ran] == [ran[0][1], "-q"]  # the query, then the XML report; no apps query

@@ -35,17 +35,18 @@ class Card:
     busy_power_w: float
 
 
-# From a real `nvidia-smi -q -x` of a GeForce RTX 4090 (driver 535; see tests/fixtures/gpu/SOURCES.md):
-# its FB memory total and idle figures; the busy figures are the card's rated 450 W board power
-# and a typical load temperature, not a recording.
+# From a real `nvidia-smi -q -x` of a GeForce RTX 4090 (driver 535.86.05, recorded in
+# tests/fixtures/gpu/nvidia-smi-q-x-rtx-4090-535.86.05.xml; SOURCES.md names its source): its
+# name, UUID, FB memory total and idle figures. The busy figures are not a recording: a load
+# temperature and power well under the card's 450 W limit.
 RECORDED_CARD = Card(
     name="NVIDIA GeForce RTX 4090",
-    uuid="GPU-71d1b6cd-7f56-0b5d-9dfb-b5b1e95fd63b",
+    uuid="GPU-71d1acc2-662d-2166-bf9f-65272d2fc437",
     memory_total_mib=24564,
-    idle_used_mib=1,
+    idle_used_mib=2,
     idle_temperature_c=40.0,
     busy_temperature_c=66.0,
-    idle_power_w=26.5,
+    idle_power_w=26.84,
     busy_power_w=330.0,
 )
 

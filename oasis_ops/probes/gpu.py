@@ -4,7 +4,9 @@ Asked in order, the first that answers wins:
 1. NVML (PyPI `nvidia-ml-py`, module `pynvml`, imported lazily): an absent module, an absent
    libnvidia-ml or no driver is "no NVIDIA GPU", never an error.
 2. `nvidia-smi --query-gpu=... --format=csv,noheader,nounits` and `--query-compute-apps=...`
-   (MiB; `[N/A]` and `[Not Supported]` are unknown).
+   (MiB; `[N/A]` and `[Not Supported]` are unknown), else `nvidia-smi -q -x` (XML) when the
+   query lists no GPU. The parsers also read headed CSV (`--format=csv`, units in the header or
+   the values) and XML from several drivers, as recorded in tests/fixtures/gpu.
 3. `rocm-smi --showmeminfo vram --showuse --showtemp --showpower --showpids --json` (AMD).
 Sources are arguments (`nvml`: a pynvml-like module; `run`: argv -> stdout; `which`), so tests
 feed recorded outputs. `read()` never raises; `note` says why each skipped source was skipped.
@@ -87,23 +89,108 @@ def _mib(text: Any) -> int | None:
     return None if number is None else int(number * MIB)
 
 
+def _split_csv(line: str) -> list[str]:
+    return [c.strip() for c in line.split(",")]
+
+
+# Header names of `--format=csv` (with or without nounits) for the fields the probe reads: the
+# query field, or its header spelling where nvidia-smi prints another (`used_memory` is headed
+# `used_gpu_memory`). A header cell is "name [unit]".
+_GPU_FIELDS = {"index": "index", "uuid": "uuid", "name": "name", "memory.total": "memory.total",
+               "memory.used": "memory.used", "memory.free": "memory.free", "utilization.gpu": "utilization.gpu",
+               "temperature.gpu": "temperature.gpu", "power.draw": "power.draw", "power.draw.instant": "power.draw"}  # fmt: skip
+_APP_FIELDS = {"pid": "pid", "gpu_uuid": "gpu_uuid", "used_memory": "used_memory", "used_gpu_memory": "used_memory"}
+
+
+def _header(cells: list[str], fields: dict[str, str]) -> dict[str, int] | None:
+    """{field: column} when `cells` is a `--format=csv` header naming at least one known field."""
+    names = [cell.split(" [", 1)[0].strip() for cell in cells]
+    found: dict[str, int] = {}
+    for column, name in enumerate(names):
+        if name in fields and fields[name] not in found:
+            found[fields[name]] = column
+    return found or None
+
+
+def _table(text: str, noheader_fields: str, fields: dict[str, str]) -> list[dict[str, str]]:
+    """Rows of nvidia-smi CSV as {field: cell}: headed (`--format=csv[,nounits]`, any columns,
+    in any order) or headerless in the order of `noheader_fields` (`csv,noheader,nounits`)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = _header(_split_csv(lines[0]), fields)
+    if header is not None and "pid" not in header and "index" not in header and "name" not in header:
+        header = None
+    if header is not None:
+        rows = []
+        for line in lines[1:]:
+            cells = _split_csv(line)
+            if len(cells) < max(header.values()) + 1:
+                continue  # a warning line nvidia-smi printed among the rows
+            rows.append({name: cells[column] for name, column in header.items()})
+        return rows
+    order = noheader_fields.split(",")
+    return [dict(zip(order, cells, strict=True)) for cells in map(_split_csv, lines) if len(cells) == len(order)]
+
+
 def parse_nvidia_smi_csv(gpus_text: str, apps_text: str = "") -> tuple[list[GpuReading], list[GpuProcess]]:
-    """`--query-gpu=GPU_QUERY` and `--query-compute-apps=APPS_QUERY` (csv,noheader,nounits)."""
+    """`--query-gpu=GPU_QUERY` and `--query-compute-apps=APPS_QUERY` as the probe asks them
+    (`csv,noheader,nounits`), or any `--format=csv` output with a header (units in the header
+    or in the values, more or other columns, as users and exporters record it)."""
     gpus = []
-    for line in gpus_text.splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) != len(GPU_QUERY.split(",")) or _number(cells[0]) is None:
+    for position, row in enumerate(_table(gpus_text, GPU_QUERY, _GPU_FIELDS)):
+        index = _number(row.get("index")) if "index" in row else float(position)
+        if index is None:
             continue
-        gpus.append(GpuReading(int(_number(cells[0]) or 0), cells[1] or None, cells[2], "nvidia", _mib(cells[3]), _mib(cells[4]),
-                               _mib(cells[5]), _number(cells[6]), _number(cells[7]), _number(cells[8])))  # fmt: skip
+        used, total, free = _mib(row.get("memory.used")), _mib(row.get("memory.total")), _mib(row.get("memory.free"))
+        if total is None and used is not None and free is not None:
+            total = used + free  # a capture without memory.total (reserved memory is not in either)
+        gpus.append(GpuReading(int(index), row.get("uuid") or None, row.get("name") or f"GPU {int(index)}", "nvidia", total, used,
+                               free, _number(row.get("utilization.gpu")), _number(row.get("temperature.gpu")),
+                               _number(row.get("power.draw"))))  # fmt: skip
     by_uuid = {g.uuid: g.index for g in gpus}
     apps = []
-    for line in apps_text.splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) != 3 or _number(cells[0]) is None:
+    for row in _table(apps_text, APPS_QUERY, _APP_FIELDS):
+        pid = _number(row.get("pid"))
+        if pid is None:
             continue
-        apps.append(GpuProcess(int(_number(cells[0]) or 0), cells[1] or None, by_uuid.get(cells[1]), _mib(cells[2])))
+        uuid = row.get("gpu_uuid") or None
+        apps.append(GpuProcess(int(pid), uuid, by_uuid.get(uuid), _mib(row.get("used_memory"))))
     return gpus, apps
+
+
+def _xml_text(node: Any, path: str) -> str | None:
+    found = node.find(path)
+    return found.text.strip() if found is not None and found.text is not None else None
+
+
+def parse_nvidia_smi_xml(text: str) -> tuple[list[GpuReading], list[GpuProcess]]:
+    """`nvidia-smi -q -x`: per <gpu>, fb_memory_usage (MiB), utilization/gpu_util, temperature/
+    gpu_temp, power_readings/power_draw (gpu_power_readings from driver 535; instant_power_draw
+    where a driver prints that), and each processes/process_info's pid and used_memory."""
+    import xml.etree.ElementTree as ET  # noqa: S405 - a local tool's output; expat refuses entity expansion bombs
+
+    root = ET.fromstring(text)  # noqa: S314
+    gpus, procs = [], []
+    for position, gpu in enumerate(root.findall("gpu")):
+        index = _number(_xml_text(gpu, "minor_number"))
+        index = int(index) if index is not None else position
+        uuid = _xml_text(gpu, "uuid")
+        power = None
+        for path in ("gpu_power_readings/power_draw", "gpu_power_readings/instant_power_draw", "power_readings/power_draw",
+                     "power_readings/instant_power_draw"):  # fmt: skip
+            power = _number(_xml_text(gpu, path))
+            if power is not None:
+                break
+        gpus.append(GpuReading(index, uuid, _xml_text(gpu, "product_name") or f"GPU {index}", "nvidia",
+                               _mib(_xml_text(gpu, "fb_memory_usage/total")), _mib(_xml_text(gpu, "fb_memory_usage/used")),
+                               _mib(_xml_text(gpu, "fb_memory_usage/free")), _number(_xml_text(gpu, "utilization/gpu_util")),
+                               _number(_xml_text(gpu, "temperature/gpu_temp")), power))  # fmt: skip
+        for proc in gpu.findall("processes/process_info"):
+            pid = _number(_xml_text(proc, "pid"))
+            if pid is not None:
+                procs.append(GpuProcess(int(pid), uuid, index, _mib(_xml_text(proc, "used_memory"))))
+    return gpus, procs
 
 
 def parse_rocm_smi_json(text: str) -> tuple[list[GpuReading], list[GpuProcess]]:
@@ -208,6 +295,12 @@ class GpuProbe:
         if self.which("nvidia-smi") is None:
             return "not installed"
         gpus_text = self.run(["nvidia-smi", f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits"], RUN_TIMEOUT_S)
+        gpus, procs = parse_nvidia_smi_csv(gpus_text)
+        if not gpus:  # a driver that refuses one of the fields: its XML report has them all
+            try:
+                return parse_nvidia_smi_xml(self.run(["nvidia-smi", "-q", "-x"], RUN_TIMEOUT_S))
+            except SyntaxError:  # xml.etree's ParseError: not an XML report either
+                return "no GPU listed (nor in its -q -x report)"
         apps_text = self.run(["nvidia-smi", f"--query-compute-apps={APPS_QUERY}", "--format=csv,noheader,nounits"], RUN_TIMEOUT_S)
         return parse_nvidia_smi_csv(gpus_text, apps_text)
 

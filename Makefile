@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: venv dev browser run test check lint typecheck bench soak mutation clean docs
+.PHONY: venv dev browser prometheus run test check lint typecheck bench soak mutation clean docs
 
 # The venv is rebuilt only when a requirements file or pyproject changes (stamp files).
 $(VENV)/.stamp-runtime: requirements.txt requirements-model.txt pyproject.toml
@@ -30,10 +30,17 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
+# Prometheus (server and promtool) for the exporter's tests and the alert rules' `promtool test
+# rules`: Debian's package, from the package registry like chromium.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; fi; }
+
 run: venv
 	$(BIN)/oasis-ops demo --host $(HOST) --port $(PORT)
 
-test: dev browser
+test: dev browser prometheus
 	$(BIN)/python -m pytest -q
 
 lint: dev

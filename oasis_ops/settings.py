@@ -77,6 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("proxy_max_queue", int, 1024, "Requests the proxy holds waiting at most; one more gets a 503 saying the queue is full."),
     S("proxy_max_body_mb", float, 64.0, "Largest request body of a model call the proxy accepts, MB (413 beyond); other requests (model uploads) stream through uncapped."),
     S("proxy_recovery_hold_s", float, 180.0, "Longest the proxy holds new requests for a hard-kill or recover in progress (and then for the runner to answer), seconds."),
+    # --- the Prometheus exporter (`oasis-ops sample --prometheus`)
+    S("prometheus_listen", str, "", "Address the sampler serves Prometheus metrics on, HOST:PORT (e.g. 127.0.0.1:9464); empty: no exporter. The dashboard's own sampler honours it too. Off loopback only with an access secret (scrapes then send `Authorization: Bearer <secret>`)."),
+    S("metrics_host", str, "", "The `host` label of every exported series. Empty: this machine's name."),
+    S("prometheus_url", str, "", "A Prometheus server to read other hosts' metrics from (the Live page's Hosts view), e.g. http://127.0.0.1:9090. Empty: this host only."),
     # --- Ollama
     S("ollama_host", str, "http://127.0.0.1:11434", "Ollama base URL (also read from OLLAMA_HOST).", ("OLLAMA_HOST",)),
     S("ollama_models", str, "", "Ollama's model store, for manifests (also OLLAMA_MODELS). Empty: `~/.ollama/models`.", ("OLLAMA_MODELS",)),

@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from oasis_ops.commands import note_missing_trial_db, number_in, settings_from
 from oasis_ops.errors import UsageError
@@ -26,11 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sidecar", help="write this sidecar instead of <db stem>.ops.duckdb")
     p.add_argument("--interval", type=number_in(float, 0.01, 3600), help="seconds between samples (default: sample_interval_s, 1)")
     p.add_argument("--once", action="store_true", help="take one sample (creating the sidecar if needed) and exit")
+    p.add_argument("--prometheus", metavar="HOST:PORT",
+                   help="also serve Prometheus metrics there (default: the prometheus_listen setting; empty: none)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args, db=args.db, sidecar=args.sidecar, sample_interval_s=args.interval)
+    settings = settings_from(args, db=args.db, sidecar=args.sidecar, sample_interval_s=args.interval,
+                             prometheus_listen=args.prometheus)  # fmt: skip
     if not settings.db and not settings.sidecar:
         raise UsageError("no trial database: pass --db path/to/trials.duckdb (its sidecar gets the telemetry)")
     if args.interval is not None and args.interval <= 0:
@@ -39,9 +43,17 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if settings.db and not Path(str(settings.db)).expanduser().parent.is_dir():
         note_missing_trial_db(settings, "")  # raises: a typo in --db must not create directories
+    exporter = start_exporter(settings, path) if settings.prometheus_listen and not args.once else None
     sampler = Sampler(path, settings)
-    sampler.open()  # SidecarBusy: "another sampler (pid N, started ...) is already writing ..."
+    try:
+        sampler.open()  # SidecarBusy: "another sampler (pid N, started ...) is already writing ..."
+    except BaseException:
+        if exporter is not None:
+            exporter.stop()
+        raise
     note_missing_trial_db(settings, f"telemetry goes to {path}")
+    if exporter is not None:
+        print(f"Prometheus metrics at {exporter.url}", flush=True)
     try:
         if args.once:
             report = sampler.tick()
@@ -64,6 +76,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         sampler.close()
+        if exporter is not None:
+            exporter.stop()
         stats = sampler.stats()
         if not args.once:
             print(f"sampler stopped: {stats['ticks']} ticks, {stats['errors']} errors", flush=True)
+
+
+def start_exporter(settings: Any, sidecar_path: Path) -> Any:
+    """The Prometheus exporter over this sampler's sidecar and trial DB (oasis_ops.exporter)."""
+    from prometheus_client import CollectorRegistry
+
+    from oasis_ops.exporter.collector import OasisCollector
+    from oasis_ops.exporter.httpd import MetricsServer
+    from oasis_ops.exporter.trialstats import TrialStats
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OasisCollector(sidecar_path, TrialStats(settings.db or None, settings), host=str(settings.metrics_host)))
+    return MetricsServer(registry, str(settings.prometheus_listen), access_secret=str(settings.access_secret),
+                         allowed_hosts=list(settings.allowed_hosts)).start()  # fmt: skip

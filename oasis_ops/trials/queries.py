@@ -327,6 +327,30 @@ class TrialQueries:
             (count,) = _one(self._con, "trials_completed_since", params)
             return int(count)
 
+    def exporter_histogram(self, run_id: str | None = None) -> list[tuple[Any, ...]]:
+        """(model, outcome, bucket index or None, trials, latency ms sum) over the whole table (or
+        one run): the Prometheus exporter's histogram and counters (sql/trials_exporter_histogram.sql)."""
+        with self._lock:
+            self._check_open()
+            params = {**self._state.mapping.params(), "run_id": run_id}
+            try:
+                return [tuple(row) for row in execute(self._con, "trials_exporter_histogram", params).fetchall()]
+            except duckdb.Error as exc:
+                raise duck.translate(exc, "trials_exporter_histogram") from None
+
+    def token_totals(self) -> list[tuple[Any, ...]]:
+        """(model, prompt tokens, completion tokens) when the table records tokens, else []."""
+        with self._lock:
+            self._check_open()
+            mapping = self._state.mapping
+            try:
+                columns = {str(row[0]) for row in self._con.execute(sql("trials_columns"), {"table": mapping.table}).fetchall()}
+                if not {"prompt_tokens", "completion_tokens"} <= columns:
+                    return []
+                return [tuple(row) for row in execute(self._con, "trials_token_totals", mapping.params()).fetchall()]
+            except duckdb.Error as exc:
+                raise duck.translate(exc, "trials_token_totals") from None
+
     def ended_ok_since(self, ts: datetime, model: str | None) -> int:
         """Ok trials (of `model`, when the table has a model column) that ended at or after `ts`,
         whenever they started (within ENDED_LOOKBACK before `ts`): a model's runner served then."""

@@ -1,0 +1,65 @@
+"""The exporter and the alert rules against the real Prometheus server and promtool (Debian's
+2.42, installed by `make prometheus`): two exporters on this machine stand for two hosts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from helpers_prometheus import need, running_prometheus
+from prometheus_client import CollectorRegistry
+from test_exporter import MODEL, write_sidecar, write_trials
+
+from oasis_ops.exporter.collector import OasisCollector
+from oasis_ops.exporter.httpd import MetricsServer
+from oasis_ops.exporter.trialstats import LATENCY_BUCKETS_S, TrialStats
+from oasis_ops.settings import load_settings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+RULES = DEPLOY / "prometheus" / "oasis-ops-rules.yml"
+
+
+def test_the_alert_rules_pass_promtool_including_a_healthy_day_with_no_alert() -> None:
+    promtool = need("promtool")
+    checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "oasis-ops-rules.test.yml"], cwd=RULES.parent, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
+def _exporter(root: Path, host: str) -> MetricsServer:
+    root.mkdir()
+    write_trials(root / "trials.duckdb")
+    write_sidecar(root / "trials.ops.duckdb")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OasisCollector(root / "trials.ops.duckdb", TrialStats(root / "trials.duckdb", load_settings()), host=host))
+    return MetricsServer(registry, "127.0.0.1:0").start()
+
+
+def test_prometheus_scrapes_two_hosts_and_promql_gives_their_figures(tmp_path: Path) -> None:
+    a, b = _exporter(tmp_path / "a", "box-a"), _exporter(tmp_path / "b", "box-b")
+    try:
+        targets = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
+        with running_prometheus(tmp_path, targets, rule_files=[RULES]) as prom:
+            hosts = prom.wait_for("sum by (host) (oasis_trials_total)", count=2)
+            assert {r["metric"]["host"]: float(r["value"][1]) for r in hosts} == {"box-a": 300.0, "box-b": 300.0}
+            assert [r["value"][1] for r in prom.query('up{job="oasis-ops"}')] == ["1", "1"]
+            # p50 of the ok trials from the histogram lands in the bucket of the true median.
+            expected = write_trials(tmp_path / "check.duckdb")
+            ok = np.array(expected["buckets"][(MODEL, "ok")])
+            (p50,) = prom.query(f'histogram_quantile(0.5, sum by (le) (oasis_trial_latency_seconds_bucket{{host="box-a",model="{MODEL}",outcome="ok"}}))')
+            median = float(np.median(ok))
+            upper = next(b for b in LATENCY_BUCKETS_S if b >= median)
+            lower = max([0.0, *[b for b in LATENCY_BUCKETS_S if b < median]])
+            assert lower <= float(p50["value"][1]) <= upper, (p50, median)
+            stopping = prom.query('oasis_model_state{state="stopping"} == 1')
+            assert sorted(r["metric"]["host"] for r in stopping) == ["box-a", "box-b"]
+            # The rules run on the real series: the stuck model is pending (for: 1m) or firing on both hosts.
+            alerts = prom.wait_for('ALERTS{alertname="OasisModelStuckStopping"}', count=2)
+            assert {r["metric"]["model"] for r in alerts} == {MODEL}
+            assert not prom.query('ALERTS{alertname="OasisSamplerDown"}')  # the heartbeat is fresh
+    finally:
+        a.stop()
+        b.stop()

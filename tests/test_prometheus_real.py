@@ -60,6 +60,23 @@ def test_prometheus_scrapes_two_hosts_and_promql_gives_their_figures(tmp_path: P
             alerts = prom.wait_for('ALERTS{alertname="OasisModelStuckStopping"}', count=2)
             assert {r["metric"]["model"] for r in alerts} == {MODEL}
             assert not prom.query('ALERTS{alertname="OasisSamplerDown"}')  # the heartbeat is fresh
+            # Every query of the Grafana dashboard is valid PromQL over the exporter's series and
+            # finds them (its $host and $__rate_interval as Grafana would fill them in).
+            prom.wait_for("count(rate(oasis_trials_total[1m]))")  # two scrapes: rates exist
+            for expr in dashboard_queries():
+                filled = expr.replace("$host", ".*").replace("$__rate_interval", "1m")
+                assert prom.query(filled), f"no series for the dashboard's {expr!r}"
     finally:
         a.stop()
         b.stop()
+
+
+def dashboard_queries() -> list[str]:
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "oasis-ops.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    # an annotation fires on a change; here nothing changes while scraped: its series must exist
+    queries += [a["expr"].removesuffix(" > 0") for a in dashboard["annotations"]["list"]]
+    assert len(queries) >= 12
+    return queries

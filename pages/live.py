@@ -450,6 +450,11 @@ def render(settings: Settings) -> None:
     live_header()
     st.subheader("Trials and host memory")
     live_charts()
+    if settings.prometheus_url:  # several hosts through the lab's Prometheus (pages/_hosts.py)
+        from pages._hosts import hosts_section  # type: ignore[import-not-found]
+
+        with ui.page_errors():
+            hosts_section(settings, int(minutes))
 
 
 settings = ui.page_setup("pages/live.py")

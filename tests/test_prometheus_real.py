@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers_prometheus import need, running_prometheus
 from prometheus_client import CollectorRegistry
 from test_exporter import MODEL, write_sidecar, write_trials
@@ -80,3 +81,35 @@ def dashboard_queries() -> list[str]:
     queries += [a["expr"].removesuffix(" > 0") for a in dashboard["annotations"]["list"]]
     assert len(queries) >= 12
     return queries
+
+
+def test_the_live_page_shows_both_hosts_through_prometheus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The Hosts view of the Live page on a real Prometheus scraping two samplers' exporters."""
+    from streamlit.testing.v1 import AppTest
+
+    from oasis_ops.fleet import PrometheusClient, host_overview
+
+    a, b = _exporter(tmp_path / "a", "box-a"), _exporter(tmp_path / "b", "box-b")
+    try:
+        with running_prometheus(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as prom:
+            prom.wait_for("count(rate(oasis_trials_total[1m]))")
+            with PrometheusClient(prom.url) as client:
+                rows = {r.host: r.figures for r in host_overview(client)}
+            assert sorted(rows) == ["box-a", "box-b"]
+            assert rows["box-a"]["stopping_models"] == 1.0 and rows["box-a"]["warnings"] == 1.0
+            assert rows["box-b"]["available_bytes"] == 2**30 * 25 and rows["box-b"]["vram_used_ratio"] == 23 / 24
+            monkeypatch.setenv("OASIS_OPS_DB", str(tmp_path / "a" / "trials.duckdb"))
+            monkeypatch.setenv("OASIS_OPS_LIVE_REFRESH_S", "0")
+            monkeypatch.setenv("OASIS_OPS_OLLAMA_HOST", "http://127.0.0.1:9")
+            monkeypatch.setenv("OASIS_OPS_PROMETHEUS_URL", prom.url)
+            at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+            at.run()
+            at.switch_page("pages/live.py").run()
+            assert not at.exception, [e.value for e in at.exception]
+            assert "Hosts" in [h.value for h in at.subheader]
+            table = at.dataframe[-1].value
+            assert list(table.index) == ["box-a", "box-b"] and list(table["Stopping models"]) == [1, 1]
+            assert list(table["sampler"]) == ["up", "up"] and list(table["VRAM used"]) == ["95.8%", "95.8%"]
+    finally:
+        a.stop()
+        b.stop()

@@ -18,6 +18,9 @@ its own process, start-up included; peak RSS from wait4 for that process alone):
   ingest-logs 200 MB           `oasis-ops ingest-logs` into a new sidecar, vs a bare line read
   proxy overhead               `oasis-ops proxy` per request and per streamed token, vs direct calls
                                to the same upstream in the same run (bench/bench_proxy.py)
+  exporter scrape              `oasis-ops sample --prometheus` over the same trials: spawn to the
+                               first scrape with the counters, one uncached scrape, vs a bare
+                               DuckDB count by status (bench/bench_exporter.py)
 
     .venv/bin/python -m bench            # this table (make bench)
     .venv/bin/python -m bench all        # every bench module
@@ -372,9 +375,10 @@ def main() -> int:
                      "vs": f"incidents on the same run {incidents['s']:.2f} s whole; one live evaluation {warned_in['live_ms']:.0f} ms "
                            "(every 30 s)",
                      "target": "", "met": None})  # fmt: skip
-    from bench import bench_proxy
+    from bench import bench_exporter, bench_proxy
 
     rows += bench_proxy.rows(bench_proxy.measure())
+    rows += bench_exporter.rows(bench_exporter.measure(db), n)
     print_table(rows)
     where = write_result("bench_cost_quick" if quick() else "bench_cost",
                          {"quick": quick(), "trials": n, "log_mb": log.stat().st_size / 1e6, "rows": rows, "targets": TARGETS})  # fmt: skip

@@ -231,3 +231,20 @@ class socket_port:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_an_ollama_serving_its_own_metrics_is_said_and_never_re_exported(tmp_path: Path) -> None:
+    ollama_text = "# HELP ollama_requests_total Requests.\n# TYPE ollama_requests_total counter\nollama_requests_total 5\n"
+
+    def registry_for(answer: httpx.Response) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(OasisCollector(None, None, host="box-a", ollama_url="http://127.0.0.1:11434",
+                                         transport=httpx.MockTransport(lambda request: answer)))  # fmt: skip
+        return registry
+
+    from prometheus_client import generate_latest
+
+    serving = generate_latest(registry_for(httpx.Response(200, text=ollama_text))).decode()
+    assert 'oasis_ollama_metrics_endpoint{host="box-a"} 1.0' in serving and "ollama_requests_total" not in serving
+    missing = generate_latest(registry_for(httpx.Response(404, text="404 page not found"))).decode()
+    assert 'oasis_ollama_metrics_endpoint{host="box-a"} 0.0' in missing

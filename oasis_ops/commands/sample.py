@@ -90,8 +90,10 @@ def start_exporter(settings: Any, sidecar_path: Path) -> Any:
     from oasis_ops.exporter.collector import OasisCollector
     from oasis_ops.exporter.httpd import MetricsServer
     from oasis_ops.exporter.trialstats import TrialStats
+    from oasis_ops.probes.ollama import resolve_ollama_host
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(OasisCollector(sidecar_path, TrialStats(settings.db or None, settings), host=str(settings.metrics_host)))
+    registry.register(OasisCollector(sidecar_path, TrialStats(settings.db or None, settings), host=str(settings.metrics_host),
+                                     ollama_url=resolve_ollama_host(str(settings.ollama_host))))  # fmt: skip
     return MetricsServer(registry, str(settings.prometheus_listen), access_secret=str(settings.access_secret),
                          allowed_hosts=list(settings.allowed_hosts)).start()  # fmt: skip

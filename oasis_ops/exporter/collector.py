@@ -26,6 +26,12 @@ this machine's name), so that several machines' samplers land in one Prometheus 
 | oasis_warning_active | gauge | kind, subject, severity | 1 per open early warning |
 | oasis_actions_total | counter | action, outcome | audited actions (evict, kill, recover, concurrency, ...) |
 | oasis_action_last_timestamp_seconds | gauge | action | the newest of each (Grafana's annotations) |
+| oasis_ollama_metrics_endpoint | gauge | | 1 when the Ollama build serves its own /metrics (asked every 10 min) |
+
+Ollama's own metrics, where a build serves them (proposals in ollama/ollama#3144 add /metrics
+behind OLLAMA_METRICS), are never re-exported here: scrape that endpoint as its own job. Every
+series above is the console's own (the harness's trials, the host, the runner process), named
+`oasis_*`, so the two never collide or count a request twice.
 """
 
 from __future__ import annotations
@@ -65,11 +71,15 @@ class OasisCollector:
     """A prometheus_client collector over one sidecar and one trial table (either may be absent)."""
 
     def __init__(self, sidecar_path: str | Path | None, trials: TrialStats | None, *, host: str = "",
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), ollama_url: str | None = None,
+                 transport: Any = None) -> None:  # fmt: skip
         self.sidecar_path = Path(sidecar_path) if sidecar_path else None
         self.trials = trials
         self.host = host or socket.gethostname()
         self.clock = clock
+        self.ollama_url = ollama_url
+        self._transport = transport  # tests: an httpx transport for the Ollama /metrics check
+        self._ollama_metrics: tuple[float, bool] | None = None  # (monotonic checked at, serves /metrics)
 
     def describe(self) -> list[Metric]:
         return []  # no registration-time read: the sidecar may not exist yet
@@ -77,6 +87,40 @@ class OasisCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._trial_metrics(self.trials.counts() if self.trials is not None else TrialCounts(error="no trial table"))
         yield from self._sidecar_metrics()
+        if self.ollama_url:
+            served = GaugeMetricFamily("oasis_ollama_metrics_endpoint", "1 when the Ollama build serves its own /metrics "
+                                       "(scrape it as its own job; never re-exported here)", labels=["host"])  # fmt: skip
+            served.add_metric([self.host], 1.0 if self._ollama_serves_metrics() else 0.0)
+            yield served
+
+    def _ollama_serves_metrics(self) -> bool:
+        """GET <ollama>/metrics answered 200 with Prometheus text; asked every 10 minutes, 1 s total."""
+        import time
+
+        now = time.monotonic()
+        if self._ollama_metrics is not None and now - self._ollama_metrics[0] < 600:
+            return self._ollama_metrics[1]
+        import httpx
+
+        from oasis_ops.probes.deadline import Deadline, DeadlineTransport
+
+        deadline = Deadline()
+        deadline.at = now + 1.0
+        serves = False
+        try:
+            with httpx.Client(base_url=str(self.ollama_url), timeout=1.0, trust_env=False,
+                              transport=self._transport or DeadlineTransport(deadline)) as client:  # fmt: skip
+                with client.stream("GET", "/metrics") as response:
+                    head = b""
+                    for chunk in response.iter_bytes():
+                        head += chunk
+                        if len(head) >= 4096:
+                            break
+                    serves = response.status_code == 200 and (b"# TYPE" in head or b"# HELP" in head)
+        except (httpx.HTTPError, ValueError):
+            serves = False
+        self._ollama_metrics = (now, serves)
+        return serves
 
     # --- the trial table ----------------------------------------------------------------------
     def _trial_metrics(self, counts: TrialCounts) -> Iterator[Metric]:

@@ -21,10 +21,10 @@ from oasis_ops.settings import Settings
 
 
 @st.cache_data(ttl=15, max_entries=8, show_spinner=False)
-def cached_hosts(url: str, minutes: int, now_key: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def cached_hosts(url: str, start: datetime, end: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     with PrometheusClient(url) as client:
         overview = [{"host": r.host, **r.figures} for r in host_overview(client)]
-        series = host_series(client, now_key - timedelta(minutes=minutes), now_key)
+        series = host_series(client, start, end)
     return overview, series
 
 
@@ -32,19 +32,22 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
-def hosts_section(settings: Settings, minutes: int) -> None:
+def hosts_section(settings: Settings, minutes: int = 30, *, start: datetime | None = None, end: datetime | None = None) -> None:
+    """The Hosts view over the last `minutes` (the Live page) or [start, end] (the Timeline's range)."""
     url = str(settings.prometheus_url)
     if not url:
         return
     st.subheader("Hosts")
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    end = end or datetime.now(UTC).replace(second=0, microsecond=0)
+    start = start or end - timedelta(minutes=minutes)
     try:
-        overview, series = cached_hosts(url, minutes, now)
+        overview, series = cached_hosts(url, start, end)
     except FleetError as exc:
         st.error(f"Hosts: {exc}", icon=":material/lan:")
         return
     st.caption(f"Every host whose sampler exports to the Prometheus at `{url}` (`oasis-ops sample --prometheus`), read with "
-               "PromQL: p95 and failure rate over the last 5 minutes, memory and swap-outs now.")  # fmt: skip
+               "PromQL. The table is now (p95 and failure rate over the last 5 minutes); the small multiples span "
+               f"{start:%Y-%m-%d %H:%M} → {end:%H:%M} UTC, as far as Prometheus keeps them.")  # fmt: skip
     if not overview:
         st.info("No host exports to this Prometheus yet.", icon=":material/lan:")
         return
@@ -63,3 +66,5 @@ def hosts_section(settings: Settings, minutes: int) -> None:
     st.dataframe(table, width="stretch")
     if series:
         st.vega_lite_chart(spec=small_multiples_spec(series), width="content")
+    else:
+        st.caption("Prometheus holds no series of these hosts over this range.")

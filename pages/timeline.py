@@ -364,6 +364,11 @@ def render(settings: Settings) -> None:
 
     threshold = float(settings.incident_min_failure_rate)
     failing = failing_buckets(rollup, threshold)
+    if settings.prometheus_url:  # the other hosts over this range, through the lab's Prometheus
+        from pages._hosts import hosts_section  # type: ignore[import-not-found]
+
+        hosts_section(settings, start=rng.start, end=rng.end)
+
     st.subheader("Failing buckets")
     if failing.empty:
         st.success(f"No bucket reached a {ui.fmt_rate(threshold)} failure rate.", icon=":material/check_circle:")

@@ -110,6 +110,10 @@ def test_the_live_page_shows_both_hosts_through_prometheus(monkeypatch: pytest.M
             table = at.dataframe[-1].value
             assert list(table.index) == ["box-a", "box-b"] and list(table["Stopping models"]) == [1, 1]
             assert list(table["sampler"]) == ["up", "up"] and list(table["VRAM used"]) == ["95.8%", "95.8%"]
+            at.switch_page("pages/timeline.py").run()  # the Timeline shows them over the run's range
+            assert not at.exception, [e.value for e in at.exception]
+            assert "Hosts" in [h.value for h in at.subheader]
+            assert ["box-a", "box-b"] in [list(d.value.index) for d in at.dataframe]
     finally:
         a.stop()
         b.stop()

@@ -248,3 +248,22 @@ def test_an_ollama_serving_its_own_metrics_is_said_and_never_re_exported(tmp_pat
     assert 'oasis_ollama_metrics_endpoint{host="box-a"} 1.0' in serving and "ollama_requests_total" not in serving
     missing = generate_latest(registry_for(httpx.Response(404, text="404 page not found"))).decode()
     assert 'oasis_ollama_metrics_endpoint{host="box-a"} 0.0' in missing
+
+
+def test_the_dashboards_own_sampler_exports_when_asked(tmp_path: Path) -> None:
+    """`prometheus_listen` set: the dashboard launcher's sampler (SamplerService) serves /metrics too."""
+    from oasis_ops.sampler.service import SamplerService
+
+    write_trials(tmp_path / "trials.duckdb")
+    settings = load_settings().replace(db=str(tmp_path / "trials.duckdb"), prometheus_listen="127.0.0.1:0", metrics_host="dash",
+                                       ollama_host="http://127.0.0.1:9", snapshot_dir=str(tmp_path / "snap"))  # fmt: skip
+    said: list[str] = []
+    service = SamplerService(settings, announce=said.append)
+    service.start()
+    try:
+        assert service.exporter is not None and said == [f"Prometheus metrics at {service.exporter.url}"]
+        got = scrape(service.exporter.url)
+        assert got["oasis_trials_total"][(("host", "dash"), ("model", MODEL), ("outcome", "ok"))] > 0
+    finally:
+        service.stop()
+    assert service.exporter is None

@@ -13,10 +13,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from oasis_ops.commands import note_missing_trial_db, number_in, settings_from
 from oasis_ops.errors import UsageError
+from oasis_ops.exporter import start_exporter
 from oasis_ops.sampler import Sampler
 from oasis_ops.sidecar import sidecar_path_for
 
@@ -81,19 +81,3 @@ def run(args: argparse.Namespace) -> int:
         stats = sampler.stats()
         if not args.once:
             print(f"sampler stopped: {stats['ticks']} ticks, {stats['errors']} errors", flush=True)
-
-
-def start_exporter(settings: Any, sidecar_path: Path) -> Any:
-    """The Prometheus exporter over this sampler's sidecar and trial DB (oasis_ops.exporter)."""
-    from prometheus_client import CollectorRegistry
-
-    from oasis_ops.exporter.collector import OasisCollector
-    from oasis_ops.exporter.httpd import MetricsServer
-    from oasis_ops.exporter.trialstats import TrialStats
-    from oasis_ops.probes.ollama import resolve_ollama_host
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(OasisCollector(sidecar_path, TrialStats(settings.db or None, settings), host=str(settings.metrics_host),
-                                     ollama_url=resolve_ollama_host(str(settings.ollama_host))))  # fmt: skip
-    return MetricsServer(registry, str(settings.prometheus_listen), access_secret=str(settings.access_secret),
-                         allowed_hosts=list(settings.allowed_hosts)).start()  # fmt: skip

@@ -73,6 +73,7 @@ class SamplerService:
         self.sidecar_path = sidecar_path_for(settings.db, settings)
         self.announce = announce or (lambda line: log.warning("%s", line))
         self.sampler: Sampler | None = None
+        self.exporter: Any = None  # oasis_ops.exporter's MetricsServer, when prometheus_listen is set
         self._last_restart = float("-inf")
 
     def start(self) -> None:
@@ -82,6 +83,14 @@ class SamplerService:
             self.announce(f"sampler: not started here: {exc}; the console shows that sampler's data")
         except OasisOpsError as exc:
             self.announce(f"sampler: not started: {exc}; the console works without live telemetry")
+        if self.settings.prometheus_listen and self.sampler is not None:  # opt-in: the exporter beside this sampler
+            from oasis_ops.exporter import start_exporter
+
+            try:
+                self.exporter = start_exporter(self.settings, self.sidecar_path)
+                self.announce(f"Prometheus metrics at {self.exporter.url}")
+            except OasisOpsError as exc:
+                self.announce(f"exporter: not started: {exc}")
 
     def poll(self) -> int | None:
         """Always None (a dead sampler never stops the console), but a sampler thread that died
@@ -102,6 +111,9 @@ class SamplerService:
         return None
 
     def stop(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
         if self.sampler is not None:
             stop_sampler(self.sidecar_path)
             self.sampler = None

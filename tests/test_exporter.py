@@ -27,8 +27,12 @@ from oasis_ops.exporter.trialstats import LATENCY_BUCKETS_S, TrialStats
 from oasis_ops.settings import load_settings
 from oasis_ops.sidecar import Sidecar, heartbeat_row
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 MODEL = "gemma4:e4b"
+
+
+def now_utc() -> datetime:
+    """Taken when the files are written (a suite may run a test long after it imported this)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def write_trials(path: Path, *, tokens: bool = True) -> dict[str, Any]:
@@ -36,6 +40,7 @@ def write_trials(path: Path, *, tokens: bool = True) -> dict[str, Any]:
     and a negative latency (no bucket); returns what the exporter must say, computed with numpy."""
     rng = np.random.default_rng(11)
     rows = []
+    NOW = now_utc()  # noqa: N806
     for i in range(300):
         model = MODEL if i % 3 else "smollm2:135m"
         status = "timeout" if i % 25 == 0 else "error" if i % 41 == 0 else "ok"
@@ -68,9 +73,10 @@ def write_trials(path: Path, *, tokens: bool = True) -> dict[str, Any]:
     return expected
 
 
-def write_sidecar(path: Path) -> None:
+def write_sidecar(path: Path) -> datetime:
     """A Linux host, a model Stopping for 4 minutes with its runner and VRAM, a GPU, an open
-    warning, audited actions and a fresh heartbeat."""
+    warning, audited actions and a fresh heartbeat, as of now (returned)."""
+    NOW = now_utc()  # noqa: N806
     start = NOW - timedelta(minutes=10)
     host = [{"ts": start + timedelta(seconds=10 * i), "mem_total_bytes": 64 * 2**30, "mem_free_bytes": 2**30 * (20 - i // 10),
              "mem_available_bytes": 2**30 * (30 - i // 10), "page_size": 4096, "pages_free": 2**18 * (20 - i // 10),
@@ -91,9 +97,10 @@ def write_sidecar(path: Path) -> None:
                  "message": "free memory runs out in ~9 min", "evidence": {}, "action": "lower concurrency",
                  "eta": NOW + timedelta(minutes=9), "first_seen": NOW - timedelta(minutes=3)}]  # fmt: skip
     beat = heartbeat_row(pid=os.getpid(), started_at=start, last_tick_at=NOW - timedelta(seconds=1), ticks=600, errors=3,
-                         interval_s=1.0, now=NOW - timedelta(seconds=1))  # fmt: skip
+                         interval_s=10.0, now=NOW - timedelta(seconds=1))  # fmt: skip  # fresh for 50 s: a slow suite
     Sidecar(path).write_batch({"host_samples": host, "model_samples": models, "gpu_samples": gpus, "actions": actions,
                                "warnings": warnings, "sampler_status": [beat]})  # fmt: skip
+    return NOW
 
 
 def scrape(url: str, **kwargs: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -117,7 +124,7 @@ def serve(tmp_path: Path, **kwargs: Any) -> MetricsServer:
 
 def test_every_figure_matches_the_rows_written(tmp_path: Path) -> None:
     expected = write_trials(tmp_path / "trials.duckdb")
-    write_sidecar(tmp_path / "trials.ops.duckdb")
+    written = write_sidecar(tmp_path / "trials.ops.duckdb")
     server = serve(tmp_path)
     try:
         got = scrape(server.url)
@@ -149,7 +156,7 @@ def test_every_figure_matches_the_rows_written(tmp_path: Path) -> None:
     assert value("oasis_sampler_up") == 1.0 and value("oasis_sampler_errors_total") == 3
     assert value("oasis_warning_active", kind="memory_exhaustion", subject="", severity="warn") == 1.0
     assert value("oasis_actions_total", action="evict", outcome="ok") == 1 and value("oasis_actions_total", action="evict", outcome="failed") == 1
-    assert value("oasis_action_last_timestamp_seconds", action="hard_kill") == pytest.approx((NOW - timedelta(minutes=1)).timestamp())
+    assert value("oasis_action_last_timestamp_seconds", action="hard_kill") == pytest.approx((written - timedelta(minutes=1)).timestamp())
 
 
 def test_no_sidecar_no_table_and_a_foreign_file_are_said_not_fatal(tmp_path: Path) -> None:

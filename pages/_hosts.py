@@ -38,7 +38,8 @@ def hosts_section(settings: Settings, minutes: int = 30, *, start: datetime | No
     if not url:
         return
     st.subheader("Hosts")
-    end = end or datetime.now(UTC).replace(second=0, microsecond=0)
+    now = datetime.now(UTC)
+    end = end or now.replace(second=now.second // 5 * 5, microsecond=0)  # a cache key every 5 s; never before the newest data
     start = start or end - timedelta(minutes=minutes)
     try:
         overview, series = cached_hosts(url, start, end)
@@ -65,6 +66,6 @@ def hosts_section(settings: Settings, minutes: int = 30, *, start: datetime | No
     } for r in overview]).set_index("host")  # fmt: skip
     st.dataframe(table, width="stretch")
     if series:
-        st.vega_lite_chart(spec=small_multiples_spec(series), width="content")
+        st.vega_lite_chart(spec=small_multiples_spec(series, start, end), width="content")
     else:
         st.caption("Prometheus holds no series of these hosts over this range.")

@@ -156,4 +156,45 @@ class LoginGuard:
             self._failures.pop(client, None)
 
 
-__all__ = ["LoginGuard", "check_bind", "host_header_allowed", "is_loopback_name", "secret_matches"]
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback) -> (host, port); UsageError otherwise."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":")
+    host = host or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"listen address {value!r} is not HOST:PORT (e.g. 127.0.0.1:11435)") from None
+    if not 0 <= port <= 65535:  # 0: any free port (the one chosen is printed)
+        raise UsageError(f"listen port {port} is outside 0..65535")
+    return host, port
+
+
+def bearer_refusal(*, host_header: str | None, authorization: str, client: str, bind_host: str,
+                   allowed_hosts: Iterable[str], secret: str, guard: LoginGuard | None,
+                   what: str) -> tuple[int, str, str | None] | None:  # fmt: skip
+    """Whether an HTTP request (not a dashboard session) may pass: None, or (status, one-line
+    text, the refused secret's kind for the audit: "no secret given" / "wrong secret", None for
+    a bad Host or a locked-out client). The proxy and the exporter share it: the Host guard
+    always, then, when a secret is set, `Authorization: Bearer <secret>` rate-limited per client."""
+    if not host_header_allowed(host_header, bind_host, allowed_hosts):
+        return 403, f"host {host_header!r} is not allowed (DNS rebinding guard); see the allowed_hosts setting", None
+    if not secret:
+        return None
+    if guard is not None and guard.wait_s(client) > 0:
+        return 429, f"too many wrong secrets from {client}; try again in {guard.wait_s(client):.0f} s", None
+    token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+    if secret_matches(token, secret):
+        if guard is not None:
+            guard.succeeded(client)
+        return None
+    if guard is not None:
+        guard.failed(client)
+    return 401, f"this oasis-ops {what} needs `Authorization: Bearer <access secret>`", "no secret given" if not token else "wrong secret"
+
+
+__all__ = ["LoginGuard", "bearer_refusal", "check_bind", "host_header_allowed", "is_loopback_name", "parse_listen", "secret_matches"]

@@ -20,9 +20,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from oasis_ops.access import parse_listen
 from oasis_ops.errors import UsageError
 from oasis_ops.exporter.collector import OasisCollector
-from oasis_ops.exporter.httpd import MetricsServer, parse_listen
+from oasis_ops.exporter.httpd import MetricsServer
 from oasis_ops.exporter.trialstats import LATENCY_BUCKETS_S, TrialStats
 from oasis_ops.settings import load_settings
 from oasis_ops.sidecar import Sidecar, heartbeat_row
@@ -179,7 +180,7 @@ def test_the_access_rule_loopback_a_secret_and_the_host_header(tmp_path: Path) -
     registry = CollectorRegistry(auto_describe=False)
     with pytest.raises(UsageError, match="without an access secret"):
         MetricsServer(registry, "0.0.0.0:0")
-    for bad in ("9464", "host:port", "127.0.0.1:99999"):
+    for bad in ("localhost", "host:port", "127.0.0.1:99999"):
         with pytest.raises(UsageError):
             parse_listen(bad)
     secret = "a-long-enough-secret-42"

@@ -20,12 +20,13 @@ import httpx
 import pytest
 from helpers_proxy import CountingOllama, running_proxy, trial_rows, wait_for
 
+from oasis_ops.access import parse_listen
 from oasis_ops.control import ControlChannel
 from oasis_ops.control.recovery import RECOVERY_FILE, recovery_in_progress
 from oasis_ops.errors import UsageError
 from oasis_ops.proxy.gate import FairGate, QueueFull
 from oasis_ops.proxy.record import classify, error_in_body, token_counts
-from oasis_ops.proxy.service import parse_listen, plan_proxy
+from oasis_ops.proxy.service import plan_proxy
 from oasis_ops.settings import load_settings
 from oasis_ops.sidecar import Sidecar
 

@@ -13,32 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from oasis_ops.access import LoginGuard, check_bind, host_header_allowed, secret_matches
+from oasis_ops.access import LoginGuard, bearer_refusal, check_bind, parse_listen
 from oasis_ops.errors import UsageError
 
 log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """HOST:PORT ([::1]:PORT for IPv6) -> (host, port); UsageError naming the bad part."""
-    text = value.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise UsageError(f"--prometheus {value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"--prometheus {value!r}: the port must be a number") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--prometheus {value!r}: the port must be 0..65535")
-    return host.strip("[]"), port
 
 
 class MetricsApp:
@@ -72,22 +58,15 @@ class MetricsApp:
         return [body]
 
     def _refusal(self, environ: dict[str, Any]) -> tuple[str, str] | None:
-        if not host_header_allowed(environ.get("HTTP_HOST"), self.bind_host, self.allowed_hosts):
-            return "403 Forbidden", "this Host is not allowed (DNS rebinding guard); see the allowed_hosts setting\n"
-        if not self.access_secret:
+        refusal = bearer_refusal(host_header=environ.get("HTTP_HOST"), authorization=str(environ.get("HTTP_AUTHORIZATION") or ""),
+                                 client=str(environ.get("REMOTE_ADDR") or "?"), bind_host=self.bind_host,
+                                 allowed_hosts=self.allowed_hosts, secret=self.access_secret, guard=self.guard, what="exporter")  # fmt: skip
+        if refusal is None:
             return None
-        client = str(environ.get("REMOTE_ADDR") or "?")
-        if self.guard.wait_s(client) > 0:
+        status, text, _ = refusal
+        if status != 403:
             self.refused += 1
-            return "429 Too Many Requests", f"too many wrong secrets from {client}; try again in {self.guard.wait_s(client):.0f} s\n"
-        given = str(environ.get("HTTP_AUTHORIZATION") or "")
-        token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-        if secret_matches(token, self.access_secret):
-            self.guard.succeeded(client)
-            return None
-        self.refused += 1
-        self.guard.failed(client)
-        return "401 Unauthorized", "this oasis-ops exporter needs `Authorization: Bearer <access secret>`\n"
+        return f"{status} {HTTPStatus(status).phrase}", text + "\n"
 
 
 def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:

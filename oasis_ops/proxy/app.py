@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from oasis_ops.access import host_header_allowed, secret_matches
+from oasis_ops.access import bearer_refusal
 from oasis_ops.proxy.gate import FairGate, QueueFull
 from oasis_ops.proxy.record import (
     TRIAL_PATHS,
@@ -173,28 +173,19 @@ class ProxyApp:
                 return
 
     def _access_refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
-        host_header = headers.get(b"host", b"").decode("latin-1")
-        if not host_header_allowed(host_header, self.config.bind_host, self.config.allowed_hosts):
-            return 403, f"host {host_header!r} is not allowed (DNS rebinding guard); see the allowed_hosts setting"
-        secret = self.config.access_secret
-        if not secret:
-            return None
         client = (scope.get("client") or ("?", 0))[0]
-        if self.guard is not None and self.guard.wait_s(client) > 0:
-            self.counters.refused_access += 1
-            return 429, f"too many wrong secrets from {client}; try again in {self.guard.wait_s(client):.0f} s"
-        given = headers.get(b"authorization", b"").decode("latin-1")
-        token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-        if secret_matches(token, secret):
-            if self.guard is not None:
-                self.guard.succeeded(client)
+        refusal = bearer_refusal(host_header=headers.get(b"host", b"").decode("latin-1"),
+                                 authorization=headers.get(b"authorization", b"").decode("latin-1"), client=client,
+                                 bind_host=self.config.bind_host, allowed_hosts=self.config.allowed_hosts,
+                                 secret=self.config.access_secret, guard=self.guard, what="proxy")  # fmt: skip
+        if refusal is None:
             return None
-        self.counters.refused_access += 1
-        if self.guard is not None:
-            self.guard.failed(client)
-        if self.on_refused_access is not None:
-            self.on_refused_access(client, "no secret given" if not token else "wrong secret")
-        return 401, "this oasis-ops proxy needs `Authorization: Bearer <access secret>`"
+        status, text, refused_secret = refusal
+        if status != 403:
+            self.counters.refused_access += 1
+        if refused_secret is not None and self.on_refused_access is not None:
+            self.on_refused_access(client, refused_secret)
+        return status, text
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

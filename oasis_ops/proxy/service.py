@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from oasis_ops.access import LoginGuard, check_bind, is_loopback_name
+from oasis_ops.access import LoginGuard, check_bind, is_loopback_name, parse_listen
 from oasis_ops.control import RunnerControl, control_dir_for
 from oasis_ops.control.recovery import RecoveryMarker, read_recovery
 from oasis_ops.errors import OasisOpsError, UsageError
@@ -33,24 +33,6 @@ from oasis_ops.sidecar import Sidecar, sidecar_path_for
 from oasis_ops.trials.writer import TrialWriter, default_run_id
 
 log = logging.getLogger(__name__)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback) -> (host, port)."""
-    text = value.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = text.rpartition(":")
-    host = host or "127.0.0.1"
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"listen address {value!r} is not HOST:PORT (e.g. 127.0.0.1:11435)") from None
-    if not 0 <= port <= 65535:  # 0: any free port (the one chosen is printed)
-        raise UsageError(f"listen port {port} is outside 0..65535")
-    return host, port
 
 
 def _same_endpoint(upstream: str, host: str, port: int) -> bool:

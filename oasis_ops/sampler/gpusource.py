@@ -23,8 +23,8 @@ from oasis_ops.probes.ollama import resolve_ollama_host
 from oasis_ops.sampler.hostsource import (
     SIMULATED_SOURCE,
     demo_json,
-    is_demo_emulator,
     is_loopback_url,
+    serves_simulated,
 )
 
 DEMO_GPU_PATH = "/_demo/gpu"
@@ -68,23 +68,8 @@ class GpuSource:
 
     def detect(self) -> bool:
         """True when the (loopback) Ollama URL is the demo emulator presenting a GPU."""
-        self.simulated = False
         self._detect_at = self.monotonic() + REDETECT_S
-        if not self.loopback:
-            return False
-        self._deadline.at = time.monotonic() + self._timeout_s
-        try:
-            if not is_demo_emulator(self._http):
-                return False
-        except (httpx.HTTPError, ValueError, RecursionError):
-            return False
-        finally:
-            self._deadline.at = None
-        try:
-            status, payload = self._ask()
-        except (httpx.HTTPError, ValueError, RecursionError):
-            return False
-        self.simulated = status == 200 and isinstance(payload, dict) and payload.get("simulated") is True
+        self.simulated = self.loopback and serves_simulated(self._http, self._deadline, self._timeout_s, DEMO_GPU_PATH, DEMO_GPU_MAX_BYTES)
         return self.simulated
 
     def read(self) -> GpuSnapshot:

@@ -148,6 +148,21 @@ def demo_json(client: httpx.Client, path: str, max_bytes: int = DEMO_MAX_BYTES) 
         return response.status_code, (json.loads(body) if response.status_code == 200 else None)
 
 
+def serves_simulated(client: httpx.Client, deadline: Deadline, timeout_s: float, path: str, max_bytes: int = DEMO_MAX_BYTES) -> bool:
+    """Whether `client`'s server is the demo emulator (its mark on /api/version) and its demo-only
+    endpoint `path` answers a simulated body, all within one total deadline; False on any error."""
+    deadline.at = time.monotonic() + timeout_s
+    try:
+        if not is_demo_emulator(client):
+            return False
+        status, payload = demo_json(client, path, max_bytes)
+    except (httpx.HTTPError, ValueError, RecursionError):
+        return False
+    finally:
+        deadline.at = None
+    return status == 200 and isinstance(payload, dict) and payload.get("simulated") is True
+
+
 class HostSource:
     """`sample()` -> HostSample from the demo's simulated host when the Ollama URL serves one,
     else from this machine. `detect()` decides (call it again when Ollama comes back)."""
@@ -173,19 +188,7 @@ class HostSource:
 
     def detect(self) -> bool:
         """True when the (loopback) Ollama URL serves a simulated host (the demo emulator)."""
-        self.simulated = False
-        if not self.loopback:
-            return False
-        self._deadline.at = time.monotonic() + self._timeout_s
-        try:
-            if not is_demo_emulator(self._http):
-                return False
-            status, payload = demo_json(self._http, DEMO_HOST_PATH)
-        except (httpx.HTTPError, ValueError, RecursionError):
-            return False
-        finally:
-            self._deadline.at = None
-        self.simulated = status == 200 and isinstance(payload, dict) and payload.get("simulated") is True
+        self.simulated = self.loopback and serves_simulated(self._http, self._deadline, self._timeout_s, DEMO_HOST_PATH)
         return self.simulated
 
     def sample(self) -> HostSample:
